@@ -1,0 +1,35 @@
+"""Error types. Anything derived from UserInputError is the user's to fix:
+the CLI prints its one-line message and exits with code 2, no traceback."""
+
+
+class EdgecompError(Exception):
+    """Base class of every error edgecomp raises on purpose."""
+
+
+class UserInputError(EdgecompError):
+    """The user's input (recipe, path, device string, file) is wrong."""
+
+    prefix = "error"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}: {super().__str__()}"
+
+
+class RecipeError(UserInputError):
+    prefix = "recipe error"
+
+
+class DataError(UserInputError):
+    prefix = "data error"
+
+
+class ModelError(UserInputError):
+    prefix = "model error"
+
+
+class RunDirError(UserInputError):
+    prefix = "run error"
+
+
+class PruneError(EdgecompError):
+    """Pruning could not reach its target (not necessarily the user's fault)."""

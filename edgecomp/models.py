@@ -1,0 +1,335 @@
+"""Model factory, tiny registered models, and structure-preserving save/load.
+
+A pruned model is saved as plain data: its state_dict plus, for every module
+whose shape pruning can change, the shape attributes it ended with. Loading
+builds the dense model from the recipe's factory again, re-shapes those
+modules, and loads the tensors — no pickled classes (weights_only=True).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from .errors import ModelError
+from .recipe import ModelSection
+
+MODEL_FORMAT = "edgecomp-model/1"
+
+
+# ---------------------------------------------------------------- tiny models
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet family (He et al. 2016): 3 stages of 6n+2 layers."""
+
+    def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, width: int = 16):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ModelError(f"model.arch: CIFAR ResNet depth must be 6n+2, got {depth}")
+        blocks = (depth - 2) // 6
+        widths = [width, width * 2, width * 4]
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        stages, cin = [], width
+        for index, cout in enumerate(widths):
+            layers = [BasicBlock(cin if b == 0 else cout, cout, 2 if (b == 0 and index) else 1) for b in range(blocks)]
+            stages.append(nn.Sequential(*layers))
+            cin = cout
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class ToyGrouped(nn.Module):
+    """A small net with grouped and depthwise convolutions, for tests."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 32):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.grouped = nn.Sequential(
+            nn.Conv2d(width, width * 2, 3, 2, 1, groups=4, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU()
+        )
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(width * 2, width * 2, 3, 1, 2, dilation=2, groups=width * 2, bias=False),
+            nn.BatchNorm2d(width * 2), nn.ReLU(),
+            nn.Conv2d(width * 2, width * 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width * 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.grouped(self.stem(x))
+        x = x + self.depthwise(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _cifar_resnet(depth: int) -> Callable[..., nn.Module]:
+    return lambda num_classes, in_channels, **kw: CifarResNet(depth, num_classes, in_channels, **kw)
+
+
+TINY_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "cifar_resnet8": _cifar_resnet(8),
+    "cifar_resnet14": _cifar_resnet(14),
+    "cifar_resnet20": _cifar_resnet(20),
+    "toy_grouped": lambda num_classes, in_channels, **kw: ToyGrouped(num_classes, in_channels, **kw),
+}
+
+
+# ---------------------------------------------------------------- factory
+
+
+def build_model(cfg: ModelSection) -> nn.Module:
+    """The dense model the recipe names, adapted to its channels, classes and input size."""
+    if cfg.arch in TINY_MODELS:
+        model = _call(TINY_MODELS[cfg.arch], cfg, num_classes=cfg.num_classes, in_channels=cfg.in_channels)
+        if cfg.pretrained:
+            raise ModelError(f"model.pretrained: {cfg.arch} has no pretrained weights")
+    elif ":" in cfg.arch and not cfg.arch.startswith("timm:"):
+        model = _call(_entry_point(cfg.arch), cfg, num_classes=cfg.num_classes)
+    elif cfg.arch.startswith("timm:"):
+        model = _timm_model(cfg)
+    else:
+        model = _torchvision_model(cfg)
+    if cfg.small_input and cfg.arch not in TINY_MODELS:
+        shrink_stem(model)
+    if cfg.weights:
+        load_state_file(model, cfg.weights, "model.weights")
+    return model
+
+
+def _call(factory: Callable[..., nn.Module], cfg: ModelSection, **kwargs: Any) -> nn.Module:
+    try:
+        return factory(**kwargs, **cfg.kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model.kwargs: {cfg.arch} does not accept them: {exc}") from None
+
+
+def _entry_point(spec: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"model.arch: cannot load entry point {spec!r}: {exc}") from None
+
+
+def _timm_model(cfg: ModelSection) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise ModelError(f"model.arch: {cfg.arch} needs timm (pip install timm)") from None
+    name = cfg.arch.removeprefix("timm:")
+    if name not in timm.list_models():
+        raise ModelError(f"model.arch: timm has no model {name!r}")
+    try:
+        return timm.create_model(
+            name, pretrained=cfg.pretrained, num_classes=cfg.num_classes, in_chans=cfg.in_channels, **cfg.kwargs
+        )
+    except OSError as exc:
+        raise ModelError(f"model.pretrained: cannot fetch timm weights for {name} (offline?): {exc}") from None
+
+
+def _torchvision_model(cfg: ModelSection) -> nn.Module:
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if cfg.arch not in available:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.arch, available + list(TINY_MODELS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(f"model.arch: unknown model {cfg.arch!r}{hint}")
+    if not cfg.pretrained:
+        model = _call(lambda **kw: torchvision.models.get_model(cfg.arch, **kw), cfg, num_classes=cfg.num_classes)
+    else:
+        model = _pretrained_torchvision(cfg)
+    if cfg.in_channels != 3:
+        replace_first_conv(model, cfg.in_channels)
+    return model
+
+
+def _pretrained_torchvision(cfg: ModelSection) -> nn.Module:
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(cfg.arch, weights="DEFAULT", **cfg.kwargs)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        raise ModelError(
+            f"model.pretrained: cannot get the pretrained weights of {cfg.arch} (offline and not in the torch "
+            f"hub cache {torch.hub.get_dir()}): {exc}; set model.pretrained=false or model.weights=FILE"
+        ) from None
+    replace_classifier(model, cfg.num_classes)
+    return model
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ModelError("model.arch: the model has no Linear classifier")
+    return linears[-1]
+
+
+def replace_classifier(model: nn.Module, num_classes: int) -> None:
+    name, old = last_linear(model)
+    if old.out_features != num_classes:
+        set_submodule(model, name, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module
+    raise ModelError("model.arch: the model has no Conv2d")
+
+
+def replace_first_conv(model: nn.Module, in_channels: int, kernel: int | None = None, stride: int | None = None):
+    name, old = first_conv(model)
+    kernel = kernel or old.kernel_size[0]
+    stride = stride or old.stride[0]
+    new = nn.Conv2d(in_channels, old.out_channels, kernel, stride, kernel // 2, bias=old.bias is not None)
+    if kernel == old.kernel_size[0] and in_channels != old.in_channels:
+        with torch.no_grad():  # keep pretrained filters: average over the old input channels
+            new.weight.copy_(old.weight.mean(dim=1, keepdim=True).expand_as(new.weight))
+    set_submodule(model, name, new)
+
+
+def shrink_stem(model: nn.Module) -> None:
+    """For 28-64 px inputs: a 3x3 stride-1 first conv and no stem max-pool."""
+    _, old = first_conv(model)
+    replace_first_conv(model, old.in_channels, kernel=3, stride=1)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.MaxPool2d) and name.count(".") <= 1:
+            set_submodule(model, name, nn.Identity())
+            break
+
+
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+# ---------------------------------------------------------------- weights and structure
+
+
+def read_checkpoint(path: str | Path, field: str) -> dict[str, Any]:
+    """torch.load with weights_only=True: a malicious pickle is refused, never run."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{field}: {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{field}: {path} is not a safe tensor checkpoint ({first_line})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{field}: {path} holds a {type(data).__name__}, not a state_dict")
+    return data
+
+
+def load_state_file(model: nn.Module, path: str | Path, field: str) -> None:
+    """Load a plain state_dict, an edgecomp model file, or a run's step checkpoint."""
+    data = read_checkpoint(path, field)
+    if isinstance(data.get("model"), dict) and data["model"].get("format") == MODEL_FORMAT:
+        data = data["model"]  # a step checkpoint wraps the model payload
+    if data.get("format") == MODEL_FORMAT:
+        apply_structure(model, data["structure"])
+        resize_like(model, data["state_dict"])
+        state = data["state_dict"]
+    else:
+        state = data.get("state_dict", data)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[:2])[:300]
+        raise ModelError(f"{field}: {path} does not fit the model: {detail}") from None
+
+
+SHAPE_ATTRS = {
+    nn.Conv2d: ("in_channels", "out_channels", "groups"),
+    nn.Linear: ("in_features", "out_features"),
+    nn.BatchNorm2d: ("num_features",),
+}
+
+
+def model_structure(model: nn.Module) -> dict[str, dict[str, int]]:
+    structure = {}
+    for name, module in model.named_modules():
+        for kind, attrs in SHAPE_ATTRS.items():
+            if isinstance(module, kind):
+                structure[name] = {attr: int(getattr(module, attr)) for attr in attrs}
+    return structure
+
+
+def apply_structure(model: nn.Module, structure: dict[str, dict[str, int]]) -> None:
+    """Re-shape modules to a recorded structure; tensors come from load_state_dict after."""
+    modules = dict(model.named_modules())
+    for name, attrs in structure.items():
+        if name not in modules:
+            raise ModelError(f"saved structure names module {name!r} that the model factory does not build")
+        for attr, value in attrs.items():
+            setattr(modules[name], attr, value)
+
+
+def resize_like(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter and buffer the shape it has in `state` (values follow)."""
+    for key, tensor in state.items():
+        module_name, _, attr = key.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        current = getattr(module, attr, None)
+        if isinstance(current, torch.Tensor) and current.shape != tensor.shape:
+            replacement = torch.empty(tensor.shape, dtype=current.dtype)
+            if isinstance(current, nn.Parameter):
+                setattr(module, attr, nn.Parameter(replacement, requires_grad=current.requires_grad))
+            else:
+                module.register_buffer(attr, replacement)
+
+
+def model_payload(model: nn.Module, cfg: ModelSection) -> dict[str, Any]:
+    """Plain data from which `model_from_payload` rebuilds the (pruned) model."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"format": MODEL_FORMAT, "model": cfg.model_dump(mode="json"), "structure": model_structure(model),
+            "state_dict": state}
+
+
+def model_from_payload(payload: dict[str, Any], cfg: ModelSection | None = None) -> nn.Module:
+    if payload.get("format") != MODEL_FORMAT:
+        raise ModelError(f"not an edgecomp model file (format {payload.get('format')!r}, expected {MODEL_FORMAT})")
+    cfg = cfg or ModelSection.model_validate(payload["model"])
+    model = build_model(cfg.model_copy(update={"weights": None, "pretrained": False}))
+    apply_structure(model, payload["structure"])
+    resize_like(model, payload["state_dict"])
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def load_model_file(path: str | Path) -> nn.Module:
+    return model_from_payload(read_checkpoint(path, "model file"))

@@ -1,0 +1,219 @@
+"""`compress`: dense stage, then N × (prune → fine-tune → evaluate → checkpoint).
+
+Orchestration only; every mechanism lives in its own module. Everything the
+user can get wrong (recipe, data root, model name, weights file) is checked
+before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .augment import Augmenter
+from .data import DataBundle, load_data
+from .errors import RunDirError
+from .models import build_model, load_state_file, model_from_payload, model_payload
+from .prune import Size, measure_size, prune_to
+from .recipe import Recipe, dump_recipe, validate
+from .report import write_report
+from .rundir import RunDir, save_tensors, write_text
+from .schedule import magnitude_for, step_targets
+from .train import InputSpec, TrainJob, console, evaluate, host_latency_ms, train
+
+import yaml
+
+
+@dataclass
+class CompressResult:
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    model_path: Path
+    report_path: Path
+
+    @property
+    def dense(self) -> dict[str, Any]:
+        return self.rows[0]
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.rows[-1]
+
+
+@dataclass
+class Context:
+    recipe: Recipe
+    run: RunDir
+    data: DataBundle
+    spec: InputSpec
+    augmenter: Augmenter
+    dense_size: Optional[Size] = None
+    teacher: Optional[nn.Module] = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False) -> CompressResult:
+    """Run (or resume) a compression run; returns where everything was written."""
+    run = RunDir(out if out is not None else Path("runs") / recipe.name)
+    finished = _check_run_dir(run, recipe, resume)
+    data = load_data(recipe.data, recipe.model)
+    torch.manual_seed(recipe.seed)  # the dense model's initial weights
+    dense_model = build_model(recipe.model)
+    if recipe.dense.weights:
+        load_state_file(dense_model, recipe.dense.weights, "dense.weights")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    spec = InputSpec.create(recipe.model, data.mean, data.std, device)
+    ctx = Context(recipe, run, data, spec, Augmenter(recipe.augment))
+    run.root.mkdir(parents=True, exist_ok=True)
+    if not run.recipe.is_file():
+        write_text(run.recipe, dump_recipe(recipe))
+    model = _dense_stage(ctx, dense_model.to(device), 0 in finished)
+    start = max(finished, default=0) + 1 if finished else 1
+    if start > 1:
+        model = _restore(ctx, start - 1)
+        console.print(f"[bold]resuming[/] {run.root} after step {start - 1}")
+    for step in range(start, recipe.prune.steps + 1):
+        model = _prune_step(ctx, model, step)
+    return _finish(ctx, model)
+
+
+def _check_run_dir(run: RunDir, recipe: Recipe, resume: bool) -> list[int]:
+    """Refuse to overwrite a run; on resume, insist on the same recipe."""
+    has_content = run.root.is_dir() and any(run.root.iterdir())
+    if run.root.exists() and not run.root.is_dir():
+        raise RunDirError(f"--out: {run.root} exists and is not a folder")
+    if has_content and not resume:
+        raise RunDirError(f"{run.root} already holds a run; pass --resume to continue it or --out for a new one")
+    if not has_content or not run.recipe.is_file():
+        return []
+    stored = validate(yaml.safe_load(run.recipe.read_text()) or {}, source=str(run.recipe))
+    if stored.to_plain() != recipe.to_plain():
+        changed = _changed_keys(stored.to_plain(), recipe.to_plain())
+        raise RunDirError(f"--resume: the recipe differs from {run.recipe} in {', '.join(changed[:5])}")
+    return run.finished_steps()
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if old != new else []
+
+
+def _dense_stage(ctx: Context, model: nn.Module, done: bool) -> nn.Module:
+    recipe = ctx.recipe
+    if done:
+        checkpoint = ctx.run.load_step(0)
+        model = model_from_payload(checkpoint["model"], recipe.model).to(ctx.spec.device)
+        ctx.dense_size, ctx.rows = Size(**checkpoint["dense_size"]), [checkpoint["row"]]
+    else:
+        ctx.dense_size = measure_size(model, ctx.spec.example())
+        magnitude = magnitude_for(recipe.augment.schedule, 0, 1.0)
+        stats = _fit(ctx, model, 0, magnitude, recipe.dense.epochs, recipe.dense.optim, "dense")
+        row = _row(ctx, model, 0, ctx.dense_size, magnitude, recipe.dense.epochs, stats)
+        _save_step(ctx, model, 0, row)
+    ctx.teacher = _frozen(model)
+    return model
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(model).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
+
+
+def _restore(ctx: Context, step: int) -> nn.Module:
+    ctx.rows = [ctx.run.load_step(k)["row"] for k in range(step + 1)]
+    return model_from_payload(ctx.run.load_step(step)["model"], ctx.recipe.model).to(ctx.spec.device)
+
+
+def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
+    recipe, dense = ctx.recipe, ctx.dense_size
+    torch.manual_seed(_seed(recipe, step))
+    fraction = step_targets(
+        recipe.prune.target.macs or recipe.prune.target.params, recipe.prune.steps,
+        recipe.prune.schedule.value == "geometric",
+    )[step - 1]
+    target = Size(int(dense.macs * fraction), int(dense.params * fraction))
+    size = prune_to(model, ctx.spec.example(), recipe.prune, target, recipe.model.num_classes,
+                    grad_fn=lambda m: _taylor_grads(ctx, m))
+    magnitude = magnitude_for(recipe.augment.schedule, step, size.macs / dense.macs)
+    console.print(
+        f"[bold]step {step}/{recipe.prune.steps}[/]: MACs {size.macs / dense.macs:.3f} of dense "
+        f"(target {fraction:.3f}), params {size.params / dense.params:.3f}, magnitude {magnitude:.1f}"
+    )
+    epochs = recipe.finetune.epochs_per_step
+    stats = _fit(ctx, model, step, magnitude, epochs, recipe.finetune.optim, f"step {step}")
+    _save_step(ctx, model, step, _row(ctx, model, step, size, magnitude, epochs, stats))
+    return model
+
+
+def _seed(recipe: Recipe, step: int) -> int:
+    return recipe.seed * 1000 + step
+
+
+def _fit(ctx: Context, model: nn.Module, step: int, magnitude: float, epochs: int, optim, label: str):
+    if epochs == 0:
+        return []
+    torch.manual_seed(_seed(ctx.recipe, step))
+    job = TrainJob(ctx.data.train, ctx.spec, ctx.augmenter, magnitude, optim, epochs, _seed(ctx.recipe, step),
+                   label, teacher=ctx.teacher if step > 0 else None, teacher_cfg=ctx.recipe.teacher)
+    return train(model, job)
+
+
+def _taylor_grads(ctx: Context, model: nn.Module) -> None:
+    model.eval()
+    for index, (raw, labels) in enumerate(ctx.data.train.batches(ctx.recipe.seed)):
+        if index >= ctx.recipe.prune.calib_batches:
+            break
+        F.cross_entropy(model(ctx.spec.prepare(raw)), labels.to(ctx.spec.device)).backward()
+
+
+def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: int, stats) -> dict[str, Any]:
+    dense = ctx.dense_size
+    images, seconds = sum(s.images for s in stats), sum(s.seconds for s in stats)
+    row = {
+        "step": step, "stage": "dense" if step == 0 else "prune",
+        "macs": size.macs, "params": size.params,
+        "macs_ratio": size.macs / dense.macs, "params_ratio": size.params / dense.params,
+        "magnitude": magnitude, "epochs": epochs,
+        "accuracy": evaluate(model, ctx.data.val, ctx.spec),
+        "test_accuracy": evaluate(model, ctx.data.test, ctx.spec),
+        "latency_ms": host_latency_ms(model, ctx.spec, ctx.recipe.device.latency_iterations),
+        "latency_device": f"host-{ctx.spec.device.type}",
+        "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
+        "final_loss": stats[-1].loss if stats else None,
+    }
+    console.print(
+        f"  step {step}: val accuracy {row['accuracy']:.4f}, test accuracy {row['test_accuracy']:.4f}, "
+        f"latency {row['latency_ms'] or 0:.2f} ms"
+    )
+    return row
+
+
+def _save_step(ctx: Context, model: nn.Module, step: int, row: dict[str, Any]) -> None:
+    """Checkpoint first (atomically), then the metrics file rebuilt from all rows."""
+    ctx.run.save_step(step, {"model": model_payload(model, ctx.recipe.model), "row": row,
+                             "dense_size": {"macs": ctx.dense_size.macs, "params": ctx.dense_size.params}})
+    ctx.rows = ctx.rows[:step] + [row]
+    ctx.run.write_rows(ctx.rows)
+
+
+def _finish(ctx: Context, model: nn.Module) -> CompressResult:
+    ctx.run.write_rows(ctx.rows)
+    save_tensors(ctx.run.model, model_payload(model, ctx.recipe.model))
+    report = write_report(ctx.run, ctx.rows, ctx.recipe)
+    final, dense = ctx.rows[-1], ctx.rows[0]
+    console.print(
+        f"[bold green]done[/]: {final['macs_ratio']:.1%} of the dense MACs, test accuracy "
+        f"{final['test_accuracy']:.4f} (dense {dense['test_accuracy']:.4f}); report: {report}"
+    )
+    return CompressResult(ctx.run.root, ctx.rows, ctx.run.model, report)

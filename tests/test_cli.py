@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import yaml
+
+from conftest import run_cli, tiny_recipe_dict
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        ({"model": {"arch": "resnet81"}}, ["model.arch: unknown model 'resnet81'"]),
+        ({"data": {"root": "/nonexistent/fmnist"}}, ["data.root: /nonexistent/fmnist does not exist"]),
+        ({"prune": {"target": {"macs": 1.0}}}, ["recipe error: prune.target.macs: must be < 1"]),
+        ({"prune": {"target": {"macs": 0}}}, ["recipe error: prune.target.macs: must be > 0"]),
+        ({"prune": {"target": {"macs": -0.5}}}, ["prune.target.macs: must be > 0"]),
+        ({"prune": {"steps": 0}}, ["recipe error: prune.steps: must be >= 1 (got 0)"]),
+        ({"dense": {"weights": "/nonexistent/w.pt"}}, ["dense.weights: /nonexistent/w.pt does not exist"]),
+        ({"model": {"num_classes": 3}}, ["model.num_classes: is 3 but the dataset has 10"]),
+    ],
+)
+def test_bad_recipes_exit_2_and_create_nothing(tmp_path, write_recipe, change, fragments):
+    path = write_recipe(tiny_recipe_dict(**change))
+    out = tmp_path / "run"
+    assert_user_error(run_cli("compress", "--recipe", str(path), "--out", str(out)), *fragments)
+    assert not out.exists()
+
+
+def test_missing_recipe_file(tmp_path):
+    result = run_cli("compress", "--recipe", "nope.yaml", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert_user_error(result, "recipe file not found: nope.yaml")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: [unclosed\n")
+    assert_user_error(run_cli("compress", "--recipe", str(path), "--out", str(tmp_path / "r")), "malformed YAML")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_set(tmp_path, write_recipe):
+    path = write_recipe(tiny_recipe_dict())
+    result = run_cli("compress", "--recipe", str(path), "--set", "prune.steps=zero", "--out", str(tmp_path / "r"))
+    assert_user_error(result, "prune.steps")
+    result = run_cli("recipe", "check", str(path), "--set", "prune.nonsense=1")
+    assert_user_error(result, "prune.nonsense: unknown key")
+
+
+def test_recipe_check_prints_the_resolved_recipe(write_recipe):
+    path = write_recipe(tiny_recipe_dict())
+    result = run_cli("recipe", "check", str(path), "--set", "prune.steps=4")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["prune"]["steps"] == 4 and resolved["augment"]["policy"] == "randaugment"
+
+
+def test_recipe_check_finds_shipped_recipes(tmp_path):
+    result = run_cli("recipe", "check", "resnet18_jetson.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["model"]["arch"] == "resnet18"
+
+
+def test_recipe_schema_is_json_schema():
+    result = run_cli("recipe", "schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert set(schema["properties"]) == {"name", "seed", "model", "data", "dense", "prune", "finetune", "augment",
+                                         "aux", "teacher", "export", "device"}
+
+
+def test_report_without_runs(tmp_path):
+    assert_user_error(run_cli("report", cwd=tmp_path), "--run: no run under runs/")

@@ -1,0 +1,105 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from edgecomp import compress
+from edgecomp.errors import RunDirError
+from edgecomp.models import load_model_file
+from edgecomp.recipe import load_recipe
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict
+
+ROW_KEYS = {"step", "macs", "params", "macs_ratio", "params_ratio", "magnitude", "accuracy", "test_accuracy",
+            "latency_ms"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, fashion_root):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    return compress(tiny_recipe(), out=out)
+
+
+def test_run_directory_contract(tiny_run):
+    root = tiny_run.run_dir
+    for name in ("recipe.yaml", "metrics.jsonl", "model.pt", "report.md", "pareto.png"):
+        assert (root / name).is_file(), name
+    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["step_000.pt", "step_001.pt", "step_002.pt"]
+    rows = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(ROW_KEYS <= set(r) for r in rows)
+    assert rows[0]["macs_ratio"] == 1.0 and rows[-1]["macs_ratio"] <= 0.5
+    assert rows[1]["macs_ratio"] <= 0.75
+    assert rows[0]["magnitude"] > rows[-1]["magnitude"]  # linear schedule follows size
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert rows[0]["test_accuracy"] > 0.3  # two epochs on 512 real images beat chance (0.1)
+    assert load_recipe(root / "recipe.yaml") == tiny_recipe()
+
+
+def test_final_model_rebuilds_from_plain_data(tiny_run):
+    raw = torch.load(tiny_run.model_path, weights_only=True)
+    model = load_model_file(tiny_run.model_path).eval()
+    params = sum(p.numel() for p in model.parameters())
+    assert params == tiny_run.final["params"]
+    last = torch.load(tiny_run.run_dir / "checkpoints" / "step_002.pt", weights_only=True)
+    for key, tensor in raw["state_dict"].items():
+        assert torch.equal(tensor, last["model"]["state_dict"][key])
+
+
+def test_report_lists_dense_and_every_step(tiny_run):
+    text = tiny_run.report_path.read_text()
+    assert "| 0 (dense) |" in text and "| 1 |" in text and "| 2 |" in text
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    before = (tiny_run.run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(RunDirError, match="already holds a run"):
+        compress(tiny_recipe(), out=tiny_run.run_dir)
+    changed = tiny_recipe(seed=1)
+    with pytest.raises(RunDirError, match="recipe differs .* in seed"):
+        compress(changed, out=tiny_run.run_dir, resume=True)
+    assert (tiny_run.run_dir / "metrics.jsonl").read_text() == before
+
+
+def test_resume_of_a_finished_run_adds_no_rows(tiny_run):
+    again = compress(tiny_recipe(), out=tiny_run.run_dir, resume=True)
+    assert [r["step"] for r in again.rows] == [0, 1, 2]
+    assert again.rows == tiny_run.rows
+
+
+def test_prune_only_and_dense_weights(tmp_path, tiny_run, fashion_root):
+    recipe = tiny_recipe(dense={"epochs": 0, "weights": str(tiny_run.run_dir / "checkpoints" / "step_000.pt")},
+                         finetune={"epochs_per_step": 0})
+    result = compress(recipe, out=tmp_path / "p")
+    assert result.rows[0]["accuracy"] == tiny_run.rows[0]["accuracy"]  # same dense weights
+    assert result.rows[-1]["epochs"] == 0 and result.rows[-1]["final_loss"] is None
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path, write_recipe, fashion_root):
+    recipe = tiny_recipe_dict(prune={"steps": 3, "target": {"macs": 0.4}, "round_to": 4},
+                              device={"latency_iterations": 0})
+    path = write_recipe(recipe)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_cli("compress", "--recipe", str(path), "--out", str(whole)).returncode == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgecomp", "compress", "--recipe", str(path), "--out",
+                             str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "step_001.pt").exists():
+        assert proc.poll() is None, "run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.pt").exists()
+    result = run_cli("compress", "--recipe", str(path), "--out", str(killed), "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    rows = lambda root: [json.loads(l) for l in (root / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    drop = {"train_seconds", "train_throughput", "latency_ms"}
+    clean = lambda rs: [{k: v for k, v in r.items() if k not in drop} for r in rs]  # noqa: E731
+    assert [r["step"] for r in rows(killed)] == [0, 1, 2, 3]
+    assert clean(rows(killed)) == clean(rows(whole))

@@ -1,0 +1,98 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from edgecomp.errors import PruneError, RecipeError
+from edgecomp.models import build_model
+from edgecomp.prune import Size, measure_size, prune_to
+from edgecomp.recipe import ModelSection, PruneSection
+
+CASES = [  # arch, input size, small_input
+    ("resnet18", 32, False),
+    ("mobilenet_v2", 32, False),
+    ("cifar_resnet8", 28, False),
+]
+
+
+def setup(arch, size, small):
+    cfg = ModelSection(arch=arch, num_classes=10, in_channels=3, input_size=size, small_input=small)
+    model = build_model(cfg)
+    example = torch.zeros(1, 3, size, size)
+    return model, example, measure_size(model, example)
+
+
+def conv_widths(model):
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+@pytest.mark.parametrize("arch, size, small", CASES)
+def test_reaches_macs_target_within_one_increment(arch, size, small):
+    model, example, dense = setup(arch, size, small)
+    cfg = PruneSection(target={"macs": 0.5}, round_to=8)
+    target = Size(int(dense.macs * 0.5), 0)
+    reached = prune_to(model, example, cfg, target, 10)
+    assert reached.macs <= target.macs
+    assert reached.macs >= 0.45 * dense.macs, reached.macs / dense.macs  # no gross overshoot
+    assert measure_size(model, example) == reached
+    assert model(torch.randn(2, 3, size, size)).shape == (2, 10)
+
+
+def test_round_to_and_classifier_kept():
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    before = conv_widths(model)
+    prune_to(model, example, PruneSection(target={"macs": 0.4}, round_to=8), Size(int(dense.macs * 0.4), 0), 10)
+    after = conv_widths(model)
+    assert all(width % 8 == 0 for width in after.values())
+    assert any(after[n] < before[n] for n in before)
+    assert model.fc.out_features == 10
+
+
+def test_params_target():
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    reached = prune_to(model, example, PruneSection(target={"params": 0.5}, round_to=4),
+                       Size(0, int(dense.params * 0.5)), 10)
+    assert reached.params <= dense.params * 0.5
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "taylor", "bn_scale", "lamp", "random"])
+def test_every_importance_prunes(importance):
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    for module in model.modules():  # trained BN scales differ; fresh ones are all 1 (bn_scale ties)
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.1, 1.0)
+    x, y = torch.randn(8, 3, 28, 28), torch.randint(0, 10, (8,))
+
+    def grads(m):
+        nn.functional.cross_entropy(m(x), y).backward()
+
+    cfg = PruneSection(target={"macs": 0.6}, importance=importance, round_to=4)
+    reached = prune_to(model, example, cfg, Size(int(dense.macs * 0.6), 0), 10, grad_fn=grads)
+    assert reached.macs <= dense.macs * 0.6
+
+
+def test_importances_choose_differently():
+    kept = {}
+    for importance in ("l2", "random"):
+        torch.manual_seed(0)
+        model, example, dense = setup("cifar_resnet8", 28, False)
+        cfg = PruneSection(target={"macs": 0.6}, importance=importance, round_to=4)
+        prune_to(model, example, cfg, Size(int(dense.macs * 0.6), 0), 10)
+        kept[importance] = model.conv1.weight.detach().clone()
+    same_shape = kept["l2"].shape == kept["random"].shape
+    assert not same_shape or not torch.equal(kept["l2"], kept["random"])
+
+
+def test_unreachable_target_is_a_clear_error():
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    cfg = PruneSection(target={"macs": 0.6}, importance="bn_scale", round_to=4)  # fresh BN: all ties
+    with pytest.raises(PruneError, match="found no more channels it may remove"):
+        prune_to(model, example, cfg, Size(int(dense.macs * 0.6), 0), 10)
+
+
+def test_ignored_layers_are_kept_and_unknown_ones_refused():
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    cfg = PruneSection(target={"macs": 0.6}, round_to=4, ignored_layers=["layer3.0.conv1"])
+    prune_to(model, example, cfg, Size(int(dense.macs * 0.6), 0), 10)
+    assert model.layer3[0].conv1.out_channels == 64
+    with pytest.raises(RecipeError, match="prune.ignored_layers: no module named 'nope'"):
+        prune_to(model, example, cfg.model_copy(update={"ignored_layers": ["nope"]}), Size(1, 0), 10)
