@@ -33,3 +33,14 @@ class RunDirError(UserInputError):
 
 class PruneError(EdgecompError):
     """Pruning could not reach its target (not necessarily the user's fault)."""
+
+
+class DeviceError(UserInputError):
+    """The device string, profile or connection is wrong: unknown profile, malformed ssh URL,
+    unreachable host, wrong port, unknown host key, refused key."""
+
+    prefix = "device error"
+
+
+class RemoteError(EdgecompError):
+    """A target-side program failed, or the connection dropped while it ran."""

@@ -7,7 +7,6 @@ before the run directory is created.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,14 @@ import torch.nn.functional as F
 from .augment import Augmenter
 from .data import DataBundle, load_data
 from .errors import RunDirError
-from .models import build_model, load_state_file, model_from_payload, model_payload
+from .models import build_model, load_state_file, model_from_payload, model_payload, model_structure
+from .objective import LossStats, Objective
 from .prune import Size, measure_size, prune_to
-from .recipe import Recipe, dump_recipe, validate
+from .recipe import AuxKind, Recipe, ScheduleKind, dump_recipe, validate
 from .report import write_report
 from .rundir import RunDir, save_tensors, write_text
 from .schedule import magnitude_for, step_targets
+from .teacher import Calibration, Teacher, calibrate, first_samples, load_teacher
 from .train import InputSpec, TrainJob, console, evaluate, host_latency_ms, train
 
 import yaml
@@ -55,7 +56,7 @@ class Context:
     spec: InputSpec
     augmenter: Augmenter
     dense_size: Optional[Size] = None
-    teacher: Optional[nn.Module] = None
+    teacher: Optional[Teacher] = None
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -71,6 +72,8 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = InputSpec.create(recipe.model, data.mean, data.std, device)
     ctx = Context(recipe, run, data, spec, Augmenter(recipe.augment))
+    if recipe.teacher.weights:  # checked before anything is written
+        ctx.teacher = load_teacher(recipe, dense_model, spec.example()).to(device)
     run.root.mkdir(parents=True, exist_ok=True)
     if not run.recipe.is_file():
         write_text(run.recipe, dump_recipe(recipe))
@@ -116,18 +119,13 @@ def _dense_stage(ctx: Context, model: nn.Module, done: bool) -> nn.Module:
     else:
         ctx.dense_size = measure_size(model, ctx.spec.example())
         magnitude = magnitude_for(recipe.augment.schedule, 0, 1.0)
-        stats = _fit(ctx, model, 0, magnitude, recipe.dense.epochs, recipe.dense.optim, "dense")
+        objective = _objective(ctx, 1.0, recipe.dense.optim.label_smoothing)
+        stats = _fit(ctx, model, 0, magnitude, recipe.dense.epochs, recipe.dense.optim, "dense", objective)
         row = _row(ctx, model, 0, ctx.dense_size, magnitude, recipe.dense.epochs, stats)
         _save_step(ctx, model, 0, row)
-    ctx.teacher = _frozen(model)
+    if ctx.teacher is None and (recipe.teacher.needed() or recipe.augment.schedule.kind == ScheduleKind.teacher):
+        ctx.teacher = Teacher(model)
     return model
-
-
-def _frozen(model: nn.Module) -> nn.Module:
-    teacher = copy.deepcopy(model).eval()
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    return teacher
 
 
 def _restore(ctx: Context, step: int) -> nn.Module:
@@ -145,27 +143,82 @@ def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
     target = Size(int(dense.macs * fraction), int(dense.params * fraction))
     size = prune_to(model, ctx.spec.example(), recipe.prune, target, recipe.model.num_classes,
                     grad_fn=lambda m: _taylor_grads(ctx, m))
-    magnitude = magnitude_for(recipe.augment.schedule, step, size.macs / dense.macs)
+    ratio = size.macs / dense.macs
+    magnitude, calibration = _magnitude(ctx, step, ratio)
     console.print(
-        f"[bold]step {step}/{recipe.prune.steps}[/]: MACs {size.macs / dense.macs:.3f} of dense "
+        f"[bold]step {step}/{recipe.prune.steps}[/]: MACs {ratio:.3f} of dense "
         f"(target {fraction:.3f}), params {size.params / dense.params:.3f}, magnitude {magnitude:.1f}"
     )
-    epochs = recipe.finetune.epochs_per_step
-    stats = _fit(ctx, model, step, magnitude, epochs, recipe.finetune.optim, f"step {step}")
-    _save_step(ctx, model, step, _row(ctx, model, step, size, magnitude, epochs, stats))
+    model, stats, aux_record = _finetune(ctx, model, step, magnitude, ratio)
+    row = _row(ctx, model, step, size, magnitude, recipe.finetune.epochs_per_step, stats)
+    row["aux"] = aux_record
+    if calibration is not None:
+        row["calibration"] = calibration.as_dict()
+    _save_step(ctx, model, step, row)
     return model
+
+
+def _magnitude(ctx: Context, step: int, ratio: float) -> tuple[float, Optional[Calibration]]:
+    schedule = ctx.recipe.augment.schedule
+    if schedule.kind != ScheduleKind.teacher:
+        return magnitude_for(schedule, step, ratio), None
+    cfg = ctx.recipe.teacher.calibration
+    images, labels = first_samples(ctx.data.val, cfg.samples)
+    calibration = calibrate(ctx.teacher, images, labels, ctx.spec.prepare, ctx.augmenter, cfg, ratio,
+                            _seed(ctx.recipe, step))
+    return calibration.magnitude, calibration
+
+
+def _finetune(ctx: Context, model: nn.Module, step: int, magnitude: float, ratio: float):
+    """Fine-tune, with auxiliary branches attached for the duration when the recipe asks for them."""
+    recipe = ctx.recipe
+    objective = _objective(ctx, ratio, recipe.finetune.optim.label_smoothing)
+    if recipe.aux.kind == AuxKind.none or recipe.finetune.epochs_per_step == 0:
+        stats = _fit(ctx, model, step, magnitude, recipe.finetune.epochs_per_step, recipe.finetune.optim,
+                     f"step {step}", objective)
+        return model, stats, None
+    from .auxiliary import attach, detach
+
+    plain_structure, plain_size = model_structure(model), measure_size(model, ctx.spec.example())
+    plain_names = [name for name, _ in model.named_parameters()]
+    objective.branched = attach(model, recipe.aux, ctx.spec.example())
+    objective.aux_weight, objective.head_kd = recipe.aux.weight, recipe.aux.head_kd
+    strong = recipe.aux.strong_magnitude if recipe.aux.strong_magnitude is not None else recipe.augment.schedule.dense
+    stats = _fit(ctx, objective.branched.model, step, magnitude, recipe.finetune.epochs_per_step,
+                 recipe.finetune.optim, f"step {step} ({recipe.aux.kind.value})", objective, strong)
+    model, record = detach(objective.branched)
+    _verify_plain(model, plain_structure, plain_names, plain_size, ctx.spec.example())
+    return model, stats, record.as_dict()
+
+
+def _verify_plain(model, structure, names, size: Size, example) -> None:
+    """After folding/dropping, the model must be exactly the plain pruned model's shape: nothing leaks."""
+    problems = []
+    if model_structure(model) != structure:
+        problems.append("module shapes")
+    if [name for name, _ in model.named_parameters()] != names:
+        problems.append("parameter names")
+    if measure_size(model, example) != size:
+        problems.append("MACs/params")
+    if problems:
+        raise RuntimeError(f"auxiliary branches leaked into the model after export: {', '.join(problems)} differ")
+
+
+def _objective(ctx: Context, ratio: float, label_smoothing: float) -> Objective:
+    return Objective(ctx.recipe.teacher, ratio, ctx.teacher, label_smoothing=label_smoothing)
 
 
 def _seed(recipe: Recipe, step: int) -> int:
     return recipe.seed * 1000 + step
 
 
-def _fit(ctx: Context, model: nn.Module, step: int, magnitude: float, epochs: int, optim, label: str):
+def _fit(ctx: Context, model: nn.Module, step: int, magnitude: float, epochs: int, optim, label: str,
+         objective: Objective, strong_magnitude: Optional[float] = None):
     if epochs == 0:
         return []
     torch.manual_seed(_seed(ctx.recipe, step))
     job = TrainJob(ctx.data.train, ctx.spec, ctx.augmenter, magnitude, optim, epochs, _seed(ctx.recipe, step),
-                   label, teacher=ctx.teacher if step > 0 else None, teacher_cfg=ctx.recipe.teacher)
+                   label, objective, strong_magnitude)
     return train(model, job)
 
 
@@ -191,12 +244,20 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         "latency_device": f"host-{ctx.spec.device.type}",
         "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
         "final_loss": stats[-1].loss if stats else None,
+        **_teacher_stats(stats),
     }
     console.print(
         f"  step {step}: val accuracy {row['accuracy']:.4f}, test accuracy {row['test_accuracy']:.4f}, "
         f"latency {row['latency_ms'] or 0:.2f} ms"
     )
     return row
+
+
+def _teacher_stats(stats) -> dict[str, Any]:
+    total = LossStats()
+    for epoch in stats:
+        total.merge(epoch.teacher)
+    return total.as_dict()
 
 
 def _save_step(ctx: Context, model: nn.Module, step: int, row: dict[str, Any]) -> None:

@@ -155,13 +155,15 @@ class ScheduleKind(str, Enum):
     constant = "constant"
     linear = "linear"
     steps = "steps"
+    teacher = "teacher"
 
 
 class MagnitudeSchedule(Section):
     kind: ScheduleKind = Field(
         ScheduleKind.linear,
         description="constant (M=dense always), linear in the MACs ratio s (M=min+(dense-min)*s), "
-        "steps (one value per pruning step)",
+        "steps (one value per pruning step), teacher (largest M at which the teacher keeps "
+        "teacher.calibration's accuracy target; dense stage: dense)",
     )
     dense: float = Field(9.0, ge=0, le=MAX_MAGNITUDE, description="magnitude for the dense model (0..30)")
     min: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude a model of size 0 would get (linear)")
@@ -185,17 +187,93 @@ class AugmentSection(Section):
 
 class AuxKind(str, Enum):
     none = "none"
+    rep = "rep"  # parallel 1x1 / identity branches, folded into each k×k conv after training
+    heads = "heads"  # auxiliary classifiers after intermediate stages, dropped after training
 
 
 class AuxSection(Section):
-    kind: AuxKind = Field(AuxKind.none, description="auxiliary training-only branches: none (others not built yet)")
+    kind: AuxKind = Field(
+        AuxKind.none,
+        description="training-only branches trained on a strongly augmented view, removed before pruning and "
+        "export: none, rep (1x1 and identity branches beside every k×k conv+BN, folded exactly into the conv) "
+        "or heads (auxiliary classifiers after intermediate stages, dropped)",
+    )
+    strong_magnitude: Optional[float] = Field(
+        None, ge=0, le=MAX_MAGNITUDE,
+        description="augmentation magnitude of the strong view the branches train on (0..30; null: "
+        "augment.schedule.dense)",
+    )
+    weight: float = Field(1.0, ge=0, description="weight of the strong-view loss added to the main loss")
+    heads_at: list[str] = Field(
+        default_factory=list,
+        description="heads: module names whose outputs get an auxiliary classifier (empty: found automatically "
+        "for ResNet, MobileNet, EfficientNet, RegNet and the CIFAR ResNets)",
+    )
+    head_kd: float = Field(
+        0.0, ge=0, le=1,
+        description="share of each strong-view loss that is distillation from the main head's (detached) "
+        "weak-view logits instead of cross-entropy (0: cross-entropy only)",
+    )
+    identity: bool = Field(
+        True, description="rep: add the identity (BN-only) branch where in = out channels and stride 1"
+    )
+
+
+class DifficultyMode(str, Enum):
+    none = "none"
+    weight = "weight"
+    filter = "filter"
+
+
+class DifficultySection(Section):
+    mode: DifficultyMode = Field(
+        DifficultyMode.none,
+        description="use teacher difficulty d = 1 - p_teacher(y|augmented x): none, weight (down-weight samples "
+        "harder than tau(s)) or filter (replace them by a weaker view)",
+    )
+    tau_dense: float = Field(
+        0.9, gt=0, le=1, description="tau(s) at the dense size: hardest difficulty the dense model is asked to learn"
+    )
+    tau_min: float = Field(
+        0.5, gt=0, le=1, description="tau(s) as the size ratio s tends to 0; tau(s) = min + (dense - min) * s"
+    )
+    min_weight: float = Field(
+        0.1, ge=0, le=1, description="weight mode: weight of a sample with d = 1 (falls linearly from 1 at tau(s))"
+    )
+
+
+class CalibrationSection(Section):
+    samples: int = Field(512, ge=16, description="augmented validation samples per candidate magnitude")
+    grid: list[float] = Field(
+        default_factory=lambda: [float(m) for m in range(0, 31, 3)],
+        description="candidate magnitudes (0..30) evaluated with the teacher",
+    )
+    target_dense: float = Field(
+        0.8, gt=0, le=1,
+        description="teacher accuracy to keep, as a fraction of its clean accuracy, at the dense size",
+    )
+    target_small: float = Field(
+        0.95, gt=0, le=1, description="the same fraction as the size ratio tends to 0 (smaller models: easier data)"
+    )
 
 
 class TeacherSection(Section):
+    weights: Optional[str] = Field(
+        None, description="teacher checkpoint (state_dict or edgecomp model file); default: the dense model"
+    )
     kd_weight: float = Field(
-        0.0, ge=0, le=1, description="weight of distillation from the frozen dense model (0: off)"
+        0.0, ge=0, le=1, description="weight of distillation from the frozen teacher (0: off)"
     )
     temperature: float = Field(4.0, gt=0, description="distillation temperature")
+    difficulty: DifficultySection = Field(
+        default_factory=DifficultySection, description="teacher-measured sample difficulty (finding C)"
+    )
+    calibration: CalibrationSection = Field(
+        default_factory=CalibrationSection, description="the teacher magnitude schedule (augment.schedule.kind)"
+    )
+
+    def needed(self) -> bool:
+        return self.kd_weight > 0 or self.difficulty.mode != DifficultyMode.none
 
 
 class Precision(str, Enum):
@@ -238,6 +316,9 @@ class Recipe(Section):
             )
         if any(not 0 <= v <= MAX_MAGNITUDE for v in sched.values):
             raise ValueError(f"augment.schedule.values: every magnitude must be in 0..{MAX_MAGNITUDE}")
+        grid = self.teacher.calibration.grid
+        if not grid or any(not 0 <= v <= MAX_MAGNITUDE for v in grid):
+            raise ValueError(f"teacher.calibration.grid: needs magnitudes in 0..{MAX_MAGNITUDE}")
         return self
 
     def to_plain(self) -> dict[str, Any]:
@@ -317,7 +398,7 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{loc}: must be one of {ctx.get('expected')} (got {got!r})"
     if kind == "value_error":
         message = str(ctx.get("error", error["msg"]))
-        return message if message.startswith(("augment.", "prune.")) else f"{loc}: {message}"
+        return message if message.startswith(("augment.", "prune.", "teacher.")) else f"{loc}: {message}"
     return f"{loc}: {error['msg'].lower()} (got {got!r})"
 
 

@@ -51,6 +51,51 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
     tmp.replace(path)
 
 
+def plot_teacher_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for row in rows:
+        cal = row["calibration"]
+        magnitudes = sorted(float(m) for m in cal["curve"])
+        line, = ax.plot(magnitudes, [cal["curve"][str(m)] for m in magnitudes], "o-", label=f"step {row['step']}")
+        ax.axhline(cal["target_fraction"] * cal["clean_accuracy"], color=line.get_color(), ls=":", lw=1)
+        ax.axvline(cal["chosen"], color=line.get_color(), ls="--", lw=1)
+    ax.set_xlabel("magnitude M")
+    ax.set_ylabel("teacher accuracy on augmented val")
+    ax.set_title("teacher calibration (dotted: target, dashed: chosen M)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def teacher_section(run: RunDir, rows: list[dict[str, Any]]) -> list[str]:
+    calibrated = [r for r in rows if r.get("calibration")]
+    judged = [r for r in rows if r.get("mean_difficulty") is not None]
+    if not calibrated and not judged:
+        return []
+    lines = ["## Teacher (finding C)", "", "| step | target (× clean acc) | chosen M | mean difficulty | filtered | "
+             "weight range |", "|---:|---:|---:|---:|---:|---:|"]
+    for row in rows[1:]:
+        cal = row.get("calibration") or {}
+        weights = f"{row['weight_min']:.2f}–{row['weight_max']:.2f}" if row.get("weight_max") else "–"
+        lines.append(
+            f"| {row['step']} | {_fmt(cal.get('target_fraction'), '.3f')} | {_fmt(cal.get('chosen'), '.1f')} "
+            f"| {_fmt(row.get('mean_difficulty'), '.3f')} | {_fmt(row.get('filtered_fraction'), '.1%')} | {weights} |"
+        )
+    if calibrated:
+        plot_teacher_curves(calibrated, run.root / "teacher_curves.png")
+        lines += ["", "![teacher curves](teacher_curves.png)"]
+    return lines + [""]
+
+
 def write_report(run: RunDir, rows: list[dict[str, Any]], recipe) -> Path:
     plot_pareto(rows, run.pareto)
     dense, final = rows[0], rows[-1]
@@ -70,6 +115,7 @@ def write_report(run: RunDir, rows: list[dict[str, Any]], recipe) -> Path:
         "",
         "![accuracy vs MACs](pareto.png)",
         "",
+        *teacher_section(run, rows),
     ])
     write_text(run.report, text)
     return run.report

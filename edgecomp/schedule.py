@@ -40,3 +40,20 @@ def step_targets(final: float, steps: int, geometric: bool) -> list[float]:
     if geometric:
         return [final ** (k / steps) for k in range(1, steps + 1)]
     return [1.0 - (1.0 - final) * k / steps for k in range(1, steps + 1)]
+
+
+def accuracy_target(dense_fraction: float, small_fraction: float, macs_ratio: float) -> float:
+    """Fraction of the teacher's clean accuracy to keep at size s: a smaller model asks for easier data."""
+    ratio = min(max(macs_ratio, 0.0), 1.0)
+    return small_fraction + (dense_fraction - small_fraction) * ratio
+
+
+def choose_from_curve(curve: dict[float, float], clean_accuracy: float, target_fraction: float) -> float:
+    """Largest magnitude up to which the teacher's accuracy stays >= target (the curve's prefix, not its
+    noisy tail: a magnitude counts only if every smaller candidate passed too)."""
+    chosen = 0.0
+    for magnitude in sorted(curve):
+        if curve[magnitude] < target_fraction * clean_accuracy:
+            break
+        chosen = magnitude
+    return chosen

@@ -10,18 +10,18 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .augment import Augmenter
 from .data import TensorBatches, adapt_batch, channel_stats, normalize
-from .recipe import ModelSection, OptimSettings, Optimizer, TeacherSection
+from .objective import LossStats, Objective, Views
+from .recipe import ModelSection, OptimSettings, Optimizer
 
 console = Console(stderr=True)
 
@@ -55,6 +55,7 @@ class EpochStats:
     loss: float
     images: int
     seconds: float
+    teacher: LossStats = field(default_factory=LossStats)
 
     @property
     def throughput(self) -> float:
@@ -82,13 +83,6 @@ def cosine_lr(optimizer: torch.optim.Optimizer, peak: float, step: int, total: i
         group["lr"] = lr
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's distillation: T² · KL(teacher_T ‖ student_T)."""
-    log_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature**2
-
-
 @dataclass
 class TrainJob:
     """Everything one training stage needs besides the model."""
@@ -101,8 +95,8 @@ class TrainJob:
     epochs: int
     seed: int
     label: str
-    teacher: Optional[nn.Module] = None
-    teacher_cfg: Optional[TeacherSection] = None
+    objective: Objective
+    strong_magnitude: Optional[float] = None  # a strong view is made per batch when set
 
 
 def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
@@ -124,20 +118,21 @@ def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
     return history
 
 
+def make_views(job: TrainJob, raw: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> Views:
+    spec, augment = job.spec, job.augment
+    weak = spec.prepare(raw, augment, job.magnitude, generator)
+    strong = spec.prepare(raw, augment, job.strong_magnitude, generator) if job.strong_magnitude is not None else None
+    clean = spec.prepare(raw, augment, 0.0, generator) if job.objective.needs_clean_view() else None
+    return Views(weak, labels.to(spec.device), strong, clean)
+
+
 def _train_epoch(model, job: TrainJob, optimizer, generator, epoch_seed, bar, task, done, total) -> EpochStats:
     model.train()
+    job.objective.stats = LossStats()
     loss_sum, images, start = 0.0, 0, time.perf_counter()
     for batch_index, (raw, labels) in enumerate(job.data.batches(epoch_seed)):
         cosine_lr(optimizer, job.optim.lr, done + batch_index, total)
-        inputs = job.spec.prepare(raw, job.augment, job.magnitude, generator)
-        labels = labels.to(job.spec.device)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, labels, label_smoothing=job.optim.label_smoothing)
-        if job.teacher is not None and job.teacher_cfg and job.teacher_cfg.kd_weight > 0:
-            with torch.no_grad():
-                teacher_logits = job.teacher(inputs)
-            weight = job.teacher_cfg.kd_weight
-            loss = (1 - weight) * loss + weight * kd_loss(logits, teacher_logits, job.teacher_cfg.temperature)
+        loss = job.objective(model, make_views(job, raw, labels, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -145,7 +140,7 @@ def _train_epoch(model, job: TrainJob, optimizer, generator, epoch_seed, bar, ta
         images += len(labels)
         rate = images / max(time.perf_counter() - start, 1e-9)
         bar.update(task, advance=1, loss=loss_sum / images, rate=rate)
-    return EpochStats(loss_sum / max(images, 1), images, time.perf_counter() - start)
+    return EpochStats(loss_sum / max(images, 1), images, time.perf_counter() - start, job.objective.stats)
 
 
 @torch.no_grad()

@@ -1,0 +1,154 @@
+"""The loss of one training batch: findings B and C put together.
+
+Views of a batch: `weak` (the step's scheduled magnitude M_k), `strong`
+(aux.strong_magnitude, only with auxiliary branches) and `clean` (M = 0, only
+for the difficulty filter). With teacher logits T(.), student logits f(.),
+auxiliary outputs g_j(.), difficulty weights w (1 without teacher weighting),
+KD weight a and KD(p, q) = T^2 KL(softmax(q/T) || softmax(p/T)):
+
+    CE_w(z, x) = sum_i w_i CE(z(x_i), y_i) / sum_i w_i       (w from the teacher on view x)
+    L_trunk = (1 - a) * CE_w(f, x^weak) + a * KD(f(x^weak), T(x^weak))
+    L_aux_j = (1 - a) * CE_w(g_j, x^strong) + a * KD(g_j(x^strong), T(x^strong))
+              + head_kd * KD(g_j(x^strong), f(x^weak).detach())
+    L = L_trunk + aux.weight * mean_j L_aux_j
+
+The difficulty statistics (mean d, filtered fraction, weight range) are over
+every view the teacher judged.
+
+`filter` replaces a view's samples whose difficulty exceeds tau(s) by the
+next weaker view of the same image (strong -> weak, weak -> clean) and counts
+them; nothing is dropped, so each epoch still sees every sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .recipe import DifficultyMode, TeacherSection
+from .teacher import Teacher, difficulty, sample_weights, tau
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's distillation: T^2 * KL(teacher_T || student_T)."""
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
+@dataclass
+class Views:
+    weak: torch.Tensor
+    labels: torch.Tensor
+    strong: Optional[torch.Tensor] = None
+    clean: Optional[torch.Tensor] = None
+
+
+@dataclass
+class LossStats:
+    """Per-epoch sums of what the teacher saw (finding C metrics)."""
+
+    samples: int = 0
+    difficulty_sum: float = 0.0
+    filtered: int = 0
+    weight_min: float = 1.0
+    weight_max: float = 0.0
+    teacher_calls: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        if not self.teacher_calls:
+            return {}
+        return {"mean_difficulty": self.difficulty_sum / max(self.samples, 1),
+                "filtered_fraction": self.filtered / max(self.samples, 1),
+                "weight_min": self.weight_min, "weight_max": self.weight_max}
+
+    def merge(self, other: "LossStats") -> None:
+        self.samples += other.samples
+        self.difficulty_sum += other.difficulty_sum
+        self.filtered += other.filtered
+        self.weight_min = min(self.weight_min, other.weight_min)
+        self.weight_max = max(self.weight_max, other.weight_max)
+        self.teacher_calls += other.teacher_calls
+
+
+@dataclass
+class Objective:
+    cfg: TeacherSection
+    macs_ratio: float = 1.0
+    teacher: Optional[Teacher] = None
+    branched: Any = None  # auxiliary.Branched while branches are attached
+    aux_weight: float = 1.0
+    head_kd: float = 0.0
+    label_smoothing: float = 0.0
+    stats: LossStats = field(default_factory=LossStats)
+
+    @property
+    def mode(self) -> DifficultyMode:
+        return self.cfg.difficulty.mode if self.teacher is not None else DifficultyMode.none
+
+    def needs_clean_view(self) -> bool:
+        return self.mode == DifficultyMode.filter
+
+    def __call__(self, model: nn.Module, views: Views) -> torch.Tensor:
+        weak, weak_teacher = self._judge(views.weak, views.clean, views.labels)
+        logits = model(weak)
+        loss = self._supervised(logits, weak_teacher, views.labels, self._weights(weak_teacher, views.labels))
+        if self.branched is not None and views.strong is not None:
+            strong, strong_teacher = self._judge(views.strong, weak, views.labels, weak_teacher)
+            weights = self._weights(strong_teacher, views.labels)
+            aux = [self._aux_term(out, logits, strong_teacher, views.labels, weights)
+                   for out in self.branched.strong_outputs(strong)]
+            loss = loss + self.aux_weight * torch.stack(aux).mean()
+        return loss
+
+    def _judge(self, inputs, weaker, labels, weaker_teacher=None):
+        """Teacher logits for a view; under `filter`, too-hard samples swapped for their weaker view."""
+        if self.teacher is None or (self.cfg.kd_weight == 0 and self.mode == DifficultyMode.none):
+            return inputs, None
+        teacher_logits = self.teacher.logits(inputs)
+        if self.mode == DifficultyMode.filter and weaker is not None:
+            hard = difficulty(teacher_logits, labels) > tau(self.cfg.difficulty, self.macs_ratio)
+            if hard.any():
+                inputs, teacher_logits = inputs.clone(), teacher_logits.clone()
+                inputs[hard] = weaker[hard]
+                teacher_logits[hard] = (weaker_teacher[hard] if weaker_teacher is not None
+                                        else self.teacher.logits(weaker[hard]))
+                self.stats.filtered += int(hard.sum())
+        return inputs, teacher_logits
+
+    def _weights(self, teacher_logits, labels) -> Optional[torch.Tensor]:
+        if teacher_logits is None:
+            return None
+        d = difficulty(teacher_logits, labels)
+        self.stats.samples += len(d)
+        self.stats.difficulty_sum += float(d.sum())
+        self.stats.teacher_calls += 1
+        if self.mode != DifficultyMode.weight:
+            return None
+        weights = sample_weights(d, self.cfg.difficulty, self.macs_ratio)
+        self.stats.weight_min = min(self.stats.weight_min, float(weights.min()))
+        self.stats.weight_max = max(self.stats.weight_max, float(weights.max()))
+        return weights
+
+    def _ce(self, logits, labels, weights) -> torch.Tensor:
+        if weights is None:
+            return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        per_sample = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.label_smoothing)
+        return (weights * per_sample).sum() / weights.sum().clamp_min(1e-8)
+
+    def _supervised(self, logits, teacher_logits, labels, weights) -> torch.Tensor:
+        loss = self._ce(logits, labels, weights)
+        alpha = self.cfg.kd_weight
+        if teacher_logits is not None and alpha > 0:
+            loss = (1 - alpha) * loss + alpha * kd_loss(logits, teacher_logits, self.cfg.temperature)
+        return loss
+
+    def _aux_term(self, aux_logits, main_logits, teacher_logits, labels, weights) -> torch.Tensor:
+        loss = self._supervised(aux_logits, teacher_logits, labels, weights)
+        if self.head_kd > 0:
+            loss = loss + self.head_kd * kd_loss(aux_logits, main_logits.detach(), self.cfg.temperature)
+        return loss
