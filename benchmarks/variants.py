@@ -5,7 +5,7 @@
         --variant linear augment.schedule.kind=linear
 
 Each (variant, seed) is one `edgecomp compress` run under
-benchmarks/runs/<name>/ (resumable: rerunning the command continues). With
+benchmarks/runs/<group or name>/ (resumable: rerunning the command continues). With
 --share-dense, the variants of one seed start from the dense model the first
 variant trained (dense.weights, dense.epochs=0), so they differ only after
 pruning. Results: benchmarks/results/<name>.json and .md.
@@ -39,6 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", dest="common", action="append", default=[], help="override for every variant")
     parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"))
     parser.add_argument("--share-dense", action="store_true")
+    parser.add_argument("--group", help="run folder under benchmarks/runs (default: --name); benchmarks that "
+                        "share a group reuse each other's finished runs of the same variant name")
     return parser.parse_args()
 
 
@@ -46,7 +48,7 @@ def run_one(args, name: str, overrides: list[str], seed: int, dense_ckpt: Path |
     sets = [*args.common, *overrides, f"seed={seed}"]
     if dense_ckpt is not None:
         sets += [f"dense.weights={dense_ckpt}", "dense.epochs=0"]
-    out = HERE / "runs" / args.name / f"{name}-s{seed}"
+    out = HERE / "runs" / (args.group or args.name) / f"{name}-s{seed}"
     start = time.perf_counter()
     result = edgecomp.compress(load_recipe(args.recipe, sets), out=out, resume=True)
     return {"variant": name, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), "out": str(out),

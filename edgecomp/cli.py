@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import UserInputError
+from .errors import EdgecompError, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compress CNNs for Jetson-class devices.")
 recipe_app = typer.Typer(no_args_is_help=True, help="Check recipes and print their schema.")
@@ -64,6 +64,98 @@ def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory
     typer.echo(f"report: {path}")
 
 
+@app.command()
+def export(
+    run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: newest under runs/)"),
+    onnx: bool = typer.Option(False, "--onnx", help="verified ONNX model (always written; the default output)"),
+    trt: bool = typer.Option(False, "--trt", help="also a TensorRT engine: built here, or on --device"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the recipe's)"),
+    device: Optional[str] = typer.Option(None, "--device", help="build the engine there: profile or ssh://user@host[:port]"),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: for the target's TensorRT)"),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images", help="int8 calibration images (default 512)"),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="engine profile: batch 1..N (default 8)"),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="engine on this DLA core, GPU fallback"),
+    fold_bn: Optional[bool] = typer.Option(None, "--fold-bn/--no-fold-bn", help="fold BatchNorm into convs (default on)"),
+) -> None:
+    """Export a run's model: verified ONNX, Q/DQ INT8 ONNX, TensorRT engine."""
+    from .errors import ExportError
+    from .exporter import export as run_export
+
+    try:
+        result = run_export(run=run or _newest_run(), trt=trt, precision=precision, device=device, opset=opset,
+                            calib_images=calib_images, max_batch=max_batch, dla_core=dla_core, fold_bn=fold_bn)
+    except UserInputError as error:
+        _fail(error)
+    except ExportError as error:  # not the user's input: exit 1, still one line
+        typer.echo(f"export failed: {str(error).splitlines()[0]}", err=True)
+        raise typer.Exit(1)
+    fidelity, int8 = result.fidelity, result.info.get("int8")
+    typer.echo(f"onnx: {result.onnx_path} (max |Δlogit| {fidelity['max_abs_diff']:.2e}, top-1 agreement "
+               f"{fidelity['top1_agreement']:.2%} on {fidelity['images']} images)")
+    if int8:
+        typer.echo(f"int8: {result.int8_path} (top-1 {int8['top1_int8']:.2%} vs fp32 {int8['top1_fp32']:.2%})")
+    if result.engine_path:
+        typer.echo(f"engine: {result.engine_path}")
+    typer.echo(f"details: {result.info_path}")
+
+
+@app.command()
+def devices() -> None:
+    """List the known device profiles (edgecomp/devices/*.yaml)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .devices import load_profiles
+
+    table = Table("name", "GPU", "memory", "DLA", "JetPack → TensorRT", "max opset", "INT8", "power mode",
+                  "description", title="device profiles (--device NAME, or ssh://user@host[:port])")
+    for p in load_profiles().values():
+        releases = ", ".join(f"{r.jetpack}→{r.tensorrt}" for r in p.jetpack_releases) or "-"
+        table.add_row(p.name, p.gpu_arch or "-", f"{p.memory_gb:g} GB" if p.memory_gb else "-", str(p.dla_cores),
+                      releases, str(p.max_onnx_opset or "-"), "yes" if p.int8 else "no",
+                      f"{p.power_mode.name} ({p.power_mode.id})" if p.power_mode else "-", p.description)
+    Console().print(table)
+
+
+@app.command()
+def bench(
+    run: Optional[Path] = typer.Option(None, "--run", help="run directory: measures its model.onnx"),
+    model: Optional[Path] = typer.Option(None, "--model", help="an .onnx model or a TensorRT .engine"),
+    device: str = typer.Option(..., "--device", help="host, a profile name (edgecomp devices) or ssh://user@host[:port]"),
+    iterations: int = typer.Option(100, "--iterations", help="timed inferences"),
+    batch: int = typer.Option(1, "--batch", help="images per inference"),
+    warmup: int = typer.Option(10, "--warmup", help="untimed inferences first"),
+    backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or trtexec"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="engine built on the device: fp32, fp16, int8"),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="accept and record a first-seen ssh host key (never a changed one)"),
+) -> None:
+    """Measure latency, throughput, accuracy and power on a device; writes bench.json."""
+    from .measure import bench as run_bench
+
+    if run is None and model is None:
+        try:
+            run = _newest_run()
+        except UserInputError as error:
+            _fail(error)
+    try:
+        result = run_bench(run=run, model=model, device=device, iterations=iterations, batch=batch, warmup=warmup,
+                           backend=backend, precision=precision, accept_new_host_key=accept_new_host_key)
+    except UserInputError as error:
+        _fail(error)
+    except EdgecompError as error:  # a failing program or a dropped connection: exit 1, one line
+        typer.echo(f"bench failed: {str(error).splitlines()[0]}", err=True)
+        raise typer.Exit(1)
+    entry, latency = result.entry, result.latency_ms
+    typer.echo(f"{result.device}: p50 {latency['p50']:.3f} ms, p99 {latency['p99'] or float('nan'):.3f} ms, "
+               f"{result.throughput_fps or 0:.1f} img/s ({entry['backend']}, batch {entry['batch']})")
+    if result.accuracy is not None:
+        typer.echo(f"accuracy on the device: {result.accuracy:.4f} ({entry['accuracy_samples']} images)")
+    if result.speedup is not None:
+        typer.echo(f"speed-up over the dense model: {result.speedup:.2f}x")
+    typer.echo(f"results: {result.bench_path}")
+
+
 @recipe_app.command("check")
 def recipe_check(
     file: str = typer.Argument(..., help="recipe YAML or shipped recipe name"),
@@ -87,8 +179,16 @@ def recipe_schema() -> None:
 
 
 def main() -> None:
+    """Entry point: user errors exit 2 and other edgecomp errors exit 1, each as one line; bugs keep
+    their traceback (exit 1)."""
     try:
         app()
+    except UserInputError as error:
+        typer.echo(str(error).splitlines()[0], err=True)
+        sys.exit(2)
+    except EdgecompError as error:
+        typer.echo(f"error: {str(error).splitlines()[0]}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted; continue with --resume", err=True)
         sys.exit(130)

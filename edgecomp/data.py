@@ -90,6 +90,8 @@ def parse_idx(raw: bytes, source: str) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{source}: not an IDX file of unsigned bytes")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{source}: truncated IDX header ({len(raw)} bytes)")
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if len(raw) != expected:
@@ -182,6 +184,17 @@ class FolderBatches:
         yield from loader
 
 
+def _check_image_header(path: Path) -> None:
+    """Open (header only, cheap) every image up front, so a file that is no image fails before a run starts."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
 def scan_image_folder(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     if not folder.is_dir():
         raise DataError(f"data.root: {folder} is not a folder")
@@ -192,6 +205,7 @@ def scan_image_folder(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     for label, name in enumerate(classes):
         for path in sorted((folder / name).rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                _check_image_header(path)
                 samples.append((path, label))
     if not samples:
         raise DataError(f"data.root: {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")

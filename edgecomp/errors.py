@@ -35,6 +35,10 @@ class PruneError(EdgecompError):
     """Pruning could not reach its target (not necessarily the user's fault)."""
 
 
+class DivergenceError(EdgecompError):
+    """Training diverged (non-finite loss) or accuracy collapsed; the last good checkpoint is kept."""
+
+
 class DeviceError(UserInputError):
     """The device string, profile or connection is wrong: unknown profile, malformed ssh URL,
     unreachable host, wrong port, unknown host key, refused key."""
@@ -44,3 +48,20 @@ class DeviceError(UserInputError):
 
 class RemoteError(EdgecompError):
     """A target-side program failed, or the connection dropped while it ran."""
+
+
+class ExportError(EdgecompError):
+    """An export step failed on its own terms: the ONNX model does not reproduce PyTorch within
+    tolerance, or TensorRT could not build the engine (exit code 1)."""
+
+
+class ExportInputError(UserInputError):
+    """An export argument is wrong or cannot be served here (bad precision, TensorRT missing)."""
+
+    prefix = "export error"
+
+
+class EngineMismatchError(UserInputError):
+    """A TensorRT engine was built for another device, TensorRT version, precision, shape or model."""
+
+    prefix = "engine error"

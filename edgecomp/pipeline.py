@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 from .augment import Augmenter
 from .data import DataBundle, load_data
-from .errors import RunDirError
+from .errors import DivergenceError, RunDirError
 from .models import build_model, load_state_file, model_from_payload, model_payload, model_structure
 from .objective import LossStats, Objective
-from .prune import Size, measure_size, prune_to
+from .prune import Size, ignored_layers, measure_size, prune_to
 from .recipe import AuxKind, Recipe, ScheduleKind, dump_recipe, validate
 from .report import write_report
 from .rundir import RunDir, save_tensors, write_text
@@ -72,6 +72,7 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = InputSpec.create(recipe.model, data.mean, data.std, device)
     ctx = Context(recipe, run, data, spec, Augmenter(recipe.augment))
+    ignored_layers(dense_model, recipe.prune, recipe.model.num_classes)  # names checked before writing
     if recipe.teacher.weights:  # checked before anything is written
         ctx.teacher = load_teacher(recipe, dense_model, spec.example()).to(device)
     run.root.mkdir(parents=True, exist_ok=True)
@@ -151,11 +152,26 @@ def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
     )
     model, stats, aux_record = _finetune(ctx, model, step, magnitude, ratio)
     row = _row(ctx, model, step, size, magnitude, recipe.finetune.epochs_per_step, stats)
+    if stats:
+        _check_collapse(ctx, step, row["accuracy"])
     row["aux"] = aux_record
     if calibration is not None:
         row["calibration"] = calibration.as_dict()
     _save_step(ctx, model, step, row)
     return model
+
+
+def _check_collapse(ctx: Context, step: int, accuracy: float) -> None:
+    """Fine-tuning that leaves a model at chance (when the dense one was well above) is not kept."""
+    chance = 1.0 / ctx.recipe.model.num_classes
+    if accuracy <= 1.5 * chance < ctx.rows[0]["accuracy"] / 2:
+        raise DivergenceError(
+            f"step {step}: validation accuracy collapsed to {accuracy:.3f} (chance {chance:.3f}, dense "
+            f"{ctx.rows[0]['accuracy']:.3f}) after fine-tuning; step {step} was not saved, step {step - 1} is the "
+            f"last good checkpoint. Lower finetune.optim.lr or the magnitude, or prune less per step "
+            f"(more prune.steps), and start a new run from the dense checkpoint "
+            f"(--set dense.weights=RUN/checkpoints/step_000.pt --set dense.epochs=0 --out NEW_DIR)"
+        )
 
 
 def _magnitude(ctx: Context, step: int, ratio: float) -> tuple[float, Optional[Calibration]]:

@@ -283,7 +283,33 @@ class Precision(str, Enum):
 
 
 class ExportSection(Section):
-    precision: Precision = Field(Precision.fp32, description="precision of the exported engine")
+    precision: Precision = Field(
+        Precision.fp32,
+        description="precision of the TensorRT engine: fp32, fp16 or int8 (int8 also writes a Q/DQ ONNX model); "
+        "the plain ONNX model is always fp32",
+    )
+    opset: Optional[int] = Field(
+        None, ge=13, le=20,
+        description="ONNX opset; null: chosen for the target's TensorRT (17 for 8.5/8.6, 19 for 10.x, 13 before "
+        "8.5; 17 when the target is unknown)",
+    )
+    fold_bn: bool = Field(True, description="fold each BatchNorm into the convolution before it (checked exact)")
+    atol: float = Field(
+        1e-4, gt=0, le=1, description="largest |logit difference| allowed between ONNX (onnxruntime) and PyTorch"
+    )
+    verify_images: int = Field(
+        512, ge=1, description="validation images on which ONNX must match PyTorch (fewer if the set is smaller)"
+    )
+    calib_images: int = Field(
+        512, ge=1, description="int8: training images (preprocessed as in evaluation) used for calibration"
+    )
+    max_batch: int = Field(
+        8, ge=1, description="TensorRT optimisation profile: batch min 1, opt and max this (the ONNX is dynamic)"
+    )
+    workspace_mib: int = Field(1024, ge=16, description="TensorRT builder workspace limit in MiB")
+    dla_core: Optional[int] = Field(
+        None, ge=0, description="build for this DLA core with GPU fallback (fp16/int8 only; null: GPU)"
+    )
 
 
 class DeviceSection(Section):
@@ -383,7 +409,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error["loc"]) or "recipe"
+    loc = ".".join(str(p) for p in error["loc"]).encode("unicode_escape").decode() or "recipe"
     kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
     if kind == "extra_forbidden":
         return f"{loc}: unknown key"
@@ -406,7 +432,7 @@ def validate(data: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors(include_url=False))
+        problems = "; ".join(_describe(e) for e in exc.errors(include_url=False)).replace("\n", "\\n")
         raise RecipeError(problems if source == "recipe" else f"{source}: {problems}") from None
 
 

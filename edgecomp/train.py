@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .augment import Augmenter
+from .errors import DivergenceError
 from .data import TensorBatches, adapt_batch, channel_stats, normalize
 from .objective import LossStats, Objective, Views
 from .recipe import ModelSection, OptimSettings, Optimizer
@@ -108,7 +109,7 @@ def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
     with progress() as bar:
         for epoch in range(job.epochs):
             task = bar.add_task(f"{job.label} epoch {epoch + 1}/{job.epochs}", total=per_epoch, loss=0.0, rate=0.0)
-            stats = _train_epoch(model, job, optimizer, generator, job.seed * 1000 + epoch, bar, task, done, total)
+            stats = _train_epoch(model, job, optimizer, generator, epoch, bar, task, done, total)
             done += per_epoch
             history.append(stats)
             console.print(
@@ -126,13 +127,21 @@ def make_views(job: TrainJob, raw: torch.Tensor, labels: torch.Tensor, generator
     return Views(weak, labels.to(spec.device), strong, clean)
 
 
-def _train_epoch(model, job: TrainJob, optimizer, generator, epoch_seed, bar, task, done, total) -> EpochStats:
+def _train_epoch(model, job: TrainJob, optimizer, generator, epoch, bar, task, done, total) -> EpochStats:
     model.train()
     job.objective.stats = LossStats()
     loss_sum, images, start = 0.0, 0, time.perf_counter()
-    for batch_index, (raw, labels) in enumerate(job.data.batches(epoch_seed)):
+    for batch_index, (raw, labels) in enumerate(job.data.batches(job.seed * 1000 + epoch)):
         cosine_lr(optimizer, job.optim.lr, done + batch_index, total)
         loss = job.objective(model, make_views(job, raw, labels, generator))
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"{job.label}: the loss became {loss.item()} at epoch {epoch + 1}, batch "
+                f"{batch_index + 1}; this stage was not saved and earlier checkpoints are kept. Lower the "
+                f"learning rate (now {job.optim.lr}) or the magnitude (now {job.magnitude:.1f}) and start a new "
+                f"run from the dense checkpoint (--set dense.weights=RUN/checkpoints/step_000.pt --set "
+                f"dense.epochs=0 --out NEW_DIR)"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

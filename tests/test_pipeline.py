@@ -103,3 +103,28 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, write_recipe, fashion
     clean = lambda rs: [{k: v for k, v in r.items() if k not in drop} for r in rs]  # noqa: E731
     assert [r["step"] for r in rows(killed)] == [0, 1, 2, 3]
     assert clean(rows(killed)) == clean(rows(whole))
+
+
+def test_divergence_stops_the_step_and_keeps_the_last_good_checkpoint(tmp_path, write_recipe, fashion_root):
+    path = write_recipe(tiny_recipe_dict(finetune={"epochs_per_step": 1, "optim": {"lr": 1e12}}))
+    out = tmp_path / "diverged"
+    result = run_cli("compress", "--recipe", str(path), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "step 1" in lines[0] and "Lower the learning rate" in lines[0]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000.pt"]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0]
+
+
+def test_accuracy_collapse_is_refused():
+    from types import SimpleNamespace
+
+    from edgecomp.errors import DivergenceError
+    from edgecomp.pipeline import _check_collapse
+
+    ctx = SimpleNamespace(recipe=tiny_recipe(), rows=[{"accuracy": 0.8}])
+    _check_collapse(ctx, 1, 0.5)  # worse, but learning
+    with pytest.raises(DivergenceError, match="collapsed to 0.100 .* step 0 is the last good checkpoint"):
+        _check_collapse(ctx, 1, 0.1)
+    _check_collapse(SimpleNamespace(recipe=tiny_recipe(), rows=[{"accuracy": 0.2}]), 1, 0.1)  # dense near chance
