@@ -83,6 +83,8 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
     if start > 1:
         model = _restore(ctx, start - 1)
         console.print(f"[bold]resuming[/] {run.root} after step {start - 1}")
+    if finished:
+        run.write_rows(ctx.rows)  # drop any row of a step that is not (or no longer) finished
     for step in range(start, recipe.prune.steps + 1):
         model = _prune_step(ctx, model, step)
     return _finish(ctx, model)

@@ -1,13 +1,16 @@
 """The run directory: paths, atomic writes, checkpoints and metrics rows.
 
 Every file is written to a temporary name in the same folder and renamed, so
-a killed run never leaves a partial file under a final name. A step's
-checkpoint carries its own metrics row; `metrics.jsonl` is rebuilt from the
-checkpoints on resume, so a row is never lost nor duplicated.
+a killed run never leaves a partial file under a final name. A step counts as
+finished only once `checkpoints/manifest.json` lists its checkpoint with a
+matching sha256. A step's checkpoint carries its own metrics row;
+`metrics.jsonl` is rebuilt from the checkpoints on resume, so a row is never
+lost nor duplicated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -44,6 +47,14 @@ def save_tensors(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda temp: torch.save(payload, temp))
 
 
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class RunDir:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -58,17 +69,34 @@ class RunDir:
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:03d}.pt"
 
+    manifest = property(lambda self: self.checkpoints / "manifest.json")
+
+    def _manifest(self) -> dict[str, str]:
+        try:
+            return json.loads(self.manifest.read_text())
+        except (OSError, ValueError):
+            return {}
+
     def finished_steps(self) -> list[int]:
-        steps = []
-        for path in self.checkpoints.glob("step_*.pt"):
-            try:
-                steps.append(int(path.stem.removeprefix("step_")))
-            except ValueError:
-                continue
-        return sorted(steps)
+        """Steps 0..k whose checkpoints are listed in the manifest with a matching checksum.
+
+        A checkpoint written but not yet in the manifest (killed in between) or damaged since does
+        not count, and neither does any step after it: those steps are simply run again.
+        """
+        listed, steps = self._manifest(), []
+        while str(len(steps)) in listed:
+            path = self.checkpoint(len(steps))
+            if not path.is_file() or sha256(path) != listed[str(len(steps))]:
+                break
+            steps.append(len(steps))
+        return steps
 
     def save_step(self, step: int, payload: dict[str, Any]) -> None:
+        """Checkpoint, then manifest entry: each written atomically, in that order."""
         save_tensors(self.checkpoint(step), {"format": CHECKPOINT_FORMAT, "step": step, **payload})
+        listed = {k: v for k, v in self._manifest().items() if int(k) < step}
+        listed[str(step)] = sha256(self.checkpoint(step))
+        write_text(self.manifest, json.dumps(listed, indent=1))
 
     def load_step(self, step: int) -> dict[str, Any]:
         data = read_checkpoint(self.checkpoint(step), f"checkpoint {self.checkpoint(step)}")
