@@ -35,7 +35,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
-    def batches(self, epoch_seed: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def batches(self, epoch_seed: Optional[int], shard=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class TensorBatches:
@@ -47,17 +47,27 @@ class TensorBatches:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def num_batches(self) -> int:
-        return -(-len(self) // self.batch_size)
+    def num_batches(self, shard=None) -> int:
+        if shard is None:
+            return -(-len(self) // self.batch_size)
+        return -(-len(epoch_order(len(self), None, shard)) // shard.local_batch(self.batch_size))
 
-    def batches(self, epoch_seed: Optional[int] = None):
-        if epoch_seed is None:
-            order = torch.arange(len(self))
-        else:
-            order = torch.randperm(len(self), generator=torch.Generator().manual_seed(epoch_seed))
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
+    def batches(self, epoch_seed: Optional[int] = None, shard=None):
+        """In order (epoch_seed None) or shuffled; `shard` (a Dist) keeps this rank's share of the order."""
+        order = epoch_order(len(self), epoch_seed, shard)
+        batch_size = shard.local_batch(self.batch_size) if shard is not None else self.batch_size
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
             yield self.images[index], self.labels[index]
+
+
+def epoch_order(count: int, epoch_seed: Optional[int], shard=None) -> torch.Tensor:
+    """The same permutation on every rank (seeded), then this rank's share: DistributedSampler's rule."""
+    if epoch_seed is None:
+        order = torch.arange(count)
+    else:
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(epoch_seed))
+    return shard.shard(order) if shard is not None else order
 
 
 @dataclass
@@ -159,8 +169,10 @@ class FolderBatches:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def num_batches(self) -> int:
-        return -(-len(self) // self.batch_size)
+    def num_batches(self, shard=None) -> int:
+        if shard is None:
+            return -(-len(self) // self.batch_size)
+        return -(-len(epoch_order(len(self), None, shard)) // shard.local_batch(self.batch_size))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from PIL import Image, UnidentifiedImageError
@@ -175,13 +187,10 @@ class FolderBatches:
         tensor = torch.from_numpy(array.copy())
         return (tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)), label
 
-    def batches(self, epoch_seed: Optional[int] = None):
-        generator = torch.Generator().manual_seed(epoch_seed) if epoch_seed is not None else None
-        loader = torch.utils.data.DataLoader(
-            self, batch_size=self.batch_size, shuffle=epoch_seed is not None, generator=generator,
-            num_workers=self.workers,
-        )
-        yield from loader
+    def batches(self, epoch_seed: Optional[int] = None, shard=None):
+        order = epoch_order(len(self), epoch_seed, shard).tolist()
+        batch_size = shard.local_batch(self.batch_size) if shard is not None else self.batch_size
+        yield from torch.utils.data.DataLoader(self, batch_size=batch_size, sampler=order, num_workers=self.workers)
 
 
 def _check_image_header(path: Path) -> None:

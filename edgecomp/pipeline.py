@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from .augment import Augmenter
 from .data import DataBundle, load_data
-from .errors import DivergenceError, RunDirError
+from .distributed import Dist, init_from_env
+from .errors import DivergenceError, RecipeError, RunDirError
 from .models import build_model, load_state_file, model_from_payload, model_payload, model_structure
 from .objective import LossStats, Objective
 from .prune import Size, ignored_layers, measure_size, prune_to
@@ -55,39 +56,55 @@ class Context:
     data: DataBundle
     spec: InputSpec
     augmenter: Augmenter
+    dist: Dist
     dense_size: Optional[Size] = None
     teacher: Optional[Teacher] = None
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False) -> CompressResult:
-    """Run (or resume) a compression run; returns where everything was written."""
+    """Run (or resume) a compression run; returns where everything was written.
+
+    Under torchrun every rank runs this; only rank 0 reads and writes the run directory.
+    """
+    dist = init_from_env()
+    console.quiet = not dist.is_main  # one log, from rank 0
     run = RunDir(out if out is not None else Path("runs") / recipe.name)
-    finished = _check_run_dir(run, recipe, resume)
-    data = load_data(recipe.data, recipe.model)
-    torch.manual_seed(recipe.seed)  # the dense model's initial weights
-    dense_model = build_model(recipe.model)
-    if recipe.dense.weights:
-        load_state_file(dense_model, recipe.dense.weights, "dense.weights")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    spec = InputSpec.create(recipe.model, data.mean, data.std, device)
-    ctx = Context(recipe, run, data, spec, Augmenter(recipe.augment))
-    ignored_layers(dense_model, recipe.prune, recipe.model.num_classes)  # names checked before writing
-    if recipe.teacher.weights:  # checked before anything is written
-        ctx.teacher = load_teacher(recipe, dense_model, spec.example()).to(device)
-    run.root.mkdir(parents=True, exist_ok=True)
-    if not run.recipe.is_file():
-        write_text(run.recipe, dump_recipe(recipe))
-    model = _dense_stage(ctx, dense_model.to(device), 0 in finished)
+    finished = dist.on_main(lambda: _check_run_dir(run, recipe, resume))
+    ctx, dense_model = _prepare(recipe, run, dist)
+    if dist.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        if not run.recipe.is_file():
+            write_text(run.recipe, dump_recipe(recipe))
+    model = _dense_stage(ctx, dense_model.to(ctx.spec.device), 0 in finished)
     start = max(finished, default=0) + 1 if finished else 1
     if start > 1:
         model = _restore(ctx, start - 1)
         console.print(f"[bold]resuming[/] {run.root} after step {start - 1}")
-    if finished:
+    if finished and dist.is_main:
         run.write_rows(ctx.rows)  # drop any row of a step that is not (or no longer) finished
     for step in range(start, recipe.prune.steps + 1):
         model = _prune_step(ctx, model, step)
     return _finish(ctx, model)
+
+
+def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Module]:
+    """Everything the user can get wrong, checked before the run directory is touched."""
+    data = load_data(recipe.data, recipe.model)
+    torch.manual_seed(recipe.seed)  # the dense model's initial weights, equal on every rank
+    dense_model = build_model(recipe.model)
+    if recipe.dense.weights:
+        load_state_file(dense_model, recipe.dense.weights, "dense.weights")
+    ignored_layers(dense_model, recipe.prune, recipe.model.num_classes)
+    if dist.active:
+        dist.local_batch(recipe.data.batch_size)
+        if recipe.aux.kind != AuxKind.none:
+            raise RecipeError("aux.kind: auxiliary branches are not supported under torchrun yet; use one process")
+    spec = InputSpec.create(recipe.model, data.mean, data.std, dist.device())
+    ctx = Context(recipe, run, data, spec, Augmenter(recipe.augment), dist)
+    if recipe.teacher.weights:
+        ctx.teacher = load_teacher(recipe, dense_model, spec.example()).to(spec.device)
+    return ctx, dense_model
 
 
 def _check_run_dir(run: RunDir, recipe: Recipe, resume: bool) -> list[int]:
@@ -116,7 +133,7 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _dense_stage(ctx: Context, model: nn.Module, done: bool) -> nn.Module:
     recipe = ctx.recipe
     if done:
-        checkpoint = ctx.run.load_step(0)
+        checkpoint = _read_step(ctx, 0)
         model = model_from_payload(checkpoint["model"], recipe.model).to(ctx.spec.device)
         ctx.dense_size, ctx.rows = Size(**checkpoint["dense_size"]), [checkpoint["row"]]
     else:
@@ -131,9 +148,13 @@ def _dense_stage(ctx: Context, model: nn.Module, done: bool) -> nn.Module:
     return model
 
 
+def _read_step(ctx: Context, step: int) -> dict[str, Any]:
+    return ctx.dist.on_main(lambda: ctx.run.load_step(step))
+
+
 def _restore(ctx: Context, step: int) -> nn.Module:
-    ctx.rows = [ctx.run.load_step(k)["row"] for k in range(step + 1)]
-    return model_from_payload(ctx.run.load_step(step)["model"], ctx.recipe.model).to(ctx.spec.device)
+    ctx.rows = [_read_step(ctx, k)["row"] for k in range(step + 1)]
+    return model_from_payload(_read_step(ctx, step)["model"], ctx.recipe.model).to(ctx.spec.device)
 
 
 def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
@@ -146,6 +167,7 @@ def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
     target = Size(int(dense.macs * fraction), int(dense.params * fraction))
     size = prune_to(model, ctx.spec.example(), recipe.prune, target, recipe.model.num_classes,
                     grad_fn=lambda m: _taylor_grads(ctx, m))
+    ctx.dist.check_same("pruned structure", model_structure(model))
     ratio = size.macs / dense.macs
     magnitude, calibration = _magnitude(ctx, step, ratio)
     console.print(
@@ -236,7 +258,7 @@ def _fit(ctx: Context, model: nn.Module, step: int, magnitude: float, epochs: in
         return []
     torch.manual_seed(_seed(ctx.recipe, step))
     job = TrainJob(ctx.data.train, ctx.spec, ctx.augmenter, magnitude, optim, epochs, _seed(ctx.recipe, step),
-                   label, objective, strong_magnitude)
+                   label, objective, strong_magnitude, ctx.dist)
     return train(model, job)
 
 
@@ -258,7 +280,8 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         "magnitude": magnitude, "epochs": epochs,
         "accuracy": evaluate(model, ctx.data.val, ctx.spec),
         "test_accuracy": evaluate(model, ctx.data.test, ctx.spec),
-        "latency_ms": host_latency_ms(model, ctx.spec, ctx.recipe.device.latency_iterations),
+        "latency_ms": host_latency_ms(model, ctx.spec, ctx.recipe.device.latency_iterations)
+        if ctx.dist.is_main else None,
         "latency_device": f"host-{ctx.spec.device.type}",
         "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
         "final_loss": stats[-1].loss if stats else None,
@@ -279,14 +302,19 @@ def _teacher_stats(stats) -> dict[str, Any]:
 
 
 def _save_step(ctx: Context, model: nn.Module, step: int, row: dict[str, Any]) -> None:
-    """Checkpoint first (atomically), then the metrics file rebuilt from all rows."""
+    """Checkpoint first (atomically), then the metrics file rebuilt from all rows (rank 0 only)."""
+    ctx.rows = ctx.rows[:step] + [row]
+    if not ctx.dist.is_main:
+        return
     ctx.run.save_step(step, {"model": model_payload(model, ctx.recipe.model), "row": row,
                              "dense_size": {"macs": ctx.dense_size.macs, "params": ctx.dense_size.params}})
-    ctx.rows = ctx.rows[:step] + [row]
     ctx.run.write_rows(ctx.rows)
 
 
 def _finish(ctx: Context, model: nn.Module) -> CompressResult:
+    if not ctx.dist.is_main:
+        ctx.dist.barrier()
+        return CompressResult(ctx.run.root, ctx.rows, ctx.run.model, ctx.run.report)
     ctx.run.write_rows(ctx.rows)
     save_tensors(ctx.run.model, model_payload(model, ctx.recipe.model))
     report = write_report(ctx.run, ctx.rows, ctx.recipe)
@@ -295,4 +323,5 @@ def _finish(ctx: Context, model: nn.Module) -> CompressResult:
         f"[bold green]done[/]: {final['macs_ratio']:.1%} of the dense MACs, test accuracy "
         f"{final['test_accuracy']:.4f} (dense {dense['test_accuracy']:.4f}); report: {report}"
     )
+    ctx.dist.barrier()
     return CompressResult(ctx.run.root, ctx.rows, ctx.run.model, report)

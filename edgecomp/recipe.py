@@ -211,8 +211,8 @@ class AuxSection(Section):
     )
     head_kd: float = Field(
         0.0, ge=0, le=1,
-        description="share of each strong-view loss that is distillation from the main head's (detached) "
-        "weak-view logits instead of cross-entropy (0: cross-entropy only)",
+        description="weight of distillation from the main head's (detached) weak-view logits, added to each "
+        "auxiliary output's strong-view loss (0: off)",
     )
     identity: bool = Field(
         True, description="rep: add the identity (BN-only) branch where in = out channels and stride 1"

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .augment import Augmenter
+from .distributed import Dist
 from .errors import DivergenceError
 from .data import TensorBatches, adapt_batch, channel_stats, normalize
 from .objective import LossStats, Objective, Views
@@ -98,24 +99,27 @@ class TrainJob:
     label: str
     objective: Objective
     strong_magnitude: Optional[float] = None  # a strong view is made per batch when set
+    dist: Dist = field(default_factory=Dist)
 
 
 def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
     """Train for job.epochs with cosine LR; deterministic given job.seed on CPU."""
     optimizer = make_optimizer(model, job.optim)
-    per_epoch = job.data.num_batches()
+    per_epoch = job.data.num_batches(job.dist if job.dist.active else None)
     total, done, history = per_epoch * job.epochs, 0, []
-    generator = torch.Generator().manual_seed(job.seed)
+    generator = torch.Generator().manual_seed(job.seed + 100_003 * job.dist.rank)  # each rank its own views
+    trained = job.dist.wrap(model)
     with progress() as bar:
         for epoch in range(job.epochs):
             task = bar.add_task(f"{job.label} epoch {epoch + 1}/{job.epochs}", total=per_epoch, loss=0.0, rate=0.0)
-            stats = _train_epoch(model, job, optimizer, generator, epoch, bar, task, done, total)
+            stats = _train_epoch(trained, job, optimizer, generator, epoch, bar, task, done, total)
             done += per_epoch
             history.append(stats)
             console.print(
                 f"  {job.label} epoch {epoch + 1}/{job.epochs}: loss {stats.loss:.4f}, "
                 f"{stats.throughput:.0f} img/s, M={job.magnitude:.1f}"
             )
+    job.dist.broadcast_state(model)
     return history
 
 
@@ -130,8 +134,9 @@ def make_views(job: TrainJob, raw: torch.Tensor, labels: torch.Tensor, generator
 def _train_epoch(model, job: TrainJob, optimizer, generator, epoch, bar, task, done, total) -> EpochStats:
     model.train()
     job.objective.stats = LossStats()
-    loss_sum, images, start = 0.0, 0, time.perf_counter()
-    for batch_index, (raw, labels) in enumerate(job.data.batches(job.seed * 1000 + epoch)):
+    loss_sum, seen, start = 0.0, 0, time.perf_counter()
+    shard = job.dist if job.dist.active else None
+    for batch_index, (raw, labels) in enumerate(job.data.batches(job.seed * 1000 + epoch, shard)):
         cosine_lr(optimizer, job.optim.lr, done + batch_index, total)
         loss = job.objective(model, make_views(job, raw, labels, generator))
         if not torch.isfinite(loss):
@@ -146,10 +151,11 @@ def _train_epoch(model, job: TrainJob, optimizer, generator, epoch, bar, task, d
         loss.backward()
         optimizer.step()
         loss_sum += loss.item() * len(labels)
-        images += len(labels)
-        rate = images / max(time.perf_counter() - start, 1e-9)
-        bar.update(task, advance=1, loss=loss_sum / images, rate=rate)
-    return EpochStats(loss_sum / max(images, 1), images, time.perf_counter() - start, job.objective.stats)
+        seen += len(labels)
+        rate = seen * job.dist.world / max(time.perf_counter() - start, 1e-9)  # all ranks: equal shares
+        bar.update(task, advance=1, loss=loss_sum / seen, rate=rate)
+    seconds = time.perf_counter() - start
+    return EpochStats(loss_sum / max(seen, 1), seen * job.dist.world, seconds, job.objective.stats)
 
 
 @torch.no_grad()

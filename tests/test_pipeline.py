@@ -27,7 +27,9 @@ def test_run_directory_contract(tiny_run):
     root = tiny_run.run_dir
     for name in ("recipe.yaml", "metrics.jsonl", "model.pt", "report.md", "pareto.png"):
         assert (root / name).is_file(), name
-    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["step_000.pt", "step_001.pt", "step_002.pt"]
+    assert sorted(p.name for p in (root / "checkpoints").glob("step_*.pt")) == ["step_000.pt", "step_001.pt",
+                                                                                "step_002.pt"]
+    assert set(json.loads((root / "checkpoints" / "manifest.json").read_text())) == {"0", "1", "2"}
     rows = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all(ROW_KEYS <= set(r) for r in rows)
@@ -113,7 +115,7 @@ def test_divergence_stops_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "step 1" in lines[0] and "Lower the learning rate" in lines[0]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*.pt")) == ["step_000.pt"]
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0]
 
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The benchmarks behind benchmarks/RESULTS.md: every variant is the quickstart recipe with 8,000 training
+# images (data.train_subset=8000), 3 seeds, and the dense model of each seed shared by all variants (the
+# `constant` run trains it). Runs land in benchmarks/runs/findings/ and are reused across the commands, so
+# rerunning this script only computes what is missing. About 40 minutes on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+common=(--recipe quickstart.yaml --seeds 0 1 2 --share-dense --group findings --set data.train_subset=8000)
+constant=(--variant constant augment.schedule.kind=constant)
+linear=(--variant linear augment.schedule.kind=linear)
+
+$PY benchmarks/variants.py --name schedule_constant_vs_linear "${common[@]}" "${constant[@]}" "${linear[@]}"
+$PY benchmarks/variants.py --name aux_plain_rep_heads "${common[@]}" "${constant[@]}" "${linear[@]}" \
+  --variant rep augment.schedule.kind=linear aux.kind=rep \
+  --variant heads augment.schedule.kind=linear aux.kind=heads
+$PY benchmarks/variants.py --name teacher_criteria "${common[@]}" "${constant[@]}" "${linear[@]}" \
+  --variant linear_kd augment.schedule.kind=linear teacher.kd_weight=0.5 \
+  --variant teacher_weight augment.schedule.kind=teacher teacher.difficulty.mode=weight \
+  --variant abc augment.schedule.kind=teacher teacher.difficulty.mode=weight teacher.kd_weight=0.5 aux.kind=rep
+$PY benchmarks/variants.py --name full_vs_tp_baseline "${common[@]}" "${constant[@]}" \
+  --variant tp_baseline augment.schedule.kind=constant augment.policy=none augment.erasing=false \
+  --variant abc augment.schedule.kind=teacher teacher.difficulty.mode=weight teacher.kd_weight=0.5 aux.kind=rep
