@@ -9,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow install data clean
+.PHONY: demo test test-slow install data ssh-tools clean
 
 install: $(STAMP)
 
@@ -29,10 +29,14 @@ data:
 		     "or put the four IDX files in a folder and pass --set data.root=FOLDER"; exit 1; \
 	fi
 
+ssh-tools:  # the ssh tests start a real sshd on 127.0.0.1
+	@if [ -x /usr/sbin/sshd ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then exit 0; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client
+
 demo: install data
 	$(VENV)/bin/edgecomp compress --recipe quickstart.yaml --out runs/quickstart --resume
 
-test: install data
+test: install data ssh-tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: install data

@@ -70,12 +70,12 @@ def export(
     onnx: bool = typer.Option(False, "--onnx", help="verified ONNX model (always written; the default output)"),
     trt: bool = typer.Option(False, "--trt", help="also a TensorRT engine: built here, or on --device"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the recipe's)"),
-    device: Optional[str] = typer.Option(None, "--device", help="build the engine there: profile or ssh://user@host[:port]"),
+    device: Optional[str] = typer.Option(None, "--device", help="build the engine there: NAME or ssh://user@host"),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: for the target's TensorRT)"),
     calib_images: Optional[int] = typer.Option(None, "--calib-images", help="int8 calibration images (default 512)"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="engine profile: batch 1..N (default 8)"),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="engine on this DLA core, GPU fallback"),
-    fold_bn: Optional[bool] = typer.Option(None, "--fold-bn/--no-fold-bn", help="fold BatchNorm into convs (default on)"),
+    fold_bn: Optional[bool] = typer.Option(None, "--fold-bn/--no-fold-bn", help="fold BN into convs (default on)"),
 ) -> None:
     """Export a run's model: verified ONNX, Q/DQ INT8 ONNX, TensorRT engine."""
     from .errors import ExportError
@@ -121,7 +121,7 @@ def devices() -> None:
 def bench(
     run: Optional[Path] = typer.Option(None, "--run", help="run directory: measures its model.onnx"),
     model: Optional[Path] = typer.Option(None, "--model", help="an .onnx model or a TensorRT .engine"),
-    device: str = typer.Option(..., "--device", help="host, a profile name (edgecomp devices) or ssh://user@host[:port]"),
+    device: str = typer.Option(..., "--device", help="host, a profile (edgecomp devices) or ssh://user@host[:port]"),
     iterations: int = typer.Option(100, "--iterations", help="timed inferences"),
     batch: int = typer.Option(1, "--batch", help="images per inference"),
     warmup: int = typer.Option(10, "--warmup", help="untimed inferences first"),
@@ -154,6 +154,43 @@ def bench(
     if result.speedup is not None:
         typer.echo(f"speed-up over the dense model: {result.speedup:.2f}x")
     typer.echo(f"results: {result.bench_path}")
+
+
+@app.command()
+def study(
+    recipe: str = typer.Option(..., "--recipe", help="recipe YAML, or the name of a shipped recipe"),
+    set_: List[str] = typer.Option([], "--set", help="override a field: key.path=value (repeatable)"),
+    sizes: str = typer.Option("1.0,0.6,0.3", help="MACs ratios to prune the dense model to, comma-separated"),
+    magnitudes: str = typer.Option("0,5,9,14,20", help="magnitudes to fine-tune each size at"),
+    epochs: Optional[int] = typer.Option(None, help="fine-tune epochs per cell (default finetune.epochs_per_step)"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (default: one per core)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="study directory (default runs/<name>-study)"),
+) -> None:
+    """Which magnitude suits which model size: grid, best M per size, heatmap, fitted linear schedule."""
+    from .recipe import load_recipe
+    from .study import study as run_study, summary_table
+
+    parsed = load_recipe(recipe, set_)
+    try:
+        size_list = [float(v) for v in sizes.split(",") if v.strip()]
+        magnitude_list = [float(v) for v in magnitudes.split(",") if v.strip()]
+    except ValueError:
+        raise UserInputError("--sizes/--magnitudes: give comma-separated numbers, e.g. 1.0,0.5") from None
+    target = out or Path("runs") / f"{parsed.name}-study"
+    from .train import console, progress
+
+    with progress() as bar:
+        task = bar.add_task("study cells", total=len(size_list) * len(magnitude_list), loss=0.0, rate=0.0)
+
+        def report_cell(cell: dict) -> None:
+            bar.update(task, advance=1)
+            console.print(f"  size {cell['size']:g}, M={cell['magnitude']:g}: val accuracy {cell['accuracy']:.4f}")
+
+        result = run_study(parsed, sizes=size_list, magnitudes=magnitude_list, epochs=epochs, out=target,
+                           workers=workers, progress=report_cell)
+    typer.echo(summary_table(result))
+    typer.echo(f"fitted schedule: dense={result.fit['dense']}, min={result.fit['min']}")
+    typer.echo(f"recipe snippet: {result.snippet_path}\nheatmap: {result.heatmap_path}")
 
 
 @recipe_app.command("check")

@@ -7,6 +7,7 @@ before the run directory is created.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
 from .augment import Augmenter
 from .data import DataBundle, load_data
@@ -29,8 +31,6 @@ from .rundir import RunDir, save_tensors, write_text
 from .schedule import magnitude_for, step_targets
 from .teacher import Calibration, Teacher, calibrate, first_samples, load_teacher
 from .train import InputSpec, TrainJob, console, evaluate, host_latency_ms, train
-
-import yaml
 
 
 @dataclass
@@ -84,8 +84,21 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
     if finished and dist.is_main:
         run.write_rows(ctx.rows)  # drop any row of a step that is not (or no longer) finished
     for step in range(start, recipe.prune.steps + 1):
+        if _meets_budget(ctx, ctx.rows[-1]):
+            break
         model = _prune_step(ctx, model, step)
     return _finish(ctx, model)
+
+
+def _meets_budget(ctx: Context, row: dict[str, Any]) -> bool:
+    budget = ctx.recipe.prune.target.latency_ms
+    if budget is None or row.get("measured_latency_ms") is None:
+        return False
+    if row["measured_latency_ms"] <= budget:
+        console.print(f"[bold]latency budget met[/] at step {row['step']}: {row['measured_latency_ms']:.3f} ms "
+                      f"<= {budget} ms on {ctx.recipe.prune.target.device}; no further pruning")
+        return True
+    return False
 
 
 def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Module]:
@@ -96,6 +109,10 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
     if recipe.dense.weights:
         load_state_file(dense_model, recipe.dense.weights, "dense.weights")
     ignored_layers(dense_model, recipe.prune, recipe.model.num_classes)
+    if recipe.prune.target.latency_ms is not None:
+        from .devices import resolve_device
+
+        resolve_device(recipe.prune.target.device)  # an unknown device fails before anything is written
     if dist.active:
         dist.local_batch(recipe.data.batch_size)
         if recipe.aux.kind != AuxKind.none:
@@ -286,12 +303,37 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
         "final_loss": stats[-1].loss if stats else None,
         **_teacher_stats(stats),
+        **_budget_latency(ctx, model, step),
     }
     console.print(
         f"  step {step}: val accuracy {row['accuracy']:.4f}, test accuracy {row['test_accuracy']:.4f}, "
         f"latency {row['latency_ms'] or 0:.2f} ms"
     )
     return row
+
+
+def _budget_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:
+    """With prune.target.latency_ms: export this step's model and measure it where the budget applies."""
+    target = ctx.recipe.prune.target
+    if target.latency_ms is None or not ctx.dist.is_main:
+        return {}
+    from .measure import measure_latency_ms
+
+    with tempfile.TemporaryDirectory(prefix="edgecomp-budget-") as scratch:
+        onnx_path = Path(scratch) / f"step_{step:03d}.onnx"
+        export_plain_onnx(model, ctx.spec.example(1).cpu(), onnx_path)
+        p50 = measure_latency_ms(onnx_path, target.device, target.latency_iterations, batch=1)
+    return {"measured_latency_ms": p50, "measured_on": target.device, "latency_budget_ms": target.latency_ms}
+
+
+def export_plain_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """A quick fp32 ONNX (opset 17, dynamic batch) for measuring; `edgecomp export` makes the verified one."""
+    was_training = model.training
+    original = next(model.parameters()).device
+    model.cpu().eval()
+    torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    model.to(original).train(was_training)
 
 
 def _teacher_stats(stats) -> dict[str, Any]:

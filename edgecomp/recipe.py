@@ -107,6 +107,12 @@ class StepSchedule(str, Enum):
 class PruneTarget(Section):
     macs: Optional[float] = Field(None, gt=0, lt=1, description="fraction of the dense MACs to keep at the end")
     params: Optional[float] = Field(None, gt=0, lt=1, description="fraction of the dense parameters to keep")
+    latency_ms: Optional[float] = Field(
+        None, gt=0, description="stop at the first step whose exported model measures at or below this p50 "
+        "latency (batch 1) on prune.target.device; macs/params still set each step's size"
+    )
+    device: str = Field("host", description="where latency_ms is measured: host, a device profile, or ssh://...")
+    latency_iterations: int = Field(100, ge=10, description="timed inferences per latency measurement")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "PruneTarget":

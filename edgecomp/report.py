@@ -96,6 +96,16 @@ def teacher_section(run: RunDir, rows: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def _budget_lines(recipe, final: dict[str, Any]) -> list[str]:
+    budget = recipe.prune.target.latency_ms
+    if budget is None:
+        return []
+    met = final.get("measured_latency_ms") is not None and final["measured_latency_ms"] <= budget
+    verdict = "met" if met else "NOT met after the last step"
+    return ["", f"Latency budget {budget} ms on `{recipe.prune.target.device}` (exported ONNX, p50, batch 1): "
+                f"{verdict} at step {final['step']} with {_fmt(final.get('measured_latency_ms'), '.3f')} ms."]
+
+
 def write_report(run: RunDir, rows: list[dict[str, Any]], recipe) -> Path:
     plot_pareto(rows, run.pareto)
     dense, final = rows[0], rows[-1]
@@ -110,6 +120,7 @@ def write_report(run: RunDir, rows: list[dict[str, Any]], recipe) -> Path:
         f"Final test accuracy {final['test_accuracy']:.4f} vs dense {dense['test_accuracy']:.4f} "
         f"({(final['test_accuracy'] - dense['test_accuracy']) * 100:+.2f} points). Latency is the median "
         f"batch-1 PyTorch forward on `{final.get('latency_device')}`, not a device measurement.",
+        *_budget_lines(recipe, final),
         "",
         table(rows),
         "",

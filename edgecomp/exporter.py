@@ -1,0 +1,593 @@
+"""`edgecomp export`: a run's final model as verified ONNX, Q/DQ INT8 ONNX and a TensorRT engine.
+
+    model.pt ─fold BN─▶ torch.onnx (dynamic batch) ─onnxslim─▶ checker ─▶ onnxruntime vs PyTorch
+             on real validation images (gate: |Δlogit| ≤ atol, 100 % top-1 agreement) ─▶ model.onnx
+    int8:    calib.npy (training images, evaluation preprocessing) ─▶ model.int8.onnx (symmetric Q/DQ),
+             its top-1 measured against the fp32 ONNX on the validation images
+    --trt:   engines/<key>.engine (+ <key>.json), built here with TensorRT or on --device
+
+Formats are one table (`FORMATS`) with per-format argument checks, and one
+function each: `export_onnx`, `export_onnx_int8_qdq`, `export_engine`.
+The module is `exporter`, not `export`: a submodule named `export` would
+replace the function `edgecomp.export` on the package as soon as it is imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import platform
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from . import trt_build
+from .data import load_data
+from .errors import ExportError, ExportInputError, RunDirError
+from .models import load_model_file, set_submodule
+from .prune import measure_size
+from .recipe import ExportSection, Recipe, load_recipe
+from .rundir import RunDir, atomic_write, write_text
+from .train import InputSpec
+
+EXPORT_FORMAT = "edgecomp-export/1"
+INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "input", "logits", "batch"
+VERIFY_BATCH = 64  # compared batch 1 first, then batches of 64: the dynamic batch is exercised
+ORT_THREADS = 2  # the build host may be a small shared machine
+MAX_OPSET = 20  # the TorchScript exporter's highest (the dynamo exporter needs onnxscript; not a dependency)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+# ---------------------------------------------------------------- the format table
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    arguments: tuple[str, ...]  # options only this format uses
+    requires: str
+    asked_by: str
+
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("onnx", ".onnx", ("fp32",), ("opset", "fold_bn"),
+                 "torch, onnx, onnxslim, onnxruntime; the recipe's validation images", "always written"),
+    ExportFormat("onnx_int8", ".int8.onnx", ("int8",), ("calib_images",),
+                 "onnxruntime.quantization; calibration images from the recipe's dataset", "--precision int8"),
+    ExportFormat("engine", ".engine", PRECISIONS, ("device", "dla_core", "max_batch", "workspace_mib"),
+                 "tensorrt and a CUDA GPU here, or --device", "--trt"),
+)}
+
+# Why a precision is refused where it is: fp16 ONNX would only add Casts; TensorRT makes fp16 from fp32 ONNX.
+PRECISION_REFUSALS = {
+    "fp16": "fp16 is a TensorRT build setting: the ONNX model stays fp32 (TensorRT picks fp16 kernels from it, "
+            "and onnxruntime's CPU has no fast fp16); add --trt",
+}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Every export setting, resolved: user arguments over the recipe's `export` section."""
+
+    trt: bool
+    precision: str
+    device: Optional[str]
+    opset: Optional[int]
+    fold_bn: bool
+    atol: float
+    verify_images: int
+    calib_images: int
+    max_batch: int
+    workspace_mib: int
+    dla_core: Optional[int]
+
+    @property
+    def formats(self) -> list[ExportFormat]:
+        names = ["onnx"] + ["onnx_int8"] * (self.precision == "int8") + ["engine"] * self.trt
+        return [FORMATS[name] for name in names]
+
+
+LIMITS = {"opset": (13, MAX_OPSET), "calib_images": (1, None), "max_batch": (1, None), "dla_core": (0, None),
+          "workspace_mib": (16, None)}
+
+
+def _flag(argument: str) -> str:
+    return "--" + argument.replace("_", "-")
+
+
+def resolve_options(section: ExportSection, *, trt: bool, precision: Optional[str], **given: Any) -> ExportOptions:
+    """Merge the user's arguments (None: not given) over the recipe; refuse what the formats do not take."""
+    given = {key: value for key, value in given.items() if value is not None}
+    for key, value in given.items():
+        low, high = LIMITS.get(key, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"{low}..{high}" if high is not None else f">= {low}"
+            raise ExportInputError(f"{_flag(key)}: must be {bounds} (got {value})")
+    defaults = {**section.model_dump(exclude={"precision"}), "device": None}
+    options = ExportOptions(trt=trt, precision=_precision(precision, section, trt), **{**defaults, **given})
+    check_arguments(options, given)
+    return options
+
+
+def _precision(given: Optional[str], section: ExportSection, trt: bool) -> str:
+    if given is not None:
+        if given not in PRECISIONS:
+            raise ExportInputError(f"--precision: must be fp32, fp16 or int8 (got {given!r})")
+        return given
+    # The recipe's precision is the engine's; without --trt an fp16 recipe still gets its (fp32) ONNX.
+    return "fp32" if section.precision.value == "fp16" and not trt else section.precision.value
+
+
+def check_arguments(options: ExportOptions, given: dict[str, Any]) -> None:
+    """Each argument must be used by a chosen format, and the precision served by one."""
+    chosen = options.formats
+    if not any(options.precision in f.precisions for f in chosen):
+        raise ExportInputError(f"--precision {options.precision}: {PRECISION_REFUSALS[options.precision]}")
+    for argument in given:
+        owners = [f for f in FORMATS.values() if argument in f.arguments]
+        if owners and not any(f in chosen for f in owners):
+            needs = ", ".join(f"{f.name} ({f.asked_by})" for f in owners)
+            raise ExportInputError(f"{_flag(argument)}: used only by the {needs} export")
+    if options.trt and options.dla_core is not None and options.precision == "fp32":
+        raise ExportInputError("--dla-core: the DLA runs fp16 or int8 only; add --precision fp16")
+
+
+# ---------------------------------------------------------------- BatchNorm folding
+
+
+def _foldable(conv: Optional[nn.Module], bn: Optional[nn.Module]) -> bool:
+    return (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.running_mean is not None
+            and bn.num_features == conv.out_channels)
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}.{child}" if parent else child
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """Conv2d→BatchNorm2d pairs: neighbours in a Sequential, or siblings named convN / bnN."""
+    pairs = []
+    for parent_name, parent in model.named_modules():
+        children = list(parent.named_children())
+        if isinstance(parent, nn.Sequential):
+            candidates = [(a, b) for a, b in zip(children, children[1:])]
+        else:
+            siblings = dict(children)
+            candidates = [((n, m), ("bn" + n[4:], siblings.get("bn" + n[4:]))) for n, m in children
+                          if n.startswith("conv")]
+        pairs += [(_join(parent_name, a), _join(parent_name, b)) for (a, conv), (b, bn) in candidates
+                  if _foldable(conv, bn)]
+    return pairs
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Fold BNs into their convs in place (eval semantics); checked against the unfolded outputs."""
+    model.eval()
+    before = model(example)
+    pairs = conv_bn_pairs(model)
+    for conv_name, bn_name in pairs:
+        fused = fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        set_submodule(model, conv_name, fused)
+        set_submodule(model, bn_name, nn.Identity())
+    diff = float((model(example) - before).abs().max()) if pairs else 0.0
+    if not diff <= 1e-4 * max(1.0, float(before.abs().max())):
+        raise ExportError(f"folding BatchNorm changed the outputs by {diff:.2e}: a BN named like a conv's "
+                          f"partner is applied elsewhere in forward(); export with --no-fold-bn")
+    return [f"{conv}+{bn}" for conv, bn in pairs]
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, *, opset: int = 17,
+                fold_bn: bool = True) -> tuple[onnx.ModelProto, list[str]]:
+    """The model as a checked ONNX graph with a dynamic batch axis; returns it and the folded pairs."""
+    model = copy.deepcopy(model).eval()  # folding edits modules: never the caller's model
+    folded = fold_batchnorm(model, example) if fold_bn else []
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is chosen on purpose: opset 17 for TensorRT 8.5/8.6, no onnxscript needed.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], do_constant_folding=True,
+                          dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}})
+    proto = simplify(onnx.load_from_string(buffer.getvalue()))
+    onnx.checker.check_model(proto, full_check=True)
+    return proto, folded
+
+
+def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    try:
+        return onnxslim.slim(proto)
+    except Exception as exc:  # noqa: BLE001 - a simplifier bug must not stop an export that verifies
+        warnings.warn(f"onnxslim failed ({exc}); keeping the unsimplified graph")
+        return proto
+
+
+def io_shapes(proto: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
+    def describe(values):
+        return [{"name": v.name, "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]}
+                for v in values]
+
+    return {"inputs": describe(proto.graph.input), "outputs": describe(proto.graph.output)}
+
+
+def ort_session(model: "Path | onnx.ModelProto", threads: int = ORT_THREADS):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def batch_slices(count: int, size: int = VERIFY_BATCH) -> list[slice]:
+    """Batch 1 first, then full batches and a remainder: several batch sizes reach the dynamic axis."""
+    return [slice(0, min(1, count))] + [slice(s, min(s + size, count)) for s in range(1, count, size)]
+
+
+def ort_logits(session, images: np.ndarray) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: images[s]})[0] for s in batch_slices(len(images))])
+
+
+@torch.no_grad()
+def torch_logits(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    model.eval()
+    return torch.cat([model(images[s]) for s in batch_slices(len(images))]).numpy()
+
+
+@dataclass
+class Fidelity:
+    images: int
+    max_abs_diff: float
+    top1_agreement: float
+    atol: float
+    batch_sizes: list[int]
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol and self.top1_agreement == 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed,
+                "reference": "PyTorch fp32 (BN not folded), same validation images"}
+
+
+def compare_onnx(onnx_model, reference: nn.Module, images: torch.Tensor, atol: float) -> Fidelity:
+    """onnxruntime (CPU) against PyTorch on the same inputs."""
+    ours = ort_logits(ort_session(onnx_model), images.numpy())
+    theirs = torch_logits(reference, images)
+    diff = float(np.abs(ours - theirs).max())
+    agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())
+    sizes = sorted({s.stop - s.start for s in batch_slices(len(images))})
+    return Fidelity(len(images), diff, agreement, atol, sizes)
+
+
+def check_fidelity(onnx_model, reference: nn.Module, images: torch.Tensor, atol: float) -> Fidelity:
+    fidelity = compare_onnx(onnx_model, reference, images, atol)
+    if not fidelity.passed:
+        raise ExportError(
+            f"ONNX does not reproduce PyTorch: max |logit difference| {fidelity.max_abs_diff:.3g} (allowed "
+            f"{atol:g}), top-1 agreement {fidelity.top1_agreement:.2%} (needed 100%) on {fidelity.images} "
+            f"validation images; nothing was written"
+        )
+    return fidelity
+
+
+# ---------------------------------------------------------------- INT8 (Q/DQ)
+
+
+def _calibration_reader(images: np.ndarray, input_name: str, batch: int = 32):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class ArrayReader(CalibrationDataReader):
+        def __init__(self):
+            self.chunks = iter(images[s : s + batch] for s in range(0, len(images), batch))
+
+        def get_next(self):
+            chunk = next(self.chunks, None)
+            return None if chunk is None else {input_name: chunk}
+
+    return ArrayReader()
+
+
+def export_onnx_int8_qdq(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
+    """Static INT8 with explicit Q/DQ nodes, symmetric (zero points 0) as TensorRT requires."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=out_path.parent) as folder:
+        prepared, quantized = Path(folder) / "prepared.onnx", Path(folder) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))  # shape inference + graph cleanup before calibration
+        quantize_static(
+            str(prepared), str(quantized), _calibration_reader(calib, INPUT_NAME), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+            # QuantizeBias False: biases stay float; TensorRT's parser rejects DequantizeLinear on int32 and
+            # fuses the float bias into the int8 convolution itself.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        )
+        data = quantized.read_bytes()
+    atomic_write(out_path, lambda temp: temp.write_bytes(data))
+
+
+def int8_accuracy(fp32_path: Path, int8_path: Path, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    inputs, truth = images.numpy(), labels.numpy()
+    fp32 = ort_logits(ort_session(fp32_path), inputs).argmax(1)
+    int8 = ort_logits(ort_session(int8_path), inputs).argmax(1)
+    top1_fp32, top1_int8 = float((fp32 == truth).mean()), float((int8 == truth).mean())
+    return {"images": len(truth), "top1_fp32": top1_fp32, "top1_int8": top1_int8,
+            "drop_points": round(100 * (top1_fp32 - top1_int8), 3), "top1_agreement": float((fp32 == int8).mean())}
+
+
+# ---------------------------------------------------------------- engines
+
+
+@dataclass
+class EngineTarget:
+    """Where the engine gets built: here (`trt` set) or on a device (`build_on_device` set)."""
+
+    trt: Any = None
+    device: Optional[str] = None
+    build_on_device: Optional[Callable[..., Any]] = None
+    trt_versions: list[str] = field(default_factory=list)  # the target's TensorRT, for the opset
+    max_opset: Optional[int] = None
+
+
+def _resolve_device(name: Optional[str]):
+    """(is remote, profile) for --device; the devices module validates the string when it exists."""
+    if name is None:
+        return False, None
+    try:
+        from .devices import resolve_device
+    except ImportError:
+        return name != "host", None
+    device = resolve_device(name)
+    return not device.is_local, device.profile
+
+
+def choose_engine_target(options: ExportOptions, run_root: Path, shapes: trt_build.Shapes) -> EngineTarget:
+    """Decide before any work where the engine is built; refuse (exit 2) when it cannot be built anywhere."""
+    remote, profile = _resolve_device(options.device)
+    versions = list(getattr(profile, "tensorrt_versions", []) or [])
+    max_opset = getattr(profile, "max_onnx_opset", None)
+    if remote:
+        try:
+            from .runners import build_engine_on_device
+        except ImportError:
+            raise ExportInputError(
+                f"--device {options.device}: building on a device needs edgecomp.runners, which this edgecomp does "
+                f"not have yet; {_by_hand(options, run_root, shapes)}") from None
+        return EngineTarget(None, options.device, build_engine_on_device, versions, max_opset)
+    trt = trt_build.import_tensorrt()
+    if trt is None or not torch.cuda.is_available():
+        reason = "no tensorrt Python module" if trt is None else "no CUDA GPU"
+        raise ExportInputError(
+            f"--trt: TensorRT is not available on this machine ({reason}); build on the device: `edgecomp export "
+            f"--run {run_root} --trt --precision {options.precision} --device ssh://user@jetson`, or "
+            f"{_by_hand(options, run_root, shapes)}")
+    return EngineTarget(trt, None, None, [trt.__version__])
+
+
+def _by_hand(options: ExportOptions, run_root: Path, shapes: trt_build.Shapes) -> str:
+    int8 = options.precision == "int8"
+    onnx_name = "model.int8.onnx" if int8 else "model.onnx"
+    command = trt_build.trtexec_command(onnx_name, "model.engine", options.precision, shapes,
+                                        options.workspace_mib, options.dla_core)
+    return (f"run `edgecomp export --run {run_root}{' --precision int8' if int8 else ''}`, copy "
+            f"{run_root / onnx_name} to the device and run there: {command}")
+
+
+def target_opset(options: ExportOptions, target: Optional[EngineTarget]) -> int:
+    """--opset / export.opset, else the highest opset every TensorRT of the target parses (17 if unknown)."""
+    if options.opset is not None:
+        return options.opset
+    versions = target.trt_versions if target else []
+    opset = min((trt_build.default_opset(v) for v in versions), default=trt_build.default_opset(None))
+    return min(opset, target.max_opset) if target and target.max_opset else opset
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_engine(target: EngineTarget, options: ExportOptions, onnx_path: Path, engines: Path,
+                  shapes: trt_build.Shapes, calib: Optional[np.ndarray], extra: dict[str, Any]) -> dict[str, Any]:
+    """Build (or reuse, when its key matches exactly) the engine; returns its export.json entry."""
+    if target.trt is None:
+        return _engine_on_device(target, options, onnx_path, engines, shapes, extra)
+    trt = target.trt
+    key = trt_build.engine_key(device=trt_build.local_device_model(), trt_version=trt.__version__,
+                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(onnx_path))
+    found = trt_build.find_engine(engines, key)
+    if found is not None:
+        return {"file": str(found.relative_to(engines.parent)), "key": key.fields(), "reused": True}
+    settings = trt_build.BuildSettings(
+        options.precision, shapes, options.workspace_mib, options.dla_core,
+        timing_cache=engines / f"{key.name.split('_')[0]}_trt{key.trt_version}.timing.cache",
+        calib_images=calib, calib_cache=engines / f"{key.name}.calib.cache")
+    report = trt_build.build_engine(trt, onnx_path, settings)
+    path = trt_build.store_engine(engines, key, report.plan, report.details())
+    return {"file": str(path.relative_to(engines.parent)), "key": key.fields(), "reused": False,
+            **report.details(), "built_on": "this machine"}
+
+
+def _engine_on_device(target: EngineTarget, options: ExportOptions, onnx_path: Path, engines: Path,
+                      shapes: trt_build.Shapes, extra: dict[str, Any]) -> dict[str, Any]:
+    """Contract with edgecomp.runners: build_engine_on_device(...) returns a mapping with `engine` (a local
+    path of the fetched plan), `device_model`, `trt_version` and optionally `dla_fallback`, `flags`."""
+    result = target.build_on_device(device=target.device, onnx=onnx_path, precision=options.precision,
+                                    shapes=shapes, workspace_mib=options.workspace_mib,
+                                    dla_core=options.dla_core, out_dir=engines, **extra)
+    missing = [k for k in ("engine", "device_model", "trt_version") if not result.get(k)]
+    if missing:
+        raise ExportError(f"edgecomp.runners.build_engine_on_device returned no {', '.join(missing)}")
+    source = extra.get("qdq_onnx") if options.precision == "int8" and extra.get("qdq_onnx") else onnx_path
+    key = trt_build.engine_key(device=result["device_model"], trt_version=result["trt_version"],
+                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(source))
+    details = {k: result[k] for k in ("dla_fallback", "flags") if k in result}
+    fetched = Path(result["engine"])
+    path = trt_build.store_engine(engines, key, fetched.read_bytes(), {"trt_version": result["trt_version"],
+                                                                       "onnx": Path(source).name, **details})
+    fetched.unlink(missing_ok=True)  # the runner fetched it into a temporary folder of its own
+    return {"file": str(path.relative_to(engines.parent)), "key": key.fields(), "reused": False,
+            "onnx": Path(source).name, **details, "built_on": target.device}
+
+
+# ---------------------------------------------------------------- the whole export
+
+
+@dataclass
+class ExportResult:
+    run_dir: Path
+    onnx_path: Path
+    info_path: Path
+    info: dict[str, Any]
+    int8_path: Optional[Path] = None
+    engine_path: Optional[Path] = None
+
+    @property
+    def fidelity(self) -> dict[str, Any]:
+        return self.info["fidelity"]
+
+
+@dataclass
+class ExportJob:
+    run: RunDir
+    recipe: Recipe
+    options: ExportOptions
+    model: nn.Module
+    spec: InputSpec
+    data: Any  # edgecomp.data.DataBundle
+    images: torch.Tensor  # validation inputs, preprocessed exactly as in evaluation
+    labels: torch.Tensor
+
+
+def open_run(run: "str | Path") -> RunDir:
+    folder = RunDir(Path(run))
+    for path in (folder.recipe, folder.model):
+        if not path.is_file():
+            raise RunDirError(f"--run: {path} does not exist (a run directory written by edgecomp compress)")
+    return folder
+
+
+def take_images(source, spec: InputSpec, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` images of a split, as the model sees them in evaluation."""
+    images, labels, count = [], [], 0
+    for raw, label in source.batches(None):
+        images.append(spec.prepare(raw))
+        labels.append(label)
+        count += len(label)
+        if count >= limit:
+            break
+    if not images:
+        raise ExportInputError("the recipe's dataset split used for export is empty")
+    return torch.cat(images)[:limit].contiguous(), torch.cat(labels)[:limit]
+
+
+def export(*, run: "str | Path", trt: bool = False, precision: Optional[str] = None, device: Optional[str] = None,
+           opset: Optional[int] = None, calib_images: Optional[int] = None, max_batch: Optional[int] = None,
+           dla_core: Optional[int] = None, workspace_mib: Optional[int] = None,
+           fold_bn: Optional[bool] = None) -> ExportResult:
+    """Export a run's final model; arguments left None come from the recipe's `export` section."""
+    folder = open_run(run)
+    recipe = load_recipe(folder.recipe)
+    options = resolve_options(recipe.export, trt=trt, precision=precision, device=device, opset=opset,
+                              calib_images=calib_images, max_batch=max_batch, dla_core=dla_core,
+                              workspace_mib=workspace_mib, fold_bn=fold_bn)
+    cfg = recipe.model
+    shapes = trt_build.shapes_for(INPUT_NAME, cfg.in_channels, cfg.input_size, options.max_batch)
+    target = choose_engine_target(options, folder.root, shapes) if options.trt else None  # fail before work
+    job = prepare(folder, recipe, options)
+    info = write_onnx(job, target_opset(options, target))
+    result = ExportResult(folder.root, folder.root / "model.onnx", folder.root / "export.json", info)
+    calib = None
+    if options.precision == "int8":
+        calib, info["int8"] = write_int8(job, result.onnx_path)
+        result.int8_path = folder.root / "model.int8.onnx"
+    if target is not None:
+        extra = {"qdq_onnx": result.int8_path, "calib": folder.root / "calib.npy" if calib is not None else None}
+        info["engine"] = export_engine(target, options, result.onnx_path, folder.root / "engines", shapes, calib,
+                                       extra if target.trt is None else {})
+        result.engine_path = folder.root / info["engine"]["file"]
+    info["files"] = {p.name: p.stat().st_size for p in (result.onnx_path, result.int8_path, result.engine_path,
+                                                         folder.root / "calib.npy") if p and p.is_file()}
+    write_text(result.info_path, json.dumps(info, indent=2) + "\n")
+    return result
+
+
+def prepare(folder: RunDir, recipe: Recipe, options: ExportOptions) -> ExportJob:
+    model = load_model_file(folder.model).eval()
+    data = load_data(recipe.data, recipe.model)
+    spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
+    images, labels = take_images(data.val, spec, options.verify_images)
+    return ExportJob(folder, recipe, options, model, spec, data, images, labels)
+
+
+def write_onnx(job: ExportJob, opset: int) -> dict[str, Any]:
+    """model.onnx, written only once it reproduces PyTorch; returns the start of export.json."""
+    import onnxruntime
+    import onnxslim
+
+    from . import __version__
+
+    options = job.options
+    proto, folded = export_onnx(job.model, job.images[:2], opset=opset, fold_bn=options.fold_bn)
+    fidelity = check_fidelity(proto, job.model, job.images, options.atol)
+    path = job.run.root / "model.onnx"
+    atomic_write(path, lambda temp: onnx.save(proto, str(temp)))
+    size = measure_size(job.model, job.spec.example(1))
+    return {
+        "format": EXPORT_FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"edgecomp": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "onnxslim": onnxslim.__version__,
+                     "python": platform.python_version()},
+        "precision": options.precision, "formats": [f.name for f in options.formats],
+        "model": {"arch": job.recipe.model.arch, "macs": size.macs, "params": size.params},
+        "aux": aux_summary(job.run.rows()),
+        "fold_bn": {"enabled": options.fold_bn, "folded": folded},
+        "onnx": {"file": path.name, "opset": opset, "exporter": "torch.onnx (TorchScript), onnxslim",
+                 **io_shapes(proto)},
+        "fidelity": fidelity.as_dict(), "int8": None, "engine": None,
+    }
+
+
+def write_int8(job: ExportJob, fp32_path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """calib.npy from the training split, model.int8.onnx from it, and its accuracy on the validation images."""
+    calib = take_images(job.data.train, job.spec, job.options.calib_images)[0].numpy().astype(np.float32)
+    calib_path, int8_path = job.run.root / "calib.npy", job.run.root / "model.int8.onnx"
+    atomic_write(calib_path, lambda temp: save_array(temp, calib))
+    export_onnx_int8_qdq(fp32_path, int8_path, calib)
+    accuracy = int8_accuracy(fp32_path, int8_path, job.images, job.labels)
+    return calib, {"file": int8_path.name, "calib_file": calib_path.name, "calib_images": len(calib),
+                   "calib_split": "train",
+                   "scheme": "Q/DQ, symmetric int8 activations and per-channel weights, float biases",
+                   **accuracy}
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as stream:  # a file object: np.save would append .npy to a bare name
+        np.save(stream, array)
+
+
+def aux_summary(rows: list[dict[str, Any]]) -> Any:
+    """Auxiliary branches folded (rep) or dropped (heads) at each step, as metrics.jsonl records them."""
+    records = [{"step": row.get("step"), **(row["aux"] if isinstance(row["aux"], dict) else {"aux": row["aux"]})}
+               for row in rows if row.get("aux") not in (None, "none")]
+    return records or "none"

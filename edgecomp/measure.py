@@ -1,0 +1,537 @@
+"""`edgecomp bench` (this module is `measure`: `edgecomp.bench` is the public function): latency, throughput,
+accuracy and power of a model, measured on a device.
+
+On the device (through a runner): `info.py` (facts), `build.py` (a TensorRT
+engine from the ONNX model, when TensorRT is there), `bench.py` (timing),
+`eval.py` (top-1 on up to 512 preprocessed validation images of the run's
+recipe), and the same timing for the run's dense model (speed-up).
+
+Results go to `bench.json` in the run directory (or beside `--model`), one
+entry per device, written atomically once every step finished. When a step
+fails, what was measured so far goes to `bench.partial.json` ("complete":
+false, with the error), never under the final name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from rich.console import Console
+
+from .devices import Device, resolve_device
+from .errors import DataError, EdgecompError, UserInputError
+from .runners import Runner, make_runner
+
+BENCH_FORMAT = "edgecomp-bench/1"
+BENCH_FILE, PARTIAL_FILE = "bench.json", "bench.partial.json"
+EVAL_MAX_IMAGES = 512
+EVAL_MAX_BYTES = 128 * 2**20  # at 224 px RGB, 512 float32 images would be 300 MB to copy
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+console = Console(stderr=True)
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+    trtexec = "trtexec"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+@dataclass
+class BenchOptions:
+    iterations: int = 100
+    batch: int = 1
+    warmup: int = 10
+    backend: Backend = Backend.auto
+    precision: Optional[Precision] = None
+
+
+@dataclass
+class BenchResult:
+    """What `bench` measured on one device; `entry` is the device's object in bench.json."""
+
+    bench_path: Path
+    device: str
+    entry: dict[str, Any]
+
+    @property
+    def latency_ms(self) -> dict[str, Optional[float]]:
+        return self.entry["latency_ms"]
+
+    @property
+    def p50_ms(self) -> Optional[float]:
+        return self.entry["latency_ms"].get("p50")
+
+    @property
+    def throughput_fps(self) -> Optional[float]:
+        return self.entry["throughput_fps"]
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        return self.entry["accuracy"]
+
+    @property
+    def speedup(self) -> Optional[float]:
+        return self.entry["speedup"]
+
+
+@dataclass
+class Job:
+    """What to measure: the model, where results go, and the optional eval data and dense model."""
+
+    model: Path
+    out_dir: Path
+    qdq_model: Optional[Path] = None  # the exporter's model.int8.onnx: INT8 engines are built from it
+    onnx_inputs: list[dict[str, Any]] = field(default_factory=list)
+    opset: Optional[int] = None
+    eval_data: Optional[Path] = None
+    dense: Optional[Path] = None
+    precision: Optional[Precision] = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_engine(self) -> bool:
+        return self.model.suffix in ENGINE_SUFFIXES
+
+
+# ---------------------------------------------------------------- the public function
+
+
+def bench(
+    *,
+    run: Optional[Path] = None,
+    model: Optional[Path] = None,
+    device: str = "host",
+    iterations: int = 100,
+    batch: int = 1,
+    warmup: int = 10,
+    backend: Backend | str = Backend.auto,
+    precision: Precision | str | None = None,
+    accept_new_host_key: bool = False,
+    ssh_options: Optional[Sequence[str]] = None,
+    remote_python: Optional[str] = None,
+    evaluate: bool = True,
+) -> BenchResult:
+    """Measure a run's `model.onnx` (or a given .onnx/.engine) on a device; writes bench.json."""
+    options = _options(iterations, batch, warmup, backend, precision)
+    target = resolve_device(device)
+    with tempfile.TemporaryDirectory(prefix="edgecomp-bench-") as scratch:
+        job = plan_job(run, model, options, Path(scratch), evaluate)
+        entry = _new_entry(target, job, options)
+        with make_runner(target, accept_new_host_key=accept_new_host_key, ssh_options=ssh_options,
+                         remote_python=remote_python, run_id=_run_id(job)) as runner:  # kept on the device on error
+            try:
+                measure(runner, target, job, options, entry, log_dir_for(job, target))
+            except EdgecompError as error:
+                _write_partial(job, target, entry, error)
+                raise
+    return BenchResult(_write_complete(job, target, entry), target.label, entry)
+
+
+def measure_latency_ms(onnx_path: Path, device: str = "host", iterations: int = 50, batch: int = 1) -> float:
+    """p50 latency (ms) of an ONNX model on a device, e.g. after each pruning step; writes nothing."""
+    options = _options(iterations, batch, min(10, iterations), Backend.auto, None)
+    target = resolve_device(device)
+    with tempfile.TemporaryDirectory(prefix="edgecomp-latency-") as scratch:
+        job = plan_job(None, Path(onnx_path), options, Path(scratch), evaluate=False)
+        entry = _new_entry(target, job, options)
+        with make_runner(target, run_id=_run_id(job)) as runner:
+            measure(runner, target, job, options, entry, log_dir=None)
+    return entry["latency_ms"]["p50"]
+
+
+def _options(iterations, batch, warmup, backend, precision) -> BenchOptions:
+    for name, value, low in (("--iterations", iterations, 1), ("--batch", batch, 1), ("--warmup", warmup, 0)):
+        if value < low:
+            raise UserInputError(f"{name}: must be >= {low} (got {value})")
+    try:
+        return BenchOptions(iterations, batch, warmup, Backend(backend),
+                            Precision(precision) if precision is not None else None)
+    except ValueError as exc:
+        raise UserInputError(f"--backend/--precision: {exc}") from None
+
+
+def _run_id(job: Job) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", job.out_dir.name or "model").strip("-") or "model"
+    return f"{stem[:40]}-{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+# ---------------------------------------------------------------- planning (host side, before any connection)
+
+
+def plan_job(run: Optional[Path], model: Optional[Path], options: BenchOptions, scratch: Path,
+             evaluate: bool) -> Job:
+    if run is not None and model is not None:
+        raise UserInputError("--run and --model: give one of them")
+    if run is None and model is None:
+        raise UserInputError("--run or --model: give the run directory or the model file")
+    job = _run_job(Path(run), options) if run is not None else _model_job(Path(model))
+    if not job.is_engine:
+        job.onnx_inputs, job.opset = onnx_signature(job.model, options.batch)
+    if run is not None:
+        _add_run_extras(job, Path(run), scratch, evaluate)
+    return job
+
+
+def _model_job(model: Path) -> Job:
+    if not model.is_file():
+        raise UserInputError(f"--model: {model} does not exist")
+    if model.suffix != ".onnx" and model.suffix not in ENGINE_SUFFIXES:
+        raise UserInputError(f"--model: {model} is neither .onnx nor a TensorRT engine (.engine/.plan)")
+    return Job(model=model, out_dir=model.resolve().parent)
+
+
+def _run_job(run: Path, options: BenchOptions) -> Job:
+    if not (run / "recipe.yaml").is_file():
+        raise UserInputError(f"--run: {run} is not a run directory (no recipe.yaml)")
+    model = run / "model.onnx"
+    if not model.is_file():
+        raise UserInputError(f"--run: {model} does not exist; run `edgecomp export --run {run}` first")
+    return Job(model=model, out_dir=run.resolve())
+
+
+def onnx_signature(path: Path, batch: int) -> tuple[list[dict[str, Any]], Optional[int]]:
+    """The graph inputs (name, dims; None for a dynamic one) and opset, read without the weights."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserInputError(f"--model: {path} is not a readable ONNX model ({reason})") from None
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = []
+    for tensor in proto.graph.input:
+        if tensor.name in initializers:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.type.tensor_type.shape.dim]
+        if dims and dims[0] is not None and dims[0] != batch:
+            raise UserInputError(f"--batch: {path.name} has a fixed batch of {dims[0]}; use --batch {dims[0]}")
+        inputs.append({"name": tensor.name, "dims": dims})
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return inputs, opset
+
+
+def _add_run_extras(job: Job, run: Path, scratch: Path, evaluate: bool) -> None:
+    from .recipe import load_recipe
+
+    recipe = load_recipe(run / "recipe.yaml")
+    job.precision = Precision(recipe.export.precision.value)
+    if (run / "model.int8.onnx").is_file():
+        job.qdq_model = run / "model.int8.onnx"
+    if evaluate:
+        try:
+            job.eval_data = write_eval_data(recipe, scratch / "eval.npz")
+        except DataError as error:
+            job.warnings.append(f"accuracy not measured: {str(error).splitlines()[0]}")
+    job.dense = dense_onnx(run)
+
+
+def write_eval_data(recipe, path: Path, limit: int = EVAL_MAX_IMAGES) -> Path:
+    """Up to `limit` validation images, preprocessed as in evaluation (InputSpec.prepare), as .npz."""
+    import numpy as np
+    import torch
+
+    from .data import load_data
+    from .train import InputSpec
+
+    bundle = load_data(recipe.data, recipe.model)
+    spec = InputSpec.create(recipe.model, bundle.mean, bundle.std, torch.device("cpu"))
+    per_image = 4 * recipe.model.in_channels * recipe.model.input_size**2
+    limit = max(1, min(limit, EVAL_MAX_BYTES // per_image))
+    images, labels, count = [], [], 0
+    with torch.no_grad():
+        for raw, target in bundle.val.batches(None):
+            images.append(spec.prepare(raw).cpu().numpy())
+            labels.append(target.numpy())
+            count += len(target)
+            if count >= limit:
+                break
+    np.savez(path, images=np.concatenate(images)[:limit].astype(np.float32),
+             labels=np.concatenate(labels)[:limit].astype(np.int64))
+    return path
+
+
+def dense_onnx(run: Path) -> Optional[Path]:
+    """`<run>/dense.onnx`, exported from checkpoints/step_000.pt when the run has a dense step."""
+    from .rundir import RunDir
+
+    rundir = RunDir(run)
+    if not any(row.get("step") == 0 for row in rundir.rows()):
+        return None
+    path = run / "dense.onnx"
+    if path.is_file():
+        return path
+    if not rundir.checkpoint(0).is_file():
+        return None
+    export_dense(rundir, path)
+    return path
+
+
+def export_dense(rundir, path: Path) -> None:
+    """The dense model as ONNX, exported like model.onnx (opset 17, dynamic batch), written atomically."""
+    import warnings
+
+    import torch
+
+    from .models import model_from_payload
+    from .rundir import atomic_write
+
+    payload = rundir.load_step(0)["model"]
+    model = model_from_payload(payload).eval()
+    cfg = payload["model"]
+    example = torch.zeros(1, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
+
+    def write(temp: Path) -> None:
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated; it is the opset-17 path
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, example, str(temp), dynamo=False, opset_version=17, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+
+    atomic_write(path, write)
+
+
+# ---------------------------------------------------------------- measuring (through the runner)
+
+
+def _new_entry(target: Device, job: Job, options: BenchOptions) -> dict[str, Any]:
+    return {
+        "device": target.label, "profile": target.profile.name if target.profile else None,
+        "connection": target.connection.url if target.connection else None,
+        "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": job.model.name, "backend": None, "provider": None, "precision": None,
+        "batch": options.batch, "iterations": options.iterations, "warmup": options.warmup,
+        "latency_ms": None, "throughput_fps": None, "peak_rss_mb": None, "device_memory_mb": None,
+        "power": None, "accuracy": None, "accuracy_samples": None, "dense": None, "speedup": None,
+        "engine": None, "trtexec": None, "info": None, "warnings": list(job.warnings), "steps_done": [],
+    }
+
+
+def log_dir_for(job: Job, target: Device) -> Path:
+    """Each program's JSON and log, fetched back: <out>/bench-logs/<device>/."""
+    return job.out_dir / "bench-logs" / re.sub(r"[^A-Za-z0-9._-]+", "_", target.label)
+
+
+def measure(runner: Runner, target: Device, job: Job, options: BenchOptions, entry: dict[str, Any],
+            log_dir: Optional[Path]) -> None:
+    """Fill `entry` step by step, so that a failure leaves what was measured."""
+    call = _caller(runner, log_dir)
+    model = runner.stage(job.model, "model" + job.model.suffix)
+    dense = runner.stage(job.dense, "dense.onnx") if job.dense else None
+    data = runner.stage(job.eval_data, "eval.npz") if job.eval_data else None
+    entry["info"] = _step(entry, "info", lambda: call("info", []))
+    backend, provider = choose_backend(options.backend, job, entry["info"], target)
+    _check_device_fit(target, job, backend, options, entry)
+    engine = _build(call, runner, job, options, backend, model, "model", entry) if _needs_build(job, backend) else model
+    timing = _step(entry, "bench", lambda: call("bench", _bench_args(engine, backend, provider, options, job)))
+    _record_timing(entry, timing, backend, job, options)
+    if data is not None and backend == Backend.trtexec.value and not entry["info"].get("tensorrt"):
+        entry["warnings"].append("accuracy not measured: trtexec times engines, eval.py needs TensorRT's Python API")
+    elif data is not None:
+        _measure_accuracy(call, entry, engine, data, backend, provider, options)
+    if dense is not None:
+        _measure_dense(call, runner, job, options, backend, provider, dense, entry)
+
+
+def _caller(runner: Runner, log_dir: Optional[Path]) -> Callable[..., dict[str, Any]]:
+    def call(program: str, args: list[str], tag: Optional[str] = None) -> dict[str, Any]:
+        with console.status(f"[bold]{tag or program}[/] on {runner.label}"):
+            return runner.run(program, args, tag=tag, log_dir=log_dir)
+
+    return call
+
+
+def _step(entry: dict[str, Any], name: str, action: Callable[[], Any]) -> Any:
+    result = action()
+    entry["steps_done"].append(name)
+    return result
+
+
+def choose_backend(requested: Backend, job: Job, info: dict[str, Any], target: Device) -> tuple[str, str]:
+    """(backend, onnxruntime provider): TensorRT where the device has it, else onnxruntime."""
+    ort = info.get("onnxruntime") or {}
+    provider = "cuda" if not target.is_local and "CUDAExecutionProvider" in ort.get("providers", []) else "cpu"
+    if requested != Backend.auto:
+        return requested.value, provider
+    if job.is_engine:
+        if info.get("tensorrt"):
+            return Backend.tensorrt.value, provider
+        if info.get("trtexec"):
+            return Backend.trtexec.value, provider
+        raise UserInputError(f"--model: {job.model.name} is a TensorRT engine but {target.label} has no TensorRT")
+    if info.get("tensorrt") and not target.is_local:
+        return Backend.tensorrt.value, provider
+    if ort:
+        return Backend.onnxruntime.value, provider
+    if info.get("tensorrt"):
+        return Backend.tensorrt.value, provider
+    raise UserInputError(f"--device {target.label}: has neither TensorRT nor onnxruntime for python "
+                         f"{info.get('python')} (install one, or set EDGECOMP_REMOTE_PYTHON)")
+
+
+def _needs_build(job: Job, backend: str) -> bool:
+    return not job.is_engine and backend in (Backend.tensorrt.value, Backend.trtexec.value)
+
+
+def _check_device_fit(target: Device, job: Job, backend: str, options: BenchOptions, entry: dict) -> None:
+    profile, warnings = target.profile, entry["warnings"]
+    precision = options.precision or job.precision
+    if profile is not None and precision == Precision.int8 and not profile.int8:
+        raise UserInputError(f"--precision int8: {profile.name} has no fast INT8; use fp16")
+    if profile and profile.max_onnx_opset and job.opset and job.opset > profile.max_onnx_opset \
+            and backend != Backend.onnxruntime.value:
+        warnings.append(f"{job.model.name} uses ONNX opset {job.opset}; some {profile.name} TensorRT "
+                        f"releases parse only up to {profile.max_onnx_opset}")
+    mode, wanted = (entry["info"] or {}).get("power_mode"), profile.power_mode if profile else None
+    if wanted is not None and mode and mode.get("name") != wanted.name:
+        warnings.append(f"power mode is {mode.get('name')}, {profile.name} is timed in {wanted.name}: "
+                        f"sudo nvpmodel -m {wanted.id} && sudo jetson_clocks")
+    if options.precision is not None and backend == Backend.onnxruntime.value:
+        warnings.append(f"--precision {options.precision.value}: onnxruntime runs the ONNX model as exported")
+    for warning in warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
+
+
+def _build(call, runner: Runner, job: Job, options: BenchOptions, backend: str, onnx: str, name: str,
+           entry: dict[str, Any]) -> str:
+    """Build a TensorRT engine on the device; fetch a copy into <out>/bench-engines/ (named by device, TRT,
+    precision and batch)."""
+    precision = (options.precision or job.precision or Precision.fp16).value
+    engine = runner.output(f"{name}.engine")
+    args = ["--onnx", onnx, "--engine", engine, "--precision", precision, "--batch", str(options.batch),
+            "--tool", "trtexec" if backend == Backend.trtexec.value else "api"]
+    if precision == "int8" and job.qdq_model is not None and name == "model":
+        args[1] = runner.stage(job.qdq_model, "model.int8.onnx")  # Q/DQ: the scales are in the graph
+    elif precision == "int8" and job.eval_data is not None:
+        args += ["--calib", runner.stage(job.eval_data, "eval.npz")]  # calibrate on the validation images
+    args += [f"--shape={s}" for s in _shape_args(job)]
+    built = _step(entry, f"build-{name}", lambda: call("build", args, tag=f"build-{name}"))
+    local = job.out_dir / "bench-engines" / _engine_name(entry, name, built, options)  # apart from export's engines/
+    runner.fetch(engine, local)
+    if name == "model":
+        entry["engine"] = {**built, "path": str(local)}
+        entry["precision"] = precision
+    return engine
+
+
+def _engine_name(entry: dict[str, Any], name: str, built: dict[str, Any], options: BenchOptions) -> str:
+    device = re.sub(r"[^A-Za-z0-9._-]+", "_", entry["device"])
+    return f"{name}-{device}-trt{built.get('tensorrt') or 'unknown'}-{built['precision']}-b{options.batch}.engine"
+
+
+def _shape_args(job: Job) -> list[str]:
+    """NAME:CxHxW of each dynamic-batch input, for trtexec's min/opt/max shapes."""
+    shapes = []
+    for tensor in job.onnx_inputs:
+        dims = tensor["dims"]
+        if dims and dims[0] is None and all(d is not None for d in dims[1:]):
+            shapes.append(f"{tensor['name']}:" + "x".join(str(d) for d in dims[1:]))
+    return shapes
+
+
+def _bench_args(model: str, backend: str, provider: str, options: BenchOptions, job: Job) -> list[str]:
+    args = ["--model", model, "--backend", backend, "--provider", provider, "--iterations", str(options.iterations),
+            "--warmup", str(options.warmup), "--batch", str(options.batch)]
+    if backend == Backend.trtexec.value:
+        args += [f"--shape={name}:{options.batch}x{dims}" for name, dims in
+                 (s.rsplit(":", 1) for s in _shape_args(job))]
+    return args
+
+
+def _record_timing(entry: dict[str, Any], timing: dict[str, Any], backend: str, job: Job,
+                   options: BenchOptions) -> None:
+    for key in ("latency_ms", "throughput_fps", "peak_rss_mb", "device_memory_mb", "power", "provider"):
+        entry[key] = timing.get(key)
+    entry["backend"] = backend
+    if entry["precision"] is None and not job.is_engine:
+        entry["precision"] = "fp32"  # onnxruntime runs the ONNX model as exported
+    entry["trtexec"] = timing.get("trtexec")
+
+
+def _measure_accuracy(call, entry, model: str, data: str, backend: str, provider: str, options) -> None:
+    eval_backend = Backend.tensorrt.value if backend == Backend.trtexec.value else backend
+    args = ["--model", model, "--data", data, "--batch", str(options.batch), "--backend", eval_backend,
+            "--provider", provider]
+    result = _step(entry, "eval", lambda: call("eval", args))
+    entry["accuracy"], entry["accuracy_samples"] = result["accuracy"], result["samples"]
+
+
+def _measure_dense(call, runner, job: Job, options: BenchOptions, backend: str, provider: str, dense: str,
+                   entry: dict[str, Any]) -> None:
+    dense_job = Job(model=Path("dense.onnx"), out_dir=job.out_dir, onnx_inputs=job.onnx_inputs,
+                    precision=job.precision)
+    model = _build(call, runner, dense_job, options, backend, dense, "dense", entry) \
+        if _needs_build(dense_job, backend) else dense
+    args = _bench_args(model, backend, provider, options, job)
+    timing = _step(entry, "bench-dense", lambda: call("bench", args, tag="bench-dense"))
+    entry["dense"] = {key: timing.get(key) for key in ("latency_ms", "throughput_fps", "peak_rss_mb")}
+    dense_p50, p50 = timing["latency_ms"].get("p50"), entry["latency_ms"].get("p50")
+    entry["speedup"] = dense_p50 / p50 if dense_p50 and p50 else None
+
+
+# ---------------------------------------------------------------- bench.json
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary name in the same folder, then rename: never a half-written file."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2, default=str)
+            stream.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == BENCH_FORMAT else None
+
+
+def _document(job: Job, devices: dict[str, Any], complete: bool, error: Optional[str] = None) -> dict[str, Any]:
+    document = {"format": BENCH_FORMAT, "complete": complete, "model": job.model.name, "devices": devices}
+    if error is not None:
+        document["error"] = error
+    return document
+
+
+def _write_complete(job: Job, target: Device, entry: dict[str, Any]) -> Path:
+    path = job.out_dir / BENCH_FILE
+    existing = _read_json(path)
+    devices = existing["devices"] if existing and existing.get("model") == job.model.name else {}
+    devices[target.label] = entry
+    _write_json(path, _document(job, devices, complete=True))
+    partial = _read_json(job.out_dir / PARTIAL_FILE)
+    if partial and set(partial.get("devices", {})) <= {target.label}:
+        (job.out_dir / PARTIAL_FILE).unlink(missing_ok=True)  # superseded by this complete measurement
+    return path
+
+
+def _write_partial(job: Job, target: Device, entry: dict[str, Any], error: EdgecompError) -> None:
+    """Keep what was measured; nothing to keep when only the device facts came back before a mistake of
+    the user's (say, an engine for a device without TensorRT)."""
+    measured = [step for step in entry["steps_done"] if step != "info"]
+    if not measured and (not entry["steps_done"] or isinstance(error, UserInputError)):
+        return
+    message = str(error).splitlines()[0]
+    _write_json(job.out_dir / PARTIAL_FILE, _document(job, {target.label: entry}, complete=False, error=message))

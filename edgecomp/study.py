@@ -1,0 +1,226 @@
+"""`edgecomp study`: which augmentation magnitude suits which model size (finding A), on your data.
+
+The dense model (the recipe's dense stage) is pruned once to each size; every
+(size, magnitude) cell then fine-tunes that pruned model for a few epochs at a
+constant magnitude and records its validation accuracy. The output is the
+accuracy grid, the best magnitude per size, a heatmap, the least-squares linear
+schedule M = min + (dense - min) * s through the best magnitudes, and a recipe
+snippet that uses it. Cells are written one file each, so a killed study
+resumes where it stopped; cells run in several processes where cores allow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+
+from .recipe import MAX_MAGNITUDE, PruneTarget, Recipe, dump_recipe, validate
+from .errors import UserInputError
+from .rundir import save_tensors, write_text
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    grid: dict[float, dict[float, float]]  # size -> magnitude -> val accuracy
+    best: dict[float, float]  # size -> best magnitude
+    fit: dict[str, float]  # {"dense": .., "min": ..}
+    snippet_path: Path
+    heatmap_path: Path
+
+
+# ---------------------------------------------------------------- pure analysis
+
+
+def best_per_size(grid: dict[float, dict[float, float]]) -> dict[float, float]:
+    """Magnitude with the highest accuracy for each size (ties: the smaller magnitude)."""
+    return {size: min(cells, key=lambda m: (-cells[m], m)) for size, cells in grid.items()}
+
+
+def fit_linear(best: dict[float, float]) -> dict[str, float]:
+    """Least squares M = min + (dense - min) * s through (s, best M), clamped to 0..30."""
+    sizes = list(best)
+    if len(set(sizes)) < 2:
+        value = float(next(iter(best.values())))
+        return {"dense": value, "min": value}
+    n = len(sizes)
+    mean_s, mean_m = sum(sizes) / n, sum(best.values()) / n
+    var = sum((s - mean_s) ** 2 for s in sizes)
+    slope = sum((s - mean_s) * (best[s] - mean_m) for s in sizes) / var
+    intercept = mean_m - slope * mean_s
+    clamp = lambda v: float(min(max(v, 0.0), MAX_MAGNITUDE))  # noqa: E731
+    return {"dense": round(clamp(intercept + slope), 2), "min": round(clamp(intercept), 2)}
+
+
+def recipe_snippet(fit: dict[str, float]) -> str:
+    return yaml.safe_dump({"augment": {"schedule": {"kind": "linear", "dense": fit["dense"], "min": fit["min"]}}},
+                          sort_keys=False)
+
+
+# ---------------------------------------------------------------- running cells
+
+
+def _cell_name(size: float, magnitude: float) -> str:
+    return f"s{size:.3f}_m{magnitude:05.2f}.json"
+
+
+def _prepare_sizes(recipe: Recipe, sizes: list[float], out: Path) -> dict[float, Path]:
+    """The dense model (trained or loaded as the recipe says) pruned once to each size, saved."""
+    from .data import load_data
+    from .models import build_model, load_state_file, model_payload
+    from .prune import Size, measure_size, prune_to
+    from .train import InputSpec
+
+    paths = {size: out / "models" / f"size_{size:.3f}.pt" for size in sizes}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    data = load_data(recipe.data, recipe.model)
+    spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
+    torch.manual_seed(recipe.seed)
+    dense = build_model(recipe.model)
+    if recipe.dense.weights:
+        load_state_file(dense, recipe.dense.weights, "dense.weights")
+    elif recipe.dense.epochs:
+        _train_dense(recipe, dense, data, spec)
+    dense_size = measure_size(dense, spec.example())
+    for size in sorted(sizes, reverse=True):
+        model = _copy(dense)
+        target = Size(int(dense_size.macs * size), int(dense_size.params * size))
+        if size < 1.0:
+            cfg = recipe.prune.model_copy(update={"target": PruneTarget(macs=size)})
+            prune_to(model, spec.example(), cfg, target, recipe.model.num_classes)
+        save_tensors(paths[size], model_payload(model, recipe.model))
+    return paths
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def _train_dense(recipe: Recipe, model, data, spec) -> None:
+    from .augment import Augmenter
+    from .objective import Objective
+    from .train import TrainJob, train
+
+    magnitude = recipe.augment.schedule.dense
+    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.dense.optim, recipe.dense.epochs,
+                   recipe.seed * 1000, "dense", Objective(recipe.teacher))
+    train(model, job)
+
+
+def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float, epochs: int, threads: int) -> dict:
+    """One cell, in a worker process: fine-tune the sized model at a constant magnitude, evaluate."""
+    torch.set_num_threads(threads)
+    from .augment import Augmenter
+    from .data import load_data
+    from .models import load_model_file
+    from .objective import Objective
+    from .train import InputSpec, TrainJob, console, evaluate, train
+
+    console.quiet = True
+    recipe = validate(recipe_plain)
+    data = load_data(recipe.data, recipe.model)
+    spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
+    model = load_model_file(model_path)
+    torch.manual_seed(recipe.seed)
+    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.finetune.optim, epochs,
+                   recipe.seed * 1000 + 1, f"s={size} M={magnitude}", Objective(recipe.teacher))
+    train(model, job)
+    return {"size": size, "magnitude": magnitude, "accuracy": evaluate(model, data.val, spec), "epochs": epochs}
+
+
+def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], epochs: Optional[int] = None,
+          out: Path, workers: Optional[int] = None, progress=None) -> StudyResult:
+    """Run (or resume) the grid; see the module docstring."""
+    _check_inputs(recipe, sizes, magnitudes, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "recipe.yaml", dump_recipe(recipe))
+    models = _prepare_sizes(recipe, sizes, out)
+    epochs = recipe.finetune.epochs_per_step if epochs is None else epochs
+    workers = workers or max(1, min(len(sizes) * len(magnitudes), (os.cpu_count() or 1)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    todo = [(s, m) for s in sizes for m in magnitudes if not (out / "cells" / _cell_name(s, m)).is_file()]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_cell, recipe.to_plain(), str(models[s]), s, m, epochs, threads) for s, m in todo]
+        for future in as_completed(futures):
+            cell = future.result()
+            write_text(out / "cells" / _cell_name(cell["size"], cell["magnitude"]), json.dumps(cell))
+            if progress is not None:
+                progress(cell)
+    return _summarize(out, sizes, magnitudes)
+
+
+def _check_inputs(recipe: Recipe, sizes: list[float], magnitudes: list[float], out: Path) -> None:
+    bad_sizes = [s for s in sizes if not 0 < s <= 1]
+    if not sizes or bad_sizes:
+        raise UserInputError(f"--sizes: MACs ratios must be in (0, 1], got {bad_sizes or 'none'}")
+    bad = [m for m in magnitudes if not 0 <= m <= MAX_MAGNITUDE]
+    if not magnitudes or bad:
+        raise UserInputError(f"--magnitudes: must be in 0..{MAX_MAGNITUDE}, got {bad or 'none'}")
+    stored = out / "recipe.yaml"
+    if stored.is_file() and yaml.safe_load(stored.read_text()) != recipe.to_plain():
+        raise UserInputError(f"--out: {out} holds a study of another recipe; choose another --out")
+
+
+def _summarize(out: Path, sizes: list[float], magnitudes: list[float]) -> StudyResult:
+    grid: dict[float, dict[float, float]] = {s: {} for s in sizes}
+    for s in sizes:
+        for m in magnitudes:
+            grid[s][m] = json.loads((out / "cells" / _cell_name(s, m)).read_text())["accuracy"]
+    best = best_per_size(grid)
+    fit = fit_linear(best)
+    snippet = out / "schedule_snippet.yaml"
+    write_text(snippet, recipe_snippet(fit))
+    summary = {"grid": {str(s): {str(m): a for m, a in row.items()} for s, row in grid.items()},
+               "best": {str(s): m for s, m in best.items()}, "fit": fit}
+    write_text(out / "study.json", json.dumps(summary, indent=1))
+    heatmap = out / "heatmap.png"
+    plot_heatmap(grid, best, heatmap)
+    return StudyResult(out, grid, best, fit, snippet, heatmap)
+
+
+def plot_heatmap(grid: dict[float, dict[float, float]], best: dict[float, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(grid, reverse=True)
+    magnitudes = sorted(next(iter(grid.values())))
+    values = [[grid[s][m] for m in magnitudes] for s in sizes]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(magnitudes), 1.2 + 0.6 * len(sizes)), dpi=120)
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    for i, s in enumerate(sizes):
+        for j, m in enumerate(magnitudes):
+            mark = "*" if best[s] == m else ""
+            ax.text(j, i, f"{grid[s][m]:.3f}{mark}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_xticks(range(len(magnitudes)), [f"{m:g}" for m in magnitudes])
+    ax.set_yticks(range(len(sizes)), [f"{s:g}" for s in sizes])
+    ax.set_xlabel("magnitude M")
+    ax.set_ylabel("MACs ratio")
+    ax.set_title("val accuracy (* best per size)")
+    fig.colorbar(image)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def summary_table(result: StudyResult) -> str:
+    magnitudes = sorted(next(iter(result.grid.values())))
+    lines = ["| MACs ratio | " + " | ".join(f"M={m:g}" for m in magnitudes) + " | best M |",
+             "|---:|" + "---:|" * (len(magnitudes) + 1)]
+    for size in sorted(result.grid, reverse=True):
+        cells = " | ".join(f"{result.grid[size][m]:.4f}" for m in magnitudes)
+        lines.append(f"| {size:g} | {cells} | {result.best[size]:g} |")
+    return "\n".join(lines)

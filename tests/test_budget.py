@@ -1,0 +1,39 @@
+"""Pruning to a measured latency budget on `host` (onnxruntime on this CPU)."""
+
+import json
+
+from edgecomp import compress
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict
+
+
+def rows_of(result):
+    return [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def budget_recipe(latency_ms):
+    return tiny_recipe(model={"arch": "cifar_resnet14"}, dense={"epochs": 0}, finetune={"epochs_per_step": 0},
+                       prune={"steps": 3, "target": {"macs": 0.15, "latency_ms": latency_ms, "latency_iterations": 200},
+                              "round_to": 4},
+                       device={"latency_iterations": 0})
+
+
+def test_stops_at_the_first_step_under_a_budget_between_two_steps(tmp_path, fashion_root):
+    never = compress(budget_recipe(1e-6), out=tmp_path / "all")  # unreachable: every step measured
+    measured = [row["measured_latency_ms"] for row in rows_of(never)]
+    assert len(measured) == 4 and measured[-1] < measured[0]
+    assert "NOT met" in never.report_path.read_text()
+
+    budget = (measured[1] + measured[-1]) / 2  # between step 1 and the last step
+    result = compress(budget_recipe(budget), out=tmp_path / "budget")
+    rows = rows_of(result)
+    stop = rows[-1]
+    assert stop["measured_latency_ms"] <= budget and stop["measured_on"] == "host"
+    assert all(row["measured_latency_ms"] > budget for row in rows[:-1])  # the first step that met it
+    assert 1 <= stop["step"] <= 3
+    assert result.final == stop and "met at step" in result.report_path.read_text()
+
+
+def test_unknown_budget_device_exits_2(tmp_path, write_recipe):
+    data = tiny_recipe_dict(prune={"steps": 2, "target": {"macs": 0.5, "latency_ms": 1.0, "device": "jetson-orn"}})
+    result = run_cli("compress", "--recipe", str(write_recipe(data)), "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "jetson-orn" in result.stderr and not (tmp_path / "r").exists()

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import yaml
+
+from edgecomp.errors import UserInputError
+from edgecomp.recipe import validate
+from edgecomp.study import best_per_size, fit_linear, recipe_snippet, study
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict
+
+
+def synthetic_grid(dense=12.0, minimum=2.0):
+    """Accuracy peaks at M = min + (dense - min) * s: the fit must find that line again."""
+    sizes, magnitudes = [1.0, 0.6, 0.3, 0.1], [float(m) for m in range(31)]
+    peak = lambda s: minimum + (dense - minimum) * s  # noqa: E731
+    return {s: {m: 0.9 - (m - peak(s)) ** 2 / 1000 for m in magnitudes} for s in sizes}
+
+
+def test_best_per_size_and_fit_recover_a_known_schedule():
+    grid = synthetic_grid()
+    assert best_per_size(grid) == {1.0: 12.0, 0.6: 8.0, 0.3: 5.0, 0.1: 3.0}
+    fit = fit_linear(best_per_size(grid))
+    assert fit["dense"] == pytest.approx(12.0, abs=0.3) and fit["min"] == pytest.approx(2.0, abs=0.3)
+
+
+def test_fit_is_clamped_and_handles_one_size():
+    assert fit_linear({1.0: 30.0, 0.5: 0.0}) == {"dense": 30.0, "min": 0.0}
+    assert fit_linear({0.5: 7.0}) == {"dense": 7.0, "min": 7.0}
+    assert best_per_size({1.0: {0.0: 0.5, 5.0: 0.5}}) == {1.0: 0.0}  # ties: the gentler magnitude
+
+
+def test_snippet_loads_into_a_valid_recipe():
+    snippet = yaml.safe_load(recipe_snippet(fit_linear(best_per_size(synthetic_grid()))))
+    data = tiny_recipe_dict()
+    data["augment"] = {**data.get("augment", {}), **snippet["augment"]}
+    recipe = validate(data)
+    assert recipe.augment.schedule.kind.value == "linear" and recipe.augment.schedule.dense > recipe.augment.schedule.min
+
+
+def test_small_real_study_resumes(tmp_path, fashion_root):
+    recipe = tiny_recipe()
+    seen = []
+    result = study(recipe, sizes=[1.0, 0.5], magnitudes=[0.0, 10.0], epochs=1, out=tmp_path / "s", workers=2,
+                   progress=seen.append)
+    assert len(seen) == 4 and set(result.grid) == {1.0, 0.5}
+    assert all(0 <= acc <= 1 for row in result.grid.values() for acc in row.values())
+    assert result.heatmap_path.is_file() and result.snippet_path.is_file()
+    summary = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert set(summary["best"]) == {"1.0", "0.5"}
+    cells = sorted((tmp_path / "s" / "cells").iterdir())
+    kept = json.loads(cells[0].read_text())
+    cells[1].unlink()  # as if the study had been killed before that cell
+    seen.clear()
+    again = study(recipe, sizes=[1.0, 0.5], magnitudes=[0.0, 10.0], epochs=1, out=tmp_path / "s", workers=1,
+                  progress=seen.append)
+    assert len(seen) == 1  # only the missing cell ran
+    assert again.grid[kept["size"]][kept["magnitude"]] == kept["accuracy"]
+
+
+def test_study_bad_input(tmp_path, write_recipe):
+    with pytest.raises(UserInputError, match="--sizes"):
+        study(tiny_recipe(), sizes=[1.5], magnitudes=[0.0], out=tmp_path / "x")
+    with pytest.raises(UserInputError, match="--magnitudes"):
+        study(tiny_recipe(), sizes=[0.5], magnitudes=[31.0], out=tmp_path / "x")
+    path = write_recipe(tiny_recipe_dict())
+    result = run_cli("study", "--recipe", str(path), "--sizes", "1.0,abc", "--out", str(tmp_path / "y"))
+    assert result.returncode == 2 and "--sizes" in result.stderr and not (tmp_path / "y").exists()
