@@ -68,6 +68,7 @@ def summarize(runs: list[dict], variants: list[str]) -> list[dict]:
             "final_val_std": statistics.stdev(stat("accuracy")) if len(mine) > 1 else 0.0,
             "dense_test_mean": statistics.mean(r["dense"]["test_accuracy"] for r in mine),
             "macs_ratio_mean": statistics.mean(stat("macs_ratio")),
+            "latency_ms_median": statistics.median(stat("latency_ms")) if all(stat("latency_ms")) else None,
             "finetune_img_s_mean": statistics.mean(
                 statistics.mean(x["train_throughput"] for x in r["rows"][1:] if x["train_throughput"]) for r in mine
             ) if any(x["train_throughput"] for r in mine for x in r["rows"][1:]) else None,
@@ -82,16 +83,20 @@ def markdown(args, table: list[dict], command: str, wall: float) -> str:
         f"{', dense model shared per seed' if args.share_dense else ''}.", "",
         f"Host: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} torch threads; total wall time {wall / 60:.1f} min; "
-        f"{datetime.now(timezone.utc):%Y-%m-%d}.", "",
-        "| variant | final test acc (mean ± std) | final val acc | dense test acc | MACs ratio | fine-tune img/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"{datetime.now(timezone.utc):%Y-%m-%d}. Accuracy is deterministic per seed on CPU; host latency "
+        "(median batch-1 PyTorch forward of the final model, over runs) and fine-tune throughput were taken "
+        "on a shared machine and are noisy.", "",
+        "| variant | final test acc (mean ± std) | final val acc | dense test acc | MACs ratio | host latency ms "
+        "| fine-tune img/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in table:
         rate = f"{row['finetune_img_s_mean']:.0f}" if row["finetune_img_s_mean"] else "–"
+        latency = f"{row['latency_ms_median']:.2f}" if row.get("latency_ms_median") else "–"
         lines.append(
             f"| {row['variant']} | {row['final_test_mean']:.4f} ± {row['final_test_std']:.4f} "
             f"| {row['final_val_mean']:.4f} ± {row['final_val_std']:.4f} | {row['dense_test_mean']:.4f} "
-            f"| {row['macs_ratio_mean']:.3f} | {rate} |"
+            f"| {row['macs_ratio_mean']:.3f} | {latency} | {rate} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -74,6 +74,12 @@ class Augmenter:
         params = self.make_params(images.shape, magnitude, generator)
         return self.apply(images, params)
 
+    def base(self, images: torch.Tensor, _magnitude: float, generator: torch.Generator) -> torch.Tensor:
+        """Crop and flip only, no policy operation and no erasing: the weakest view of an image."""
+        params = self.make_params(images.shape, 0.0, generator)
+        params.rounds, params.erase_boxes = [], None
+        return self.apply(images, params)
+
     # -------------------------------------------------- drawing parameters
 
     def make_params(self, shape: torch.Size, magnitude: float, generator: torch.Generator) -> AugmentParams:

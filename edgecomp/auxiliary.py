@@ -507,7 +507,8 @@ def strong_loss(outputs: list[torch.Tensor], labels: torch.Tensor, weak_logits: 
 
 
 def assert_plain(model: nn.Module, reference_structure: dict, reference_params: int,
-                 macs_fn: Optional[Callable[[nn.Module], int]] = None, reference_macs: Optional[int] = None) -> None:
+                 macs_fn: Optional[Callable[[nn.Module], int]] = None, reference_macs: Optional[int] = None,
+                 reference_names: Optional[list[str]] = None) -> None:
     """Raise PlainModelError unless `model` is exactly as plain as the model the branches were attached to.
 
     reference_structure: `model_structure(plain)`; reference_params: its parameter count; macs_fn(model) -> MACs
@@ -526,6 +527,8 @@ def assert_plain(model: nn.Module, reference_structure: dict, reference_params: 
         changed = sorted(n for n in structure.keys() | reference_structure.keys()
                          if structure.get(n) != reference_structure.get(n))
         problems.append(f"structure differs at {', '.join(changed[:3])}")
+    if reference_names is not None and [n for n, _ in model.named_parameters()] != reference_names:
+        problems.append("parameter names differ")
     params = sum(p.numel() for p in model.parameters())
     if params != reference_params:
         problems.append(f"{params} parameters instead of {reference_params}")

@@ -283,12 +283,21 @@ def _check_classes(classes: int, model: ModelSection) -> None:
         raise DataError(f"model.num_classes: is {model.num_classes} but the dataset has {classes} classes")
 
 
+def _relabel(samples, names: list[str], train_names: list[str], folder: Path) -> list[tuple[Path, int]]:
+    """Held-out labels by class name, as numbered in the training folder (a missing class must not shift them)."""
+    unknown = sorted(set(names) - set(train_names))
+    if unknown:
+        raise DataError(f"data.root: {folder} has classes the training folder lacks: {', '.join(unknown[:5])}")
+    index = {name: train_names.index(name) for name in names}
+    return [(path, index[names[label]]) for path, label in samples]
+
+
 def _load_folder(root: Path, cfg: DataSection, model: ModelSection, mean, std) -> DataBundle:
     train_dir = root / "train" if (root / "train").is_dir() else root
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     samples, classes = scan_image_folder(train_dir)
     _check_classes(len(classes), model)
-    test_samples = scan_image_folder(test_dir)[0] if test_dir else []
+    test_samples = _relabel(*scan_image_folder(test_dir), classes, test_dir) if test_dir else []
     train_idx, val_idx = split_indices(len(samples), cfg.val_fraction, cfg.split_seed)
     pick = lambda idx: [samples[i] for i in idx.tolist()]  # noqa: E731
     make = lambda s: FolderBatches(s, model.input_size, model.in_channels, cfg.batch_size, cfg.workers)  # noqa: E731

@@ -64,14 +64,14 @@ class Dist:
         return holder[0]
 
     def on_main(self, fn):
-        """Run fn on rank 0 only; every rank gets its result, or raises the same edgecomp error."""
+        """Run fn on rank 0 only; every rank gets its result, or raises the same error."""
         if not self.active:
             return fn()
         outcome = None
         if self.is_main:
             try:
                 outcome = ("ok", fn())
-            except EdgecompError as error:
+            except Exception as error:  # noqa: BLE001 - the other ranks must not wait forever
                 outcome = ("error", error)
         kind, value = self.broadcast_object(outcome)
         if kind == "error":
@@ -89,7 +89,13 @@ class Dist:
             raise EdgecompError(f"ranks disagree on the {what} (checksums {sorted(set(gathered))})")
 
     def shard(self, order: torch.Tensor) -> torch.Tensor:
-        return order[self.rank :: self.world] if self.active else order
+        """This rank's share; the order is padded by wrapping around (DistributedSampler's rule) so every
+        rank gets the same number of samples, hence of batches: unequal counts would hang DDP."""
+        if not self.active:
+            return order
+        padded = -(-len(order) // self.world) * self.world
+        order = torch.cat([order, order[: padded - len(order)]]) if padded > len(order) else order
+        return order[self.rank :: self.world]
 
     def local_batch(self, batch_size: int) -> int:
         if batch_size % self.world:

@@ -308,6 +308,14 @@ def _calibration_reader(images: np.ndarray, input_name: str, batch: int = 32):
     return ArrayReader()
 
 
+def save_plain_onnx(model: nn.Module, cfg, path: Path, opset: int = 17) -> None:
+    """An unverified export (same graph recipe as model.onnx, without the fidelity gate or slimming), for
+    measuring latency: the dense reference of bench and each step of latency-budget pruning."""
+    example = torch.zeros(2, cfg.in_channels, cfg.input_size, cfg.input_size)
+    proto, _ = export_onnx(model.cpu(), example, opset=opset)
+    atomic_write(path, lambda temp: onnx.save(proto, str(temp)))
+
+
 def export_onnx_int8_qdq(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
     """Static INT8 with explicit Q/DQ nodes, symmetric (zero points 0) as TensorRT requires."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -414,7 +422,8 @@ def export_engine(target: EngineTarget, options: ExportOptions, onnx_path: Path,
         return _engine_on_device(target, options, onnx_path, engines, shapes, extra)
     trt = target.trt
     key = trt_build.engine_key(device=trt_build.local_device_model(), trt_version=trt.__version__,
-                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(onnx_path))
+                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(onnx_path),
+                               dla_core=options.dla_core)
     found = trt_build.find_engine(engines, key)
     if found is not None:
         return {"file": str(found.relative_to(engines.parent)), "key": key.fields(), "reused": True}
@@ -440,7 +449,8 @@ def _engine_on_device(target: EngineTarget, options: ExportOptions, onnx_path: P
         raise ExportError(f"edgecomp.runners.build_engine_on_device returned no {', '.join(missing)}")
     source = extra.get("qdq_onnx") if options.precision == "int8" and extra.get("qdq_onnx") else onnx_path
     key = trt_build.engine_key(device=result["device_model"], trt_version=result["trt_version"],
-                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(source))
+                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(source),
+                               dla_core=options.dla_core)
     details = {k: result[k] for k in ("dla_fallback", "flags") if k in result}
     fetched = Path(result["engine"])
     path = trt_build.store_engine(engines, key, fetched.read_bytes(), {"trt_version": result["trt_version"],
@@ -533,7 +543,7 @@ def export(*, run: "str | Path", trt: bool = False, precision: Optional[str] = N
 
 
 def prepare(folder: RunDir, recipe: Recipe, options: ExportOptions) -> ExportJob:
-    model = load_model_file(folder.model).eval()
+    model = load_model_file(folder.model, recipe.model).eval()
     data = load_data(recipe.data, recipe.model)
     spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
     images, labels = take_images(data.val, spec, options.verify_images)

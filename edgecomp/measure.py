@@ -29,6 +29,7 @@ from rich.console import Console
 
 from .devices import Device, resolve_device
 from .errors import DataError, EdgecompError, UserInputError
+from .recipe import Precision
 from .runners import Runner, make_runner
 
 BENCH_FORMAT = "edgecomp-bench/1"
@@ -46,10 +47,6 @@ class Backend(str, Enum):
     trtexec = "trtexec"
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
 
 
 @dataclass
@@ -284,26 +281,14 @@ def dense_onnx(run: Path) -> Optional[Path]:
 
 
 def export_dense(rundir, path: Path) -> None:
-    """The dense model as ONNX, exported like model.onnx (opset 17, dynamic batch), written atomically."""
-    import warnings
-
-    import torch
-
+    """The dense model as ONNX through the same exporter as model.onnx (BN folded, opset 17, dynamic
+    batch), so the speed-up compares like with like; rebuilt with the run's own recipe, written atomically."""
+    from .exporter import save_plain_onnx
     from .models import model_from_payload
-    from .rundir import atomic_write
+    from .recipe import load_recipe
 
-    payload = rundir.load_step(0)["model"]
-    model = model_from_payload(payload).eval()
-    cfg = payload["model"]
-    example = torch.zeros(1, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
-
-    def write(temp: Path) -> None:
-        with warnings.catch_warnings():  # the TorchScript exporter is deprecated; it is the opset-17 path
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, example, str(temp), dynamo=False, opset_version=17, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-
-    atomic_write(path, write)
+    cfg = load_recipe(rundir.recipe).model
+    save_plain_onnx(model_from_payload(rundir.load_step(0)["model"], cfg), cfg, path)
 
 
 # ---------------------------------------------------------------- measuring (through the runner)

@@ -321,15 +321,34 @@ def model_payload(model: nn.Module, cfg: ModelSection) -> dict[str, Any]:
 
 
 def model_from_payload(payload: dict[str, Any], cfg: ModelSection | None = None) -> nn.Module:
+    """Rebuild a saved model. Without `cfg` the file's own model section is used, but only for built-in
+    architectures: a file must never make edgecomp import and call code it names (`pkg.module:fn`, timm)."""
     if payload.get("format") != MODEL_FORMAT:
         raise ModelError(f"not an edgecomp model file (format {payload.get('format')!r}, expected {MODEL_FORMAT})")
-    cfg = cfg or ModelSection.model_validate(payload["model"])
+    if cfg is None:
+        cfg = _section_from_file(payload.get("model"))
     model = build_model(cfg.model_copy(update={"weights": None, "pretrained": False}))
-    apply_structure(model, payload["structure"])
-    resize_like(model, payload["state_dict"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        apply_structure(model, payload["structure"])
+        resize_like(model, payload["state_dict"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise ModelError(f"model file does not fit {cfg.arch}: {str(exc).splitlines()[0][:200]}") from None
     return model
 
 
-def load_model_file(path: str | Path) -> nn.Module:
-    return model_from_payload(read_checkpoint(path, "model file"))
+def _section_from_file(section: Any) -> ModelSection:
+    from pydantic import ValidationError
+
+    try:
+        cfg = ModelSection.model_validate(section)
+    except ValidationError as exc:
+        raise ModelError(f"model file has a malformed model section ({exc.error_count()} problems)") from None
+    if ":" in cfg.arch or cfg.kwargs:
+        raise ModelError(f"model file names {cfg.arch!r} with kwargs {sorted(cfg.kwargs)}: only built-in "
+                         "architectures are rebuilt from a file's own description; load it with its run's recipe")
+    return cfg
+
+
+def load_model_file(path: str | Path, cfg: ModelSection | None = None) -> nn.Module:
+    return model_from_payload(read_checkpoint(path, "model file"), cfg)

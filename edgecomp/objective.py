@@ -1,8 +1,8 @@
 """The loss of one training batch: findings B and C put together.
 
 Views of a batch: `weak` (the step's scheduled magnitude M_k), `strong`
-(aux.strong_magnitude, only with auxiliary branches) and `clean` (M = 0, only
-for the difficulty filter). With teacher logits T(.), student logits f(.),
+(aux.strong_magnitude, only with auxiliary branches) and `clean` (crop and
+flip only: no policy operation, no erasing; only for the difficulty filter). With teacher logits T(.), student logits f(.),
 auxiliary outputs g_j(.), difficulty weights w (1 without teacher weighting),
 KD weight a and KD(p, q) = T^2 KL(softmax(q/T) || softmax(p/T)):
 

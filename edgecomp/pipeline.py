@@ -7,6 +7,7 @@ before the run directory is created.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
 from .augment import Augmenter
 from .data import DataBundle, load_data
@@ -25,7 +25,7 @@ from .errors import DivergenceError, RecipeError, RunDirError
 from .models import build_model, load_state_file, model_from_payload, model_payload, model_structure
 from .objective import LossStats, Objective
 from .prune import Size, ignored_layers, measure_size, prune_to
-from .recipe import AuxKind, Recipe, ScheduleKind, dump_recipe, validate
+from .recipe import AuxKind, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
 from .report import write_report
 from .rundir import RunDir, save_tensors, write_text
 from .schedule import magnitude_for, step_targets
@@ -112,11 +112,21 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
     if recipe.prune.target.latency_ms is not None:
         from .devices import resolve_device
 
-        resolve_device(recipe.prune.target.device)  # an unknown device fails before anything is written
+        device = resolve_device(recipe.prune.target.device)  # an unknown device fails before writing
+        if device.is_local and device.profile is not None and device.profile.name != "host":
+            raise RecipeError(f"prune.target.device: profile {device.profile.name} has no connection; give "
+                              "ssh://user@host[:port] or a profile file with connection: set")
     if dist.active:
         dist.local_batch(recipe.data.batch_size)
         if recipe.aux.kind != AuxKind.none:
             raise RecipeError("aux.kind: auxiliary branches are not supported under torchrun yet; use one process")
+        if recipe.prune.target.latency_ms is not None:
+            raise RecipeError("prune.target.latency_ms: not supported under torchrun yet; use one process")
+    if recipe.aux.kind != AuxKind.none:  # a wrong heads_at or a model without conv+BN fails now, not at step 1
+        from .auxiliary import attach, detach
+
+        example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
+        detach(attach(copy.deepcopy(dense_model), recipe.aux, example))
     spec = InputSpec.create(recipe.model, data.mean, data.std, dist.device())
     ctx = Context(recipe, run, data, spec, Augmenter(recipe.augment), dist)
     if recipe.teacher.weights:
@@ -133,7 +143,7 @@ def _check_run_dir(run: RunDir, recipe: Recipe, resume: bool) -> list[int]:
         raise RunDirError(f"{run.root} already holds a run; pass --resume to continue it or --out for a new one")
     if not has_content or not run.recipe.is_file():
         return []
-    stored = validate(yaml.safe_load(run.recipe.read_text()) or {}, source=str(run.recipe))
+    stored = validate(read_yaml(run.recipe), source=str(run.recipe))
     if stored.to_plain() != recipe.to_plain():
         changed = _changed_keys(stored.to_plain(), recipe.to_plain())
         raise RunDirError(f"--resume: the recipe differs from {run.recipe} in {', '.join(changed[:5])}")
@@ -234,7 +244,7 @@ def _finetune(ctx: Context, model: nn.Module, step: int, magnitude: float, ratio
         stats = _fit(ctx, model, step, magnitude, recipe.finetune.epochs_per_step, recipe.finetune.optim,
                      f"step {step}", objective)
         return model, stats, None
-    from .auxiliary import attach, detach
+    from .auxiliary import assert_plain, attach, detach
 
     plain_structure, plain_size = model_structure(model), measure_size(model, ctx.spec.example())
     plain_names = [name for name, _ in model.named_parameters()]
@@ -244,21 +254,10 @@ def _finetune(ctx: Context, model: nn.Module, step: int, magnitude: float, ratio
     stats = _fit(ctx, objective.branched.model, step, magnitude, recipe.finetune.epochs_per_step,
                  recipe.finetune.optim, f"step {step} ({recipe.aux.kind.value})", objective, strong)
     model, record = detach(objective.branched)
-    _verify_plain(model, plain_structure, plain_names, plain_size, ctx.spec.example())
+    # nothing leaks: same modules, parameter names, counts and MACs as the plain pruned model
+    assert_plain(model, plain_structure, plain_size.params, lambda m: measure_size(m, ctx.spec.example()).macs,
+                 plain_size.macs, plain_names)
     return model, stats, record.as_dict()
-
-
-def _verify_plain(model, structure, names, size: Size, example) -> None:
-    """After folding/dropping, the model must be exactly the plain pruned model's shape: nothing leaks."""
-    problems = []
-    if model_structure(model) != structure:
-        problems.append("module shapes")
-    if [name for name, _ in model.named_parameters()] != names:
-        problems.append("parameter names")
-    if measure_size(model, example) != size:
-        problems.append("MACs/params")
-    if problems:
-        raise RuntimeError(f"auxiliary branches leaked into the model after export: {', '.join(problems)} differ")
 
 
 def _objective(ctx: Context, ratio: float, label_smoothing: float) -> Objective:
@@ -317,23 +316,16 @@ def _budget_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]
     target = ctx.recipe.prune.target
     if target.latency_ms is None or not ctx.dist.is_main:
         return {}
+    from .exporter import save_plain_onnx
     from .measure import measure_latency_ms
 
     with tempfile.TemporaryDirectory(prefix="edgecomp-budget-") as scratch:
         onnx_path = Path(scratch) / f"step_{step:03d}.onnx"
-        export_plain_onnx(model, ctx.spec.example(1).cpu(), onnx_path)
+        device = ctx.spec.device
+        save_plain_onnx(model, ctx.recipe.model, onnx_path)  # the graph `edgecomp export` writes, BN folded
+        model.to(device)
         p50 = measure_latency_ms(onnx_path, target.device, target.latency_iterations, batch=1)
     return {"measured_latency_ms": p50, "measured_on": target.device, "latency_budget_ms": target.latency_ms}
-
-
-def export_plain_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """A quick fp32 ONNX (opset 17, dynamic batch) for measuring; `edgecomp export` makes the verified one."""
-    was_training = model.training
-    original = next(model.parameters()).device
-    model.cpu().eval()
-    torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17, input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    model.to(original).train(was_training)
 
 
 def _teacher_stats(stats) -> dict[str, Any]:

@@ -85,7 +85,8 @@ class DataSection(Section):
 class DenseSection(Section):
     epochs: int = Field(0, ge=0, description="epochs of dense training (0: use the weights as they are)")
     weights: Optional[str] = Field(
-        None, description="state_dict of an already trained dense model; skips dense training"
+        None, description="weights of the dense model to start from (state_dict or edgecomp model file); "
+        "with dense.epochs 0 they are used as they are, otherwise trained further"
     )
     optim: OptimSettings = Field(default_factory=OptimSettings, description="optimizer of the dense stage")
 

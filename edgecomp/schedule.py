@@ -26,7 +26,9 @@ def per_step(values: list[float], dense: float, step: int) -> float:
 
 
 def magnitude_for(cfg: MagnitudeSchedule, step: int, macs_ratio: float) -> float:
-    if cfg.kind == ScheduleKind.constant:
+    if cfg.kind == ScheduleKind.teacher and step > 0:
+        raise ValueError("the teacher schedule is calibrated per step by the pipeline (teacher.calibrate)")
+    if cfg.kind in (ScheduleKind.constant, ScheduleKind.teacher):  # teacher: the dense stage uses `dense`
         value = constant(cfg.dense)
     elif cfg.kind == ScheduleKind.linear:
         value = linear(cfg.dense, cfg.min, macs_ratio)

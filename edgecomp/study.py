@@ -12,6 +12,7 @@ resumes where it stopped; cells run in several processes where cores allow.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import yaml
 
 from .recipe import MAX_MAGNITUDE, PruneTarget, Recipe, dump_recipe, validate
 from .errors import UserInputError
+from .report import save_figure
 from .rundir import save_tensors, write_text
 
 
@@ -85,9 +87,9 @@ def _prepare_sizes(recipe: Recipe, sizes: list[float], out: Path) -> dict[float,
     spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
     torch.manual_seed(recipe.seed)
     dense = build_model(recipe.model)
-    if recipe.dense.weights:
+    if recipe.dense.weights:  # as in compress: start from the weights, train dense.epochs further
         load_state_file(dense, recipe.dense.weights, "dense.weights")
-    elif recipe.dense.epochs:
+    if recipe.dense.epochs:
         _train_dense(recipe, dense, data, spec)
     dense_size = measure_size(dense, spec.example())
     for size in sorted(sizes, reverse=True):
@@ -130,7 +132,7 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
     recipe = validate(recipe_plain)
     data = load_data(recipe.data, recipe.model)
     spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
-    model = load_model_file(model_path)
+    model = load_model_file(model_path, recipe.model)
     torch.manual_seed(recipe.seed)
     job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.finetune.optim, epochs,
                    recipe.seed * 1000 + 1, f"s={size} M={magnitude}", Objective(recipe.teacher))
@@ -142,6 +144,13 @@ def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], epochs
           out: Path, workers: Optional[int] = None, progress=None) -> StudyResult:
     """Run (or resume) the grid; see the module docstring."""
     _check_inputs(recipe, sizes, magnitudes, out)
+    if workers is not None and workers < 1:
+        raise UserInputError(f"--workers: must be >= 1 (got {workers})")
+    if epochs is not None and epochs < 1:
+        raise UserInputError(f"--epochs: must be >= 1 (got {epochs})")
+    if recipe.prune.importance.value == "taylor":
+        raise UserInputError("prune.importance: taylor is not supported by study (it prunes without gradients)")
+    _check_data_and_model(recipe)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "recipe.yaml", dump_recipe(recipe))
     models = _prepare_sizes(recipe, sizes, out)
@@ -149,7 +158,8 @@ def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], epochs
     workers = workers or max(1, min(len(sizes) * len(magnitudes), (os.cpu_count() or 1)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     todo = [(s, m) for s in sizes for m in magnitudes if not (out / "cells" / _cell_name(s, m)).is_file()]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_cell, recipe.to_plain(), str(models[s]), s, m, epochs, threads) for s, m in todo]
         for future in as_completed(futures):
             cell = future.result()
@@ -157,6 +167,17 @@ def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], epochs
             if progress is not None:
                 progress(cell)
     return _summarize(out, sizes, magnitudes)
+
+
+def _check_data_and_model(recipe: Recipe) -> None:
+    """Data root, model name and weights file, checked before the study folder is created."""
+    from .data import load_data
+    from .models import build_model, load_state_file
+
+    load_data(recipe.data, recipe.model)
+    model = build_model(recipe.model)
+    if recipe.dense.weights:
+        load_state_file(model, recipe.dense.weights, "dense.weights")
 
 
 def _check_inputs(recipe: Recipe, sizes: list[float], magnitudes: list[float], out: Path) -> None:
@@ -210,10 +231,7 @@ def plot_heatmap(grid: dict[float, dict[float, float]], best: dict[float, float]
     ax.set_title("val accuracy (* best per size)")
     fig.colorbar(image)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def summary_table(result: StudyResult) -> str:

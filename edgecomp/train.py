@@ -127,7 +127,7 @@ def make_views(job: TrainJob, raw: torch.Tensor, labels: torch.Tensor, generator
     spec, augment = job.spec, job.augment
     weak = spec.prepare(raw, augment, job.magnitude, generator)
     strong = spec.prepare(raw, augment, job.strong_magnitude, generator) if job.strong_magnitude is not None else None
-    clean = spec.prepare(raw, augment, 0.0, generator) if job.objective.needs_clean_view() else None
+    clean = spec.prepare(raw, augment.base, 0.0, generator) if job.objective.needs_clean_view() else None
     return Views(weak, labels.to(spec.device), strong, clean)
 
 

@@ -83,6 +83,7 @@ class EngineKey:
     precision: str
     shapes: tuple[tuple[str, str], ...]  # (input name, "min/opt/max" as 1x3x224x224 dims)
     onnx_sha256: str
+    dla_core: Optional[int] = None  # a DLA engine and a GPU engine are not interchangeable
 
     @property
     def name(self) -> str:
@@ -102,9 +103,10 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def engine_key(*, device: str, trt_version: str, precision: str, shapes: Shapes, onnx_sha256: str) -> EngineKey:
+def engine_key(*, device: str, trt_version: str, precision: str, shapes: Shapes, onnx_sha256: str,
+               dla_core: Optional[int] = None) -> EngineKey:
     profile = tuple(sorted((name, "/".join(_dims(s) for s in mmx)) for name, mmx in shapes.items()))
-    return EngineKey(device.strip(), trt_version.strip(), str(precision), profile, onnx_sha256)
+    return EngineKey(device.strip(), trt_version.strip(), str(precision), profile, onnx_sha256, dla_core)
 
 
 def check_engine(path: Path, wanted: EngineKey) -> None:

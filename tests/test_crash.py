@@ -81,6 +81,5 @@ def test_damaged_checkpoint_is_redone(tmp_path, write_recipe, fashion_root):
     assert RunDir(out).finished_steps() == [0]
     result = run_cli("compress", "--recipe", str(path), "--out", str(out), "--resume")
     assert result.returncode == 0, result.stderr
-    assert "resuming" not in result.stderr or "after step 0" in result.stderr
     assert stable_rows(out) == before
     assert RunDir(out).finished_steps() == [0, 1, 2]

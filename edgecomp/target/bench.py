@@ -154,10 +154,16 @@ def find_tool(name: str, extra: list[str]) -> Optional[str]:
     return found or next((p for p in extra if os.access(p, os.X_OK)), None)
 
 
+def warmup_ms(warmup_iterations: int) -> int:
+    """trtexec warms up for a time, not a count: 200 ms (its default) whenever a warm-up was asked for.
+    The command line, with this value, is recorded in the result, so bench.json says what really ran."""
+    return 200 if warmup_iterations else 0
+
+
 def trtexec_command(trtexec: str, model: str, iterations: int, warmup: int, shapes: list[str]) -> list[str]:
     source = f"--loadEngine={model}" if not model.endswith(".onnx") else f"--onnx={model}"
     # --duration=0 with --iterations=N runs exactly N timed inferences; warm-up is in ms for trtexec.
-    command = [trtexec, source, f"--iterations={iterations}", "--duration=0", f"--warmUp={200 if warmup else 0}"]
+    command = [trtexec, source, f"--iterations={iterations}", "--duration=0", f"--warmUp={warmup_ms(warmup)}"]
     if shapes:
         command.append("--shapes=" + ",".join(shapes))
     return command
@@ -179,7 +185,8 @@ def run_trtexec(args) -> dict[str, Any]:
     # TensorRT 8.4 prints no percentile(90%): missing statistics stay null, the keys stay the same.
     latency = {key: parsed["latency_ms"].get(key) for key in ("p50", "p90", "p99", "mean", "min", "max", "std")}
     qps = parsed.get("throughput_qps")
-    return {"backend": "trtexec", "provider": parsed["tensorrt_version"], "latency_ms": latency,
+    return {"backend": "trtexec", "provider": "tensorrt", "tensorrt_version": parsed["tensorrt_version"],
+            "command": command, "warmup_ms": warmup_ms(args.warmup), "latency_ms": latency,
             "throughput_fps": qps * args.batch if qps else None, "peak_rss_mb": None, "device_memory_mb": None,
             "power": power.summary(latency.get("mean"), args.batch), "trtexec": parsed}
 
