@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: leaves a core to benchmarks/study_grid.py
 common=(--recipe quickstart.yaml --seeds 0 1 2 --share-dense --group findings --set data.train_subset=8000)
 constant=(--variant constant augment.schedule.kind=constant)
 linear=(--variant linear augment.schedule.kind=linear)

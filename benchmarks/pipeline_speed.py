@@ -2,6 +2,9 @@
 
 1. fine-tune throughput of edgecomp's training loop (`edgecomp.train.train`: views, objective, progress bar,
    cosine LR) vs a plain PyTorch loop with the same model, data, optimizer and augmentation call;
+   and the cost of findings B and C in that loop: with `rep` branches, with `heads`, and with the teacher
+   (KD + difficulty weights), each as a ratio to the plain edgecomp loop, on the quickstart model pruned to
+   30% of its MACs (the quickstart's smallest step);
 2. augmentation throughput: edgecomp's batched RandAugment (+erasing) on uint8 tensors vs torchvision's
    per-image RandAugment + RandomErasing on PIL images, at the same magnitude.
 
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import statistics
@@ -22,14 +26,17 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 
 from edgecomp.augment import Augmenter
+from edgecomp.auxiliary import attach
 from edgecomp.data import TensorBatches, read_fashion_mnist
 from edgecomp.models import build_model
 from edgecomp.objective import Objective
-from edgecomp.recipe import AugmentSection, ModelSection, OptimSettings, TeacherSection
+from edgecomp.prune import Size, measure_size, prune_to
+from edgecomp.recipe import AugmentSection, AuxSection, ModelSection, OptimSettings, PruneSection, TeacherSection
+from edgecomp.teacher import Teacher
 from edgecomp.train import InputSpec, TrainJob, console, cosine_lr, make_optimizer, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-IMAGES, REPEATS, MAGNITUDE = 4096, 3, 9.0
+IMAGES, REPEATS, MAGNITUDE = 2048, 3, 9.0
 
 
 def setup():
@@ -40,10 +47,27 @@ def setup():
     return data, cfg, spec, Augmenter(AugmentSection())
 
 
-def edgecomp_epoch(data, cfg, spec, augment) -> float:
+def small_model(cfg, spec):
+    """The quickstart model pruned once to 30% of its MACs (weights as initialised: speed only)."""
     torch.manual_seed(0)
     model = build_model(cfg)
-    job = TrainJob(data, spec, augment, MAGNITUDE, OptimSettings(lr=0.05), 1, 0, "bench", Objective(TeacherSection()))
+    dense = measure_size(model, spec.example())
+    prune_to(model, spec.example(), PruneSection(target={"macs": 0.3}), Size(int(dense.macs * 0.3), 0), 10)
+    return model
+
+
+def edgecomp_epoch(data, cfg, spec, augment, variant: str = "plain", small=None) -> float:
+    torch.manual_seed(0)
+    model = copy.deepcopy(small) if small is not None else build_model(cfg)
+    teacher_cfg = TeacherSection(kd_weight=0.5, difficulty={"mode": "weight"}) if variant == "teacher" \
+        else TeacherSection()
+    teacher = Teacher(build_model(cfg)) if variant == "teacher" else None  # the dense model judges, as in a run
+    objective = Objective(teacher_cfg, 0.3, teacher)
+    strong = None
+    if variant in ("rep", "heads"):
+        objective.branched = attach(model, AuxSection(kind=variant), spec.example())
+        model, strong = objective.branched.model, 9.0
+    job = TrainJob(data, spec, augment, MAGNITUDE, OptimSettings(lr=0.05), 1, 0, "bench", objective, strong)
     start = time.perf_counter()
     train(model, job)
     return IMAGES / (time.perf_counter() - start)
@@ -89,17 +113,23 @@ def main() -> None:
     data, cfg, spec, augment = setup()
     loop = {"edgecomp": [], "plain": []}
     aug = {"batched": [], "pil": []}
+    cost = {"small_plain": [], "small_rep": [], "small_heads": [], "small_teacher": []}
+    small = small_model(cfg, spec)
     for _ in range(REPEATS):
         loop["edgecomp"].append(edgecomp_epoch(data, cfg, spec, augment))
         loop["plain"].append(plain_epoch(data, cfg, spec, augment))
         aug["batched"].append(batched_augment(data.images, augment))
         aug["pil"].append(pil_augment(data.images))
-    med = {k: statistics.median(v) for k, v in {**loop, **aug}.items()}
+        for variant in ("plain", "rep", "heads", "teacher"):
+            cost[f"small_{variant}"].append(edgecomp_epoch(data, cfg, spec, augment, variant, small))
+    med = {k: statistics.median(v) for k, v in {**loop, **aug, **cost}.items()}
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": f"{platform.platform()}, {torch.get_num_threads()} torch threads",
         "images": IMAGES, "repeats": REPEATS, "magnitude": MAGNITUDE, "raw": {**loop, **aug}, "median": med,
         "loop_ratio": med["edgecomp"] / med["plain"], "augment_speedup": med["batched"] / med["pil"],
+        "rep_ratio": med["small_rep"] / med["small_plain"], "heads_ratio": med["small_heads"] / med["small_plain"],
+        "teacher_ratio": med["small_teacher"] / med["small_plain"],
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pipeline_speed.json").write_text(json.dumps(result, indent=1))
@@ -111,7 +141,15 @@ def main() -> None:
         f"| fine-tune img/s: edgecomp loop vs plain PyTorch loop | {med['edgecomp']:.0f} | {med['plain']:.0f} "
         f"| {result['loop_ratio']:.3f} |",
         f"| augmentation img/s: batched tensors vs per-image PIL (torchvision) | {med['batched']:.0f} "
-        f"| {med['pil']:.0f} | {result['augment_speedup']:.1f}× |", "",
+        f"| {med['pil']:.0f} | {result['augment_speedup']:.1f}× |",
+        f"| fine-tune img/s at 30% MACs: with rep branches vs plain | {med['small_rep']:.0f} "
+        f"| {med['small_plain']:.0f} | {result['rep_ratio']:.3f} |",
+        f"| fine-tune img/s at 30% MACs: with aux heads vs plain | {med['small_heads']:.0f} "
+        f"| {med['small_plain']:.0f} | {result['heads_ratio']:.3f} |",
+        f"| fine-tune img/s at 30% MACs: with teacher (KD + weights) vs plain | {med['small_teacher']:.0f} "
+        f"| {med['small_plain']:.0f} | {result['teacher_ratio']:.3f} |", "",
+        "rep and heads make a second (strong) view per batch and run it through the branches; the teacher "
+        "runs one extra forward pass of the dense model per batch.", "",
     ]))
     print((RESULTS / "pipeline_speed.md").read_text())
 

@@ -141,7 +141,7 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
 
 
 def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], epochs: Optional[int] = None,
-          out: Path, workers: Optional[int] = None, progress=None) -> StudyResult:
+          out: Path, workers: Optional[int] = None, threads: Optional[int] = None, progress=None) -> StudyResult:
     """Run (or resume) the grid; see the module docstring."""
     _check_inputs(recipe, sizes, magnitudes, out)
     if workers is not None and workers < 1:
@@ -156,7 +156,7 @@ def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], epochs
     models = _prepare_sizes(recipe, sizes, out)
     epochs = recipe.finetune.epochs_per_step if epochs is None else epochs
     workers = workers or max(1, min(len(sizes) * len(magnitudes), (os.cpu_count() or 1)))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     todo = [(s, m) for s in sizes for m in magnitudes if not (out / "cells" / _cell_name(s, m)).is_file()]
     # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
