@@ -31,8 +31,8 @@ def compare(table: str, better: str, worse: str, claim: str) -> str:
     error = math.sqrt((a["final_test_std"] ** 2 + b["final_test_std"] ** 2) / n)
     figures = f"`{better}` − `{worse}` = {diff * 100:+.2f} points of test accuracy (2 × s.e. = {2 * error * 100:.2f})"
     if abs(diff) <= 2 * error:
-        return f"{figures}: **not shown** at {n} seeds — {claim} neither holds nor fails clearly here."
-    return f"{figures}: {claim} **{'holds' if diff > 0 else 'does not hold'}** on this data."
+        return f"{figures}. Claim — {claim}: **not shown** at {n} seeds (within noise)."
+    return f"{figures}. Claim — {claim}: **{'holds' if diff > 0 else 'does not hold'}** on this data."
 
 
 def section(title: str, name: str, verdicts: list[str]) -> list[str]:
@@ -65,6 +65,14 @@ def main() -> None:
         "`benchmarks/findings.sh` (the quickstart recipe with `data.train_subset=8000`, 3 pruning steps to 30% "
         "of the dense MACs, 2 fine-tune epochs per step, 3 seeds, each seed's dense model shared by all "
         "variants). Regenerate this page with `python benchmarks/results_page.py`.",
+        "",
+        "**Reading.** On this data and budget the claims mostly do not hold. Brief fine-tuning prefers no "
+        "RandAugment at every size (table a), the size-following schedule's edge over a constant one is within "
+        "noise (table b), and the Torch-Pruning baseline with crop + flip alone is the best variant (table e). "
+        "The dense models here are short-trained: their test accuracy (the `dense test acc` column) is below "
+        "every pruned student's, so distilling from them or letting them judge difficulty pulls the students "
+        "down (table d). A longer dense stage, a harder dataset or larger models may change every verdict; "
+        "that has not been measured.",
         "",
         *study_section(),
         *section("(b) Constant vs scheduled magnitude in iterative pruning", "schedule_constant_vs_linear", [
