@@ -493,15 +493,16 @@ def _attach_heads(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> H
 
 def strong_loss(outputs: list[torch.Tensor], labels: torch.Tensor, weak_logits: Optional[torch.Tensor] = None,
                 head_kd: float = 0.0, temperature: float = 4.0, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean over the strong outputs of CE + head_kd·KD from the main head's (detached) weak-view logits."""
+    """Mean over the strong outputs of CE + head_kd·KD from the main head's (detached) weak-view logits.
+    The pipeline's loss is `edgecomp.objective.Objective` (which adds the teacher terms); this is its
+    teacher-free core, for using the branches outside a run."""
+    from .objective import kd_loss  # lazily: objective is the owner of the distillation term
+
     losses = []
     for logits in outputs:
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         if head_kd > 0 and weak_logits is not None:
-            target = F.log_softmax(weak_logits.detach() / temperature, dim=1)
-            kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), target, log_target=True,
-                          reduction="batchmean") * temperature**2
-            loss = loss + head_kd * kd
+            loss = loss + head_kd * kd_loss(logits, weak_logits.detach(), temperature)
         losses.append(loss)
     return torch.stack(losses).mean()
 
