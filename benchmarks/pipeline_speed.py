@@ -33,7 +33,7 @@ from edgecomp.objective import Objective
 from edgecomp.prune import Size, measure_size, prune_to
 from edgecomp.recipe import AugmentSection, AuxSection, ModelSection, OptimSettings, PruneSection, TeacherSection
 from edgecomp.teacher import Teacher
-from edgecomp.train import InputSpec, TrainJob, console, cosine_lr, make_optimizer, train
+from edgecomp.train import InputSpec, TrainJob, console, make_optimizer, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMAGES, REPEATS, MAGNITUDE = 2048, 3, 9.0
@@ -78,14 +78,14 @@ def plain_epoch(data, cfg, spec, augment) -> float:
     model = build_model(cfg).train()
     optim = OptimSettings(lr=0.05)
     optimizer, generator = make_optimizer(model, optim), torch.Generator().manual_seed(0)
-    total = data.num_batches()
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=data.num_batches())
     start = time.perf_counter()
-    for index, (raw, labels) in enumerate(data.batches(0)):
-        cosine_lr(optimizer, optim.lr, index, total)
+    for raw, labels in data.batches(0):
         loss = F.cross_entropy(model(spec.prepare(raw, augment, MAGNITUDE, generator)), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
     return IMAGES / (time.perf_counter() - start)
 
 

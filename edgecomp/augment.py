@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from .data import as_nchw
 from .recipe import MAX_MAGNITUDE, AugmentSection, Policy
 
 # (name, signed, range at M=30) — torchvision's RandAugment table.
@@ -147,7 +148,9 @@ def random_crop(images: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.
     rows = offsets[:, 0, None] + torch.arange(height)  # (B, H)
     cols = offsets[:, 1, None] + torch.arange(width)  # (B, W)
     picked = padded[torch.arange(batch)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # B,H,W,C
-    return picked.permute(0, 3, 1, 2).contiguous()
+    # not .contiguous(): a 1-channel B,C,H,W view of B,H,W,C already counts as contiguous and keeps
+    # channels-last strides, which sends the whole network down oneDNN's NHWC kernels (see data.as_nchw)
+    return as_nchw(picked.permute(0, 3, 1, 2))
 
 
 def apply_round(images: torch.Tensor, params: OpParams) -> torch.Tensor:

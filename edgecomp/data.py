@@ -323,7 +323,29 @@ def adapt_batch(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     if images.shape[-1] != size or images.shape[-2] != size:
         resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         images = resized.round().clamp(0, 255).to(torch.uint8)
-    return images.contiguous()
+    return as_nchw(images)
+
+
+def as_nchw(images: torch.Tensor) -> torch.Tensor:
+    """The batch in standard N,C,H,W strides, whatever produced it.
+
+    `.contiguous()` is not enough: a 1-channel tensor with channels-last strides (784, 1, 28, 1) already
+    counts as contiguous, and PyTorch then runs every convolution in NHWC, where oneDNN's strided 1x1
+    backward-weights kernel writes past its workspace when a layer has fewer input channels than the
+    CPU's block (uxlfoundation/oneDNN, "1x1 convolution backward_weights writes past the rtus workspace").
+    """
+    if images.stride() == nchw_strides(images.shape):
+        return images
+    return images.clone(memory_format=torch.contiguous_format)
+
+
+def nchw_strides(shape: torch.Size) -> tuple[int, ...]:
+    """Row-major strides of `shape`: what a freshly allocated N,C,H,W tensor has."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 def channel_stats(stats: tuple[float, ...], channels: int) -> torch.Tensor:
@@ -334,4 +356,5 @@ def channel_stats(stats: tuple[float, ...], channels: int) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (images.float() / 255.0 - mean) / std
+    """The float input the model sees, always in standard N,C,H,W strides (see `as_nchw`)."""
+    return as_nchw((images.float() / 255.0 - mean) / std)

@@ -7,11 +7,11 @@ loss, throughput and ETA; one line per epoch is printed for logs.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -24,6 +24,10 @@ from .errors import DivergenceError
 from .data import TensorBatches, adapt_batch, channel_stats, normalize
 from .objective import LossStats, Objective, Views
 from .recipe import ModelSection, OptimSettings, Optimizer
+from .convergence import Plateau, PlateauRule
+from .models import read_checkpoint
+from .rundir import save_tensors
+from .watchdog import Watchdog
 
 console = Console(stderr=True)
 
@@ -79,12 +83,6 @@ def make_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimize
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def cosine_lr(optimizer: torch.optim.Optimizer, peak: float, step: int, total: int) -> None:
-    lr = 0.5 * peak * (1 + math.cos(math.pi * step / max(total, 1)))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 @dataclass
 class TrainJob:
     """Everything one training stage needs besides the model."""
@@ -103,24 +101,89 @@ class TrainJob:
 
 
 def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
-    """Train for job.epochs with cosine LR; deterministic given job.seed on CPU."""
+    """Train for job.epochs with cosine LR (stepped per batch); deterministic given job.seed on CPU."""
     optimizer = make_optimizer(model, job.optim)
     per_epoch = job.data.num_batches(job.dist if job.dist.active else None)
-    total, done, history = per_epoch * job.epochs, 0, []
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(per_epoch * job.epochs, 1))
     generator = torch.Generator().manual_seed(job.seed + 100_003 * job.dist.rank)  # each rank its own views
-    trained = job.dist.wrap(model)
-    with progress() as bar:
+    trained, history = job.dist.wrap(model), []
+    with progress() as bar, Watchdog(job.label) as watchdog:
         for epoch in range(job.epochs):
             task = bar.add_task(f"{job.label} epoch {epoch + 1}/{job.epochs}", total=per_epoch, loss=0.0, rate=0.0)
-            stats = _train_epoch(trained, job, optimizer, generator, epoch, bar, task, done, total)
-            done += per_epoch
-            history.append(stats)
-            console.print(
-                f"  {job.label} epoch {epoch + 1}/{job.epochs}: loss {stats.loss:.4f}, "
-                f"{stats.throughput:.0f} img/s, M={job.magnitude:.1f}"
-            )
+            ticker = _Ticker(bar, task, watchdog, epoch)
+            history.append(train_epoch(trained, job, optimizer, generator, epoch, ticker, scheduler))
+            log_epoch(job, epoch, history[-1])
     job.dist.broadcast_state(model)
     return history
+
+
+@dataclass
+class PlateauResult:
+    """What `train_until_plateau` did: the validation curve that decided, and whether it plateaued."""
+
+    curve: list[float]
+    losses: list[float]
+    converged: bool
+    rule: PlateauRule
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"val_curve": self.curve, "train_loss": self.losses, "epochs": len(self.curve),
+                "converged": self.converged, "rule": self.rule.as_dict()}
+
+
+def train_until_plateau(model: nn.Module, job: TrainJob, val: TensorBatches, rule: PlateauRule,
+                        state_path: Optional[Path] = None) -> PlateauResult:
+    """Train at the job's fixed LR until validation accuracy plateaus (`convergence.PlateauRule`).
+
+    With `state_path`, everything needed to continue (weights, optimizer, plateau, curve, RNG) is saved
+    atomically after every epoch and picked up again, so a killed run resumes at its last epoch.
+    """
+    optimizer = make_optimizer(model, job.optim)
+    plateau = Plateau(optimizer, rule)
+    generator = torch.Generator().manual_seed(job.seed)
+    curve, losses, stop = [], [], False
+    if state_path is not None and state_path.is_file():
+        state = read_checkpoint(state_path, "training state")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        plateau.load_state_dict(state["plateau"])
+        generator.set_state(state["generator"])
+        curve, losses, stop = list(state["curve"]), list(state["losses"]), bool(state["stop"])
+        console.print(f"  {job.label}: resuming after epoch {len(curve)}")
+    with progress() as bar, Watchdog(job.label) as watchdog:
+        while not stop:
+            epoch = len(curve)
+            task = bar.add_task(f"{job.label} epoch {epoch + 1}", total=job.data.num_batches(), loss=0.0, rate=0.0)
+            stats = train_epoch(model, job, optimizer, generator, epoch, _Ticker(bar, task, watchdog, epoch))
+            curve.append(evaluate(model, val, job.spec, f"{job.label} validation"))
+            losses.append(stats.loss)
+            stop = plateau.step(curve[-1])
+            log_epoch(job, epoch, stats, f", val {curve[-1]:.4f}, lr {optimizer.param_groups[0]['lr']:.2g}")
+            if state_path is not None:
+                save_tensors(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "plateau": plateau.state_dict(), "generator": generator.get_state(),
+                                          "curve": curve, "losses": losses, "stop": stop})
+    return PlateauResult(curve, losses, plateau.converged, rule)
+
+
+def log_epoch(job: TrainJob, epoch: int, stats: EpochStats, extra: str = "") -> None:
+    total = f"/{job.epochs}" if job.epochs else ""
+    console.print(f"  {job.label} epoch {epoch + 1}{total}: loss {stats.loss:.4f}, {stats.throughput:.0f} img/s, "
+                  f"M={job.magnitude:.1f}{extra}")
+
+
+@dataclass
+class _Ticker:
+    """After every batch: advance the progress bar and tell the watchdog the loop is alive."""
+
+    bar: Progress
+    task: Any
+    watchdog: "Watchdog"
+    epoch: int
+
+    def __call__(self, batch_index: int, loss: float, rate: float) -> None:
+        self.bar.update(self.task, advance=1, loss=loss, rate=rate)
+        self.watchdog.beat(f"epoch {self.epoch + 1}, batch {batch_index + 1}")
 
 
 def make_views(job: TrainJob, raw: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> Views:
@@ -131,13 +194,13 @@ def make_views(job: TrainJob, raw: torch.Tensor, labels: torch.Tensor, generator
     return Views(weak, labels.to(spec.device), strong, clean)
 
 
-def _train_epoch(model, job: TrainJob, optimizer, generator, epoch, bar, task, done, total) -> EpochStats:
+def train_epoch(model, job: TrainJob, optimizer, generator, epoch: int, tick, scheduler=None) -> EpochStats:
+    """One pass over the training data; `scheduler` (if any) is stepped after every batch."""
     model.train()
     job.objective.stats = LossStats()
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
     shard = job.dist if job.dist.active else None
     for batch_index, (raw, labels) in enumerate(job.data.batches(job.seed * 1000 + epoch, shard)):
-        cosine_lr(optimizer, job.optim.lr, done + batch_index, total)
         loss = job.objective(model, make_views(job, raw, labels, generator))
         if not torch.isfinite(loss):
             raise DivergenceError(
@@ -150,23 +213,27 @@ def _train_epoch(model, job: TrainJob, optimizer, generator, epoch, bar, task, d
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.item() * len(labels)
         seen += len(labels)
         rate = seen * job.dist.world / max(time.perf_counter() - start, 1e-9)  # all ranks: equal shares
-        bar.update(task, advance=1, loss=loss_sum / seen, rate=rate)
+        tick(batch_index, loss_sum / seen, rate)
     seconds = time.perf_counter() - start
     return EpochStats(loss_sum / max(seen, 1), seen * job.dist.world, seconds, job.objective.stats)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorBatches, spec: InputSpec) -> float:
+def evaluate(model: nn.Module, data: TensorBatches, spec: InputSpec, label: str = "evaluation") -> float:
     """Top-1 accuracy in eval mode, no augmentation."""
     model.eval()
     correct = seen = 0
-    for raw, labels in data.batches(None):
-        logits = model(spec.prepare(raw))
-        correct += int((logits.argmax(1).cpu() == labels).sum())
-        seen += len(labels)
+    with Watchdog(label) as watchdog:
+        for index, (raw, labels) in enumerate(data.batches(None)):
+            logits = model(spec.prepare(raw))
+            correct += int((logits.argmax(1).cpu() == labels).sum())
+            seen += len(labels)
+            watchdog.beat(f"batch {index + 1}")
     return correct / max(seen, 1)
 
 

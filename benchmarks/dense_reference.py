@@ -1,0 +1,76 @@
+"""Train a dense model until its validation accuracy plateaus, and record how it got there.
+
+    python benchmarks/dense_reference.py --recipe RECIPE.yaml --out DIR [--weights FILE.pt]
+
+The recipe's model, data, `dense.optim` and augmentation (at `augment.schedule.dense`) are used; the
+stopping rule is `edgecomp.convergence.PlateauRule` (validation only). DIR gets `state.pt` after every
+epoch (a killed run resumes there), then `reference.json`: the validation curve, training loss, the
+clean accuracy on the training images, validation and full-test accuracy, the train-val gap, seconds,
+the command, and the weights' sha256. `--weights` also writes the final model as an edgecomp model file
+(`torch.load(weights_only=True)`), which recipes use as `dense.weights`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from edgecomp.augment import Augmenter
+from edgecomp.convergence import PlateauRule
+from edgecomp.data import TensorBatches, load_data
+from edgecomp.models import build_model, model_payload
+from edgecomp.objective import Objective
+from edgecomp.recipe import load_recipe
+from edgecomp.rundir import save_tensors, sha256, write_text
+from edgecomp.train import InputSpec, TrainJob, evaluate, train_until_plateau
+
+TRAIN_EVAL_CAP = 10_000  # clean training accuracy on at most this many training images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--max-epochs", type=int, default=PlateauRule().max_epochs)
+    args = parser.parse_args()
+    recipe = load_recipe(args.recipe)
+    data = load_data(recipe.data, recipe.model)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model)
+    spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
+    objective = Objective(recipe.teacher, 1.0, None, label_smoothing=recipe.dense.optim.label_smoothing)
+    magnitude = recipe.augment.schedule.dense
+    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.dense.optim, 0, recipe.seed,
+                   "dense", objective)
+    rule = PlateauRule(max_epochs=args.max_epochs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = train_until_plateau(model, job, data.val, rule, args.out / "state.pt")
+    seen = data.train
+    capped = TensorBatches(seen.images[:TRAIN_EVAL_CAP], seen.labels[:TRAIN_EVAL_CAP], seen.batch_size)
+    train_acc, val_acc = evaluate(model, capped, spec), evaluate(model, data.val, spec)
+    record = {
+        "recipe": recipe.to_plain(), "magnitude": magnitude, **result.as_dict(), "rule_text": rule.describe(),
+        "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
+        "train_accuracy_clean": train_acc, "val_accuracy": val_acc, "test_accuracy": evaluate(model, data.test, spec),
+        "train_val_gap": train_acc - val_acc, "seconds_this_session": round(time.perf_counter() - start, 1),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "torch": torch.__version__,
+    }
+    if args.weights:
+        save_tensors(args.weights, model_payload(model, recipe.model))
+        record["weights"], record["weights_sha256"] = str(args.weights), sha256(args.weights)
+    write_text(args.out / "reference.json", json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("epochs", "converged", "train_accuracy_clean", "val_accuracy",
+                                              "test_accuracy", "train_val_gap")}))
+
+
+if __name__ == "__main__":
+    main()
