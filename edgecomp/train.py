@@ -24,6 +24,7 @@ from .errors import DivergenceError
 from .data import TensorBatches, adapt_batch, channel_stats, normalize
 from .objective import LossStats, Objective, Views
 from .recipe import ModelSection, OptimSettings, Optimizer
+from .cpu_guard import unit_stride_1x1
 from .convergence import Plateau, PlateauRule
 from .models import read_checkpoint
 from .rundir import save_tensors
@@ -107,7 +108,7 @@ def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(per_epoch * job.epochs, 1))
     generator = torch.Generator().manual_seed(job.seed + 100_003 * job.dist.rank)  # each rank its own views
     trained, history = job.dist.wrap(model), []
-    with progress() as bar, Watchdog(job.label) as watchdog:
+    with progress() as bar, Watchdog(job.label) as watchdog, unit_stride_1x1(model, job.spec.device):
         for epoch in range(job.epochs):
             task = bar.add_task(f"{job.label} epoch {epoch + 1}/{job.epochs}", total=per_epoch, loss=0.0, rate=0.0)
             ticker = _Ticker(bar, task, watchdog, epoch)
@@ -150,7 +151,7 @@ def train_until_plateau(model: nn.Module, job: TrainJob, val: TensorBatches, rul
         generator.set_state(state["generator"])
         curve, losses, stop = list(state["curve"]), list(state["losses"]), bool(state["stop"])
         console.print(f"  {job.label}: resuming after epoch {len(curve)}")
-    with progress() as bar, Watchdog(job.label) as watchdog:
+    with progress() as bar, Watchdog(job.label) as watchdog, unit_stride_1x1(model, job.spec.device):
         while not stop:
             epoch = len(curve)
             task = bar.add_task(f"{job.label} epoch {epoch + 1}", total=job.data.num_batches(), loss=0.0, rate=0.0)

@@ -41,7 +41,7 @@ class Watchdog:
         self.on_hang = on_hang
         self._recent: deque[float] = deque(maxlen=window)
         self._last = time.perf_counter()
-        self._where = "before the first batch"
+        self._where = "before the first batch finished"
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -53,7 +53,7 @@ class Watchdog:
     def beat(self, where: str) -> None:
         now = time.perf_counter()
         self._recent.append(now - self._last)
-        self._last, self._where = now, f"after {where}"
+        self._last, self._where = now, f"since {where} finished"
 
     def __enter__(self) -> "Watchdog":
         self._last = time.perf_counter()
