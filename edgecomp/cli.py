@@ -162,12 +162,14 @@ def study(
     set_: List[str] = typer.Option([], "--set", help="override a field: key.path=value (repeatable)"),
     sizes: str = typer.Option("1.0,0.6,0.3", help="MACs ratios to prune the dense model to, comma-separated"),
     magnitudes: str = typer.Option("0,5,9,14,20", help="magnitudes to fine-tune each size at"),
-    epochs: Optional[int] = typer.Option(None, help="fine-tune epochs per cell (default finetune.epochs_per_step)"),
+    max_epochs: int = typer.Option(60, help="cap on each cell's epochs; a cell stops earlier at its validation plateau"),
+    patience: int = typer.Option(2, help="plateau rule: epochs without a gain before the LR is cut (patience + 1)"),
     workers: Optional[int] = typer.Option(None, help="worker processes (default: one per core)"),
     out: Optional[Path] = typer.Option(None, "--out", help="study directory (default runs/<name>-study)"),
 ) -> None:
     """Which magnitude suits which model size: grid, best M per size, heatmap, fitted linear schedule."""
     from .recipe import load_recipe
+    from .convergence import PlateauRule
     from .study import study as run_study, summary_table
 
     parsed = load_recipe(recipe, set_)
@@ -184,9 +186,11 @@ def study(
 
         def report_cell(cell: dict) -> None:
             bar.update(task, advance=1)
-            console.print(f"  size {cell['size']:g}, M={cell['magnitude']:g}: val accuracy {cell['accuracy']:.4f}")
+            console.print(f"  size {cell['size']:g}, M={cell['magnitude']:g}: val accuracy {cell['accuracy']:.4f} "
+                          f"after {cell['epochs']} epochs ({'plateau' if cell['converged'] else 'epoch cap'})")
 
-        result = run_study(parsed, sizes=size_list, magnitudes=magnitude_list, epochs=epochs, out=target,
+        rule = PlateauRule(patience=patience, max_epochs=max_epochs)
+        result = run_study(parsed, sizes=size_list, magnitudes=magnitude_list, rule=rule, out=target,
                            workers=workers, progress=report_cell)
     typer.echo(summary_table(result))
     typer.echo(f"fitted schedule: dense={result.fit['dense']}, min={result.fit['min']}")

@@ -104,3 +104,30 @@ def prune_to(
         f"(prune.max_layer_ratio={cfg.max_layer_ratio}, prune.ignored_layers, or an importance that ranks all "
         f"channels alike, as bn_scale does on an untrained model); ask for a larger target or relax those"
     )
+
+
+def size_floor(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int) -> Size:
+    """The smallest model this pruning can reach (`round_to`, `max_layer_ratio`, ignored layers), measured
+    by pruning a copy towards nothing until the pruner finds no more channels it may remove."""
+    import copy
+
+    floor = copy.deepcopy(model)
+    nothing = cfg.model_copy(update={"importance": Importance.l2})  # no gradients needed to find the floor
+    try:
+        return prune_to(floor, example, nothing, Size(0, 0), num_classes)
+    except PruneError:
+        return measure_size(floor, example)
+
+
+def check_reachable(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, arch: str) -> None:
+    """A target below what `round_to` and `max_layer_ratio` allow is the recipe's error, named with its floor."""
+    if cfg.target.macs is None and cfg.target.params is None:
+        return  # a latency budget: no size to check
+    dense, floor = measure_size(model, example), size_floor(model, example, cfg, num_classes)
+    for field, wanted, smallest in (("macs", cfg.target.macs, floor.macs / dense.macs),
+                                    ("params", cfg.target.params, floor.params / dense.params)):
+        if wanted is not None and wanted < smallest:
+            raise RecipeError(
+                f"prune.target.{field}: {wanted:g} is below {smallest:.3f}, the smallest {arch} at round_to "
+                f"{cfg.round_to} (max_layer_ratio {cfg.max_layer_ratio:g}); lower prune.round_to"
+            )

@@ -1,12 +1,17 @@
 """`edgecomp study`: which augmentation magnitude suits which model size (finding A), on your data.
 
 The dense model (the recipe's dense stage) is pruned once to each size; every
-(size, magnitude) cell then fine-tunes that pruned model for a few epochs at a
-constant magnitude and records its validation accuracy. The output is the
-accuracy grid, the best magnitude per size, a heatmap, the least-squares linear
-schedule M = min + (dense - min) * s through the best magnitudes, and a recipe
-snippet that uses it. Cells are written one file each, so a killed study
-resumes where it stopped; cells run in several processes where cores allow.
+(size, magnitude) cell then fine-tunes that pruned model at a constant
+magnitude until its validation accuracy plateaus (`edgecomp.convergence`: the
+rule is stated there and recorded in every cell with the curve), so a cell
+measures the converged model a magnitude gives, not how fast a model re-adapts.
+Validation chooses (grid, best magnitude per size, fitted schedule); the test
+accuracy of every cell is recorded beside it and never chooses anything. The
+output is the grid, the best magnitude per size, a heatmap, the least-squares
+linear schedule M = min + (dense - min) * s through the best magnitudes, and a
+recipe snippet that uses it. Cells are written one file each (and each cell
+saves its training state every epoch), so a killed study resumes where it
+stopped; cells run in several processes where cores allow.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Optional
 import torch
 import yaml
 
+from .convergence import PlateauRule
 from .recipe import MAX_MAGNITUDE, PruneTarget, Recipe, dump_recipe, validate
 from .errors import UserInputError
 from .report import save_figure
@@ -119,14 +125,16 @@ def _train_dense(recipe: Recipe, model, data, spec) -> None:
     train(model, job)
 
 
-def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float, epochs: int, threads: int) -> dict:
-    """One cell, in a worker process: fine-tune the sized model at a constant magnitude, evaluate."""
+def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float, rule: dict, threads: int,
+             state_path: str) -> dict:
+    """One cell, in a worker process: fine-tune the sized model at a constant magnitude to a validation
+    plateau; validation accuracy (which chooses) and test accuracy (which only reports) of the final model."""
     torch.set_num_threads(threads)
     from .augment import Augmenter
     from .data import load_data
     from .models import load_model_file
     from .objective import Objective
-    from .train import InputSpec, TrainJob, console, evaluate, train
+    from .train import InputSpec, TrainJob, console, evaluate, train_until_plateau
 
     console.quiet = True
     recipe = validate(recipe_plain)
@@ -134,50 +142,60 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
     spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
     model = load_model_file(model_path, recipe.model)
     torch.manual_seed(recipe.seed)
-    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.finetune.optim, epochs,
+    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.finetune.optim, 0,
                    recipe.seed * 1000 + 1, f"s={size} M={magnitude}", Objective(recipe.teacher))
-    train(model, job)
-    return {"size": size, "magnitude": magnitude, "accuracy": evaluate(model, data.val, spec), "epochs": epochs}
+    result = train_until_plateau(model, job, data.val, PlateauRule(**rule), Path(state_path))
+    val_accuracy = evaluate(model, data.val, spec)
+    return {"size": size, "magnitude": magnitude, "seed": recipe.seed, "accuracy": val_accuracy,
+            "val_accuracy": val_accuracy, "test_accuracy": evaluate(model, data.test, spec),
+            "train_images": len(data.train), "test_images": len(data.test), **result.as_dict()}
 
 
-def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], epochs: Optional[int] = None,
+def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], rule: PlateauRule = PlateauRule(),
           out: Path, workers: Optional[int] = None, threads: Optional[int] = None, progress=None) -> StudyResult:
     """Run (or resume) the grid; see the module docstring."""
     _check_inputs(recipe, sizes, magnitudes, out)
     if workers is not None and workers < 1:
         raise UserInputError(f"--workers: must be >= 1 (got {workers})")
-    if epochs is not None and epochs < 1:
-        raise UserInputError(f"--epochs: must be >= 1 (got {epochs})")
+    if rule.max_epochs < 1:
+        raise UserInputError(f"--max-epochs: must be >= 1 (got {rule.max_epochs})")
     if recipe.prune.importance.value == "taylor":
         raise UserInputError("prune.importance: taylor is not supported by study (it prunes without gradients)")
-    _check_data_and_model(recipe)
+    _check_data_and_model(recipe, min(sizes))
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "recipe.yaml", dump_recipe(recipe))
     models = _prepare_sizes(recipe, sizes, out)
-    epochs = recipe.finetune.epochs_per_step if epochs is None else epochs
     workers = workers or max(1, min(len(sizes) * len(magnitudes), (os.cpu_count() or 1)))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     todo = [(s, m) for s in sizes for m in magnitudes if not (out / "cells" / _cell_name(s, m)).is_file()]
     # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_cell, recipe.to_plain(), str(models[s]), s, m, epochs, threads) for s, m in todo]
+        futures = [pool.submit(run_cell, recipe.to_plain(), str(models[s]), s, m, rule.as_dict(), threads,
+                               str(out / "cells" / (_cell_name(s, m) + ".state.pt"))) for s, m in todo]
         for future in as_completed(futures):
             cell = future.result()
-            write_text(out / "cells" / _cell_name(cell["size"], cell["magnitude"]), json.dumps(cell))
+            name = _cell_name(cell["size"], cell["magnitude"])
+            write_text(out / "cells" / name, json.dumps(cell))
+            (out / "cells" / (name + ".state.pt")).unlink(missing_ok=True)  # the cell file now says it all
             if progress is not None:
                 progress(cell)
     return _summarize(out, sizes, magnitudes)
 
 
-def _check_data_and_model(recipe: Recipe) -> None:
-    """Data root, model name and weights file, checked before the study folder is created."""
+def _check_data_and_model(recipe: Recipe, smallest: float) -> None:
+    """Data root, model name, weights file and the smallest size, checked before the study folder exists."""
     from .data import load_data
     from .models import build_model, load_state_file
+    from .prune import check_reachable
 
     load_data(recipe.data, recipe.model)
     model = build_model(recipe.model)
     if recipe.dense.weights:
         load_state_file(model, recipe.dense.weights, "dense.weights")
+    if smallest < 1.0:
+        example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
+        cfg = recipe.prune.model_copy(update={"target": PruneTarget(macs=smallest)})
+        check_reachable(model, example, cfg, recipe.model.num_classes, recipe.model.arch)
 
 
 def _check_inputs(recipe: Recipe, sizes: list[float], magnitudes: list[float], out: Path) -> None:
@@ -193,16 +211,16 @@ def _check_inputs(recipe: Recipe, sizes: list[float], magnitudes: list[float], o
 
 
 def _summarize(out: Path, sizes: list[float], magnitudes: list[float]) -> StudyResult:
-    grid: dict[float, dict[float, float]] = {s: {} for s in sizes}
-    for s in sizes:
-        for m in magnitudes:
-            grid[s][m] = json.loads((out / "cells" / _cell_name(s, m)).read_text())["accuracy"]
+    cells = {(s, m): json.loads((out / "cells" / _cell_name(s, m)).read_text()) for s in sizes for m in magnitudes}
+    grid = {s: {m: cells[s, m]["accuracy"] for m in magnitudes} for s in sizes}  # validation: it chooses
     best = best_per_size(grid)
     fit = fit_linear(best)
     snippet = out / "schedule_snippet.yaml"
     write_text(snippet, recipe_snippet(fit))
-    summary = {"grid": {str(s): {str(m): a for m, a in row.items()} for s, row in grid.items()},
-               "best": {str(s): m for s, m in best.items()}, "fit": fit}
+    as_table = lambda key: {str(s): {str(m): cells[s, m].get(key) for m in magnitudes} for s in sizes}  # noqa: E731
+    summary = {"grid": as_table("accuracy"), "test_grid": as_table("test_accuracy"), "epochs": as_table("epochs"),
+               "converged": as_table("converged"), "best": {str(s): m for s, m in best.items()}, "fit": fit,
+               "choice": "validation accuracy chooses; test accuracy is reported only"}
     write_text(out / "study.json", json.dumps(summary, indent=1))
     heatmap = out / "heatmap.png"
     plot_heatmap(grid, best, heatmap)

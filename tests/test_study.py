@@ -3,6 +3,7 @@ import json
 import pytest
 import yaml
 
+from edgecomp.convergence import PlateauRule
 from edgecomp.errors import UserInputError
 from edgecomp.recipe import validate
 from edgecomp.study import best_per_size, fit_linear, recipe_snippet, study
@@ -40,21 +41,34 @@ def test_snippet_loads_into_a_valid_recipe():
 def test_small_real_study_resumes(tmp_path, fashion_root):
     recipe = tiny_recipe()
     seen = []
-    result = study(recipe, sizes=[1.0, 0.5], magnitudes=[0.0, 10.0], epochs=1, out=tmp_path / "s", workers=2,
+    rule = PlateauRule(max_epochs=2)
+    result = study(recipe, sizes=[1.0, 0.5], magnitudes=[0.0, 10.0], rule=rule, out=tmp_path / "s", workers=2,
                    progress=seen.append)
     assert len(seen) == 4 and set(result.grid) == {1.0, 0.5}
     assert all(0 <= acc <= 1 for row in result.grid.values() for acc in row.values())
     assert result.heatmap_path.is_file() and result.snippet_path.is_file()
     summary = json.loads((tmp_path / "s" / "study.json").read_text())
     assert set(summary["best"]) == {"1.0", "0.5"}
-    cells = sorted((tmp_path / "s" / "cells").iterdir())
+    assert summary["epochs"]["0.5"]["10.0"] == 2 and summary["converged"]["0.5"]["10.0"] is False  # capped
+    assert all(0 <= a <= 1 for row in summary["test_grid"].values() for a in row.values())
+    cells = sorted((tmp_path / "s" / "cells").glob("*.json"))
+    assert not list((tmp_path / "s" / "cells").glob("*.state.pt")), "finished cells keep no training state"
+    cell = json.loads(cells[0].read_text())
+    assert len(cell["val_curve"]) == 2 and cell["val_accuracy"] == cell["val_curve"][-1]
     kept = json.loads(cells[0].read_text())
     cells[1].unlink()  # as if the study had been killed before that cell
     seen.clear()
-    again = study(recipe, sizes=[1.0, 0.5], magnitudes=[0.0, 10.0], epochs=1, out=tmp_path / "s", workers=1,
+    again = study(recipe, sizes=[1.0, 0.5], magnitudes=[0.0, 10.0], rule=rule, out=tmp_path / "s", workers=1,
                   progress=seen.append)
     assert len(seen) == 1  # only the missing cell ran
     assert again.grid[kept["size"]][kept["magnitude"]] == kept["accuracy"]
+
+
+def test_study_refuses_a_size_below_the_round_to_floor(tmp_path):
+    recipe = tiny_recipe(prune={"round_to": 8})
+    with pytest.raises(UserInputError, match=r"prune.target.macs: 0.05 is below 0\.\d+, the smallest cifar_resnet8 at round_to 8"):
+        study(recipe, sizes=[1.0, 0.05], magnitudes=[0.0], out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_study_bad_input(tmp_path, write_recipe):
