@@ -233,8 +233,9 @@ def _magnitude(ctx: Context, step: int, ratio: float) -> tuple[float, Optional[C
         return magnitude_for(schedule, step, ratio), None
     cfg = ctx.recipe.teacher.calibration
     images, labels = first_samples(ctx.data.val, cfg.samples)
+    ceiling = min(row["magnitude"] for row in ctx.rows)  # the dense stage's and every larger step's magnitude
     calibration = calibrate(ctx.teacher, images, labels, ctx.spec.prepare, ctx.augmenter, cfg, ratio,
-                            _seed(ctx.recipe, step))
+                            ctx.recipe.seed, schedule.dense, ceiling)
     return calibration.magnitude, calibration
 
 

@@ -232,17 +232,37 @@ class DifficultyMode(str, Enum):
     filter = "filter"
 
 
+class DifficultyCriterion(str, Enum):
+    drop = "drop"  # what the augmentation did: p_teacher(y | clean) - p_teacher(y | augmented)
+    wrong = "wrong"  # the earlier reading: 1 - p_teacher(y | augmented), high wherever the teacher errs
+
+
+class TeacherWrong(str, Enum):
+    keep = "keep"  # full weight, never filtered: difficulty says nothing about them
+    exclude = "exclude"  # left out of the loss (weight 0)
+
+
 class DifficultySection(Section):
     mode: DifficultyMode = Field(
         DifficultyMode.none,
-        description="use teacher difficulty d = 1 - p_teacher(y|augmented x): none, weight (down-weight samples "
-        "harder than tau(s)) or filter (replace them by a weaker view)",
+        description="use the teacher's difficulty of each augmented sample: none, weight (down-weight samples "
+        "harder than tau(s)) or filter (replace them by a weaker view of the same image)",
+    )
+    criterion: DifficultyCriterion = Field(
+        DifficultyCriterion.drop,
+        description="drop: d = p_teacher(y|clean view) - p_teacher(y|augmented view), clipped to 0..1 (what the "
+        "augmentation did); wrong: d = 1 - p_teacher(y|augmented view) (also high where the teacher is simply wrong)",
+    )
+    teacher_wrong: TeacherWrong = Field(
+        TeacherWrong.keep,
+        description="samples the teacher misclassifies on the clean view (drop criterion): keep (full weight, "
+        "never filtered) or exclude (weight 0); counted in the metrics either way",
     )
     tau_dense: float = Field(
-        0.9, gt=0, le=1, description="tau(s) at the dense size: hardest difficulty the dense model is asked to learn"
+        0.6, gt=0, le=1, description="tau(s) at the dense size: hardest difficulty the dense model is asked to learn"
     )
     tau_min: float = Field(
-        0.5, gt=0, le=1, description="tau(s) as the size ratio s tends to 0; tau(s) = min + (dense - min) * s"
+        0.3, gt=0, le=1, description="tau(s) as the size ratio s tends to 0; tau(s) = min + (dense - min) * s"
     )
     min_weight: float = Field(
         0.1, ge=0, le=1, description="weight mode: weight of a sample with d = 1 (falls linearly from 1 at tau(s))"
@@ -253,14 +273,12 @@ class CalibrationSection(Section):
     samples: int = Field(512, ge=16, description="augmented validation samples per candidate magnitude")
     grid: list[float] = Field(
         default_factory=lambda: [float(m) for m in range(0, 31, 3)],
-        description="candidate magnitudes (0..30) evaluated with the teacher",
-    )
-    target_dense: float = Field(
-        0.8, gt=0, le=1,
-        description="teacher accuracy to keep, as a fraction of its clean accuracy, at the dense size",
+        description="candidate magnitudes (0..30) evaluated with the teacher (the dense magnitude is added)",
     )
     target_small: float = Field(
-        0.95, gt=0, le=1, description="the same fraction as the size ratio tends to 0 (smaller models: easier data)"
+        0.95, gt=0, le=1,
+        description="fraction of the teacher's clean accuracy to keep as the size ratio s tends to 0; at s = 1 "
+        "the fraction is what the dense magnitude keeps (measured), so the dense size gets the dense magnitude",
     )
 
 

@@ -45,17 +45,24 @@ def step_targets(final: float, steps: int, geometric: bool) -> list[float]:
 
 
 def accuracy_target(dense_fraction: float, small_fraction: float, macs_ratio: float) -> float:
-    """Fraction of the teacher's clean accuracy to keep at size s: a smaller model asks for easier data."""
+    """Fraction of the teacher's clean accuracy to keep at size s: a smaller model asks for easier data.
+    Never below the dense fraction, so a smaller model is never asked for harder data than a larger one."""
     ratio = min(max(macs_ratio, 0.0), 1.0)
-    return small_fraction + (dense_fraction - small_fraction) * ratio
+    small = max(small_fraction, dense_fraction)
+    return small + (dense_fraction - small) * ratio
+
+
+def monotone(curve: dict[float, float]) -> dict[float, float]:
+    """The curve made non-increasing in M (running minimum): sampling noise never lets a stronger
+    magnitude look easier than a weaker one."""
+    out, lowest = {}, float("inf")
+    for magnitude in sorted(curve):
+        lowest = min(lowest, curve[magnitude])
+        out[magnitude] = lowest
+    return out
 
 
 def choose_from_curve(curve: dict[float, float], clean_accuracy: float, target_fraction: float) -> float:
-    """Largest magnitude up to which the teacher's accuracy stays >= target (the curve's prefix, not its
-    noisy tail: a magnitude counts only if every smaller candidate passed too)."""
-    chosen = 0.0
-    for magnitude in sorted(curve):
-        if curve[magnitude] < target_fraction * clean_accuracy:
-            break
-        chosen = magnitude
-    return chosen
+    """Largest magnitude whose (monotone) teacher accuracy stays >= target_fraction x clean accuracy."""
+    passing = [m for m, acc in monotone(curve).items() if acc >= target_fraction * clean_accuracy - 1e-12]
+    return max(passing, default=0.0)

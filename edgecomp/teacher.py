@@ -1,10 +1,14 @@
 """The dense model as judge (finding C).
 
 A frozen teacher (eval mode, no gradients) tells how hard an augmented sample
-is: d = 1 - p_teacher(y | x_aug). The difficulty feeds per-sample loss weights
-or a filter, distillation targets, and the `teacher` magnitude schedule, which
-picks per step the largest magnitude at which the teacher still gets a target
-fraction of augmented validation samples right.
+is by what the augmentation did to it: d = p_T(y | clean view) - p_T(y | augmented
+view), clipped to 0..1 (criterion `drop`). Samples the teacher gets wrong on the
+clean view say nothing about the augmentation and are handled explicitly
+(`teacher_wrong`: kept at full weight, or excluded). The earlier criterion
+d = 1 - p_T(y | augmented view) (`wrong`) stays available for comparison.
+The difficulty feeds per-sample loss weights or a filter, distillation
+targets, and the `teacher` magnitude schedule: anchored at the dense stage
+(s = 1 gives the dense magnitude) and never larger for a smaller model.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch.nn as nn
 from .errors import ModelError
 from .models import MODEL_FORMAT, build_model, load_state_file, model_from_payload, read_checkpoint
 from .recipe import CalibrationSection, DifficultySection, Recipe
-from .schedule import accuracy_target, choose_from_curve
+from .schedule import accuracy_target, choose_from_curve, monotone
 
 
 class Teacher:
@@ -40,9 +44,23 @@ class Teacher:
         return self
 
 
-def difficulty(teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """d = 1 - p_teacher(y | x): 0 for a sample the teacher is sure of, 1 for a hopeless one."""
-    return 1.0 - teacher_logits.softmax(dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+
+
+def difficulty(teacher_logits: torch.Tensor, labels: torch.Tensor,
+               clean_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """With the clean view's logits: the confidence the augmentation cost the teacher, clipped to 0..1
+    (0: the augmentation left the sample as easy as it was). Without: 1 - p_teacher(y | x)."""
+    augmented = true_class_probability(teacher_logits, labels)
+    if clean_logits is None:
+        return 1.0 - augmented
+    return (true_class_probability(clean_logits, labels) - augmented).clamp(0.0, 1.0)
+
+
+def teacher_wrong(clean_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Samples the teacher misclassifies before any augmentation: their difficulty is not measurable."""
+    return clean_logits.argmax(dim=1) != labels
 
 
 def tau(cfg: DifficultySection, macs_ratio: float) -> float:
@@ -91,12 +109,16 @@ def _check_teacher(model: nn.Module, example: torch.Tensor, num_classes: int, pa
 class Calibration:
     curve: dict[float, float]  # magnitude -> teacher accuracy on augmented validation samples
     clean_accuracy: float
+    dense_magnitude: float
+    dense_fraction: float  # what the dense magnitude keeps of the clean accuracy (monotone curve): the anchor
     target_fraction: float
+    ceiling: float  # never above the dense magnitude nor the previous (larger) step's magnitude
     magnitude: float
 
     def as_dict(self) -> dict:
         return {"curve": {str(m): a for m, a in self.curve.items()}, "clean_accuracy": self.clean_accuracy,
-                "target_fraction": self.target_fraction, "chosen": self.magnitude}
+                "dense_magnitude": self.dense_magnitude, "dense_fraction": self.dense_fraction,
+                "target_fraction": self.target_fraction, "ceiling": self.ceiling, "chosen": self.magnitude}
 
 
 def teacher_curve(teacher: Teacher, images: torch.Tensor, labels: torch.Tensor, prepare, augment,
@@ -112,12 +134,18 @@ def teacher_curve(teacher: Teacher, images: torch.Tensor, labels: torch.Tensor, 
 
 
 def calibrate(teacher: Teacher, images, labels, prepare, augment, cfg: CalibrationSection, macs_ratio: float,
-              seed: int) -> Calibration:
+              seed: int, dense_magnitude: float, ceiling: float) -> Calibration:
+    """The step's magnitude: the largest M at which the teacher keeps target(s) x its clean accuracy, where
+    target(1) is what the dense magnitude keeps, so s = 1 gives the dense magnitude, and target grows
+    towards `target_small` as s shrinks. Capped at `ceiling` (the dense and the previous step's magnitude).
+    Use the same `seed` at every step: the teacher is frozen, so the curve is then the same curve."""
     images, labels = images[: cfg.samples], labels[: cfg.samples]
     clean = float((teacher.logits(prepare(images)).argmax(1).cpu() == labels).float().mean())
-    curve = teacher_curve(teacher, images, labels, prepare, augment, cfg.grid, seed)
-    fraction = accuracy_target(cfg.target_dense, cfg.target_small, macs_ratio)
-    return Calibration(curve, clean, fraction, choose_from_curve(curve, clean, fraction))
+    curve = teacher_curve(teacher, images, labels, prepare, augment, list(cfg.grid) + [dense_magnitude], seed)
+    dense_fraction = monotone(curve)[float(dense_magnitude)] / max(clean, 1e-12)
+    fraction = accuracy_target(dense_fraction, cfg.target_small, macs_ratio)
+    chosen = min(choose_from_curve(curve, clean, fraction), ceiling)
+    return Calibration(curve, clean, float(dense_magnitude), dense_fraction, fraction, float(ceiling), chosen)
 
 
 def first_samples(source, count: int) -> tuple[torch.Tensor, torch.Tensor]:
