@@ -33,10 +33,14 @@ The strong-view pass (`Branched.strong_outputs`)
     * rep: the branched model's logits, computed with every non-branch
       parameter detached, so the strong view trains only the branches (and
       reaches the deployed model only through the fold); the trunk and the
-      classifier are trained by the weak view alone.
-    * heads: the heads' logits; gradients DO reach the trunk below each head
-      (deep supervision: that is what the heads are for). The forward stops
-      after the deepest hooked stage.
+      classifier are trained by the weak view alone. With `aux.rep_trunk`
+      the strong view trains trunk and branches alike (the second reading,
+      compared in the benchmarks).
+    * heads: the heads' logits. Heads sit at the end of every stage, the last
+      one included, so the strong view runs through the whole shared trunk
+      and its gradients reach every stage; only the main classifier stays on
+      the weak view. The forward stops after the deepest hooked stage (the
+      main classifier is not run).
     * both: BatchNorm layers normalise with the strong batch's own statistics
       (as in any train-mode forward) but no running statistic is updated:
       the pass runs on copies of all buffers. Strong-view statistics therefore
@@ -306,11 +310,14 @@ def output_shapes(model: nn.Module, names: list[str], example: torch.Tensor) -> 
 
 
 def find_stages(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Last block of each resolution but the final one (at most MAX_HEADS, the deepest)."""
+    """Last block of each resolution, the final block included (at most MAX_HEADS, the deepest): the strong
+    view then runs through the whole trunk, and every stage learns from it through some head."""
     blocks = stage_blocks(model)
     shapes, _ = output_shapes(model, blocks, example)
     area = lambda name: shapes[name][2] * shapes[name][3] if _is_map(shapes.get(name)) else None  # noqa: E731
     ends = [a for a, b in zip(blocks, blocks[1:]) if area(a) and area(b) and area(b) < area(a)]
+    if ends and area(blocks[-1]):
+        ends.append(blocks[-1])
     return ends[-MAX_HEADS:]
 
 
@@ -372,14 +379,16 @@ class Branched:
 
 
 class RepBranched(Branched):
-    def __init__(self, model: nn.Module, sites: list[ConvBNSite], blocks: list[RepConvBN]):
+    def __init__(self, model: nn.Module, sites: list[ConvBNSite], blocks: list[RepConvBN], trunk: bool = False):
         super().__init__(model, AuxKind.rep.value)
-        self.sites, self.blocks = sites, blocks
+        self.sites, self.blocks, self.trunk = sites, blocks, trunk
 
     def branch_parameters(self) -> list[nn.Parameter]:
         return [p for block in self.blocks for branch in block.branches() for p in branch.parameters()]
 
     def strong_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.trunk:  # aux.rep_trunk: the strong view trains trunk and branches alike
+            return [functional_call(self.model, self._buffer_copies(), (x,))]
         branch = {id(p) for p in self.branch_parameters()}
         frozen = {n: p.detach() for n, p in self.model.named_parameters() if id(p) not in branch}
         return [functional_call(self.model, {**frozen, **self._buffer_copies()}, (x,))]
@@ -470,7 +479,7 @@ def _attach_rep(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> Rep
         set_submodule(model, site.conv_name, block)
         set_submodule(model, site.bn_name, nn.Identity())
         blocks.append(block)
-    branched = RepBranched(model, sites, blocks)
+    branched = RepBranched(model, sites, blocks, trunk=cfg.rep_trunk)
     if not _same(before, _eval_forward(model, probe)):  # a conv output used beyond its BN: give up cleanly
         branched.restore(fold=False)
         raise ModelError(f"aux.kind: rep cannot branch {type(model).__name__}: its forward uses conv outputs "

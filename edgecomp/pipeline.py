@@ -25,7 +25,7 @@ from .errors import DivergenceError, RecipeError, RunDirError
 from .models import build_model, load_state_file, model_from_payload, model_payload, model_structure
 from .objective import LossStats, Objective
 from .prune import Size, check_reachable, ignored_layers, measure_size, prune_to
-from .recipe import AuxKind, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
+from .recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
 from .report import write_report
 from .rundir import RunDir, save_tensors, write_text
 from .schedule import magnitude_for, step_targets
@@ -168,7 +168,7 @@ def _dense_stage(ctx: Context, model: nn.Module, done: bool) -> nn.Module:
     else:
         ctx.dense_size = measure_size(model, ctx.spec.example())
         magnitude = magnitude_for(recipe.augment.schedule, 0, 1.0)
-        objective = _objective(ctx, 1.0, recipe.dense.optim.label_smoothing)
+        objective = _objective(ctx, 1.0, recipe.dense.optim)
         stats = _fit(ctx, model, 0, magnitude, recipe.dense.epochs, recipe.dense.optim, "dense", objective)
         row = _row(ctx, model, 0, ctx.dense_size, magnitude, recipe.dense.epochs, stats)
         _save_step(ctx, model, 0, row)
@@ -242,29 +242,40 @@ def _magnitude(ctx: Context, step: int, ratio: float) -> tuple[float, Optional[C
 def _finetune(ctx: Context, model: nn.Module, step: int, magnitude: float, ratio: float):
     """Fine-tune, with auxiliary branches attached for the duration when the recipe asks for them."""
     recipe = ctx.recipe
-    objective = _objective(ctx, ratio, recipe.finetune.optim.label_smoothing)
     if recipe.aux.kind == AuxKind.none or recipe.finetune.epochs_per_step == 0:
         stats = _fit(ctx, model, step, magnitude, recipe.finetune.epochs_per_step, recipe.finetune.optim,
-                     f"step {step}", objective)
+                     f"step {step}", _objective(ctx, ratio, recipe.finetune.optim))
         return model, stats, None
     from .auxiliary import assert_plain, attach, detach
 
     plain_structure, plain_size = model_structure(model), measure_size(model, ctx.spec.example())
     plain_names = [name for name, _ in model.named_parameters()]
-    objective.branched = attach(model, recipe.aux, ctx.spec.example())
-    objective.aux_weight, objective.head_kd = recipe.aux.weight, recipe.aux.head_kd
-    strong = recipe.aux.strong_magnitude if recipe.aux.strong_magnitude is not None else recipe.augment.schedule.dense
-    stats = _fit(ctx, objective.branched.model, step, magnitude, recipe.finetune.epochs_per_step,
-                 recipe.finetune.optim, f"step {step} ({recipe.aux.kind.value})", objective, strong)
-    model, record = detach(objective.branched)
+    branched = attach(model, recipe.aux, ctx.spec.example())
+    strong = strong_magnitude(recipe, magnitude)
+    stats = _fit(ctx, branched.model, step, magnitude, recipe.finetune.epochs_per_step, recipe.finetune.optim,
+                 f"step {step} ({recipe.aux.kind.value})", _objective(ctx, ratio, recipe.finetune.optim, branched), strong)
+    model, record = detach(branched)
     # nothing leaks: same modules, parameter names, counts and MACs as the plain pruned model
     assert_plain(model, plain_structure, plain_size.params, lambda m: measure_size(m, ctx.spec.example()).macs,
                  plain_size.macs, plain_names)
-    return model, stats, record.as_dict()
+    return model, stats, {**record.as_dict(), "strong_magnitude": strong}
 
 
-def _objective(ctx: Context, ratio: float, label_smoothing: float) -> Objective:
-    return Objective(ctx.recipe.teacher, ratio, ctx.teacher, label_smoothing=label_smoothing)
+def strong_magnitude(recipe: Recipe, weak: float) -> float:
+    """The strong view's magnitude for a step whose weak view has `weak`: never weaker than it."""
+    strong = recipe.aux.strong_magnitude
+    strong = max(recipe.augment.schedule.dense, weak) if strong is None else strong
+    if strong < weak:  # the recipe check rules this out; a schedule that breaks it must not train silently
+        raise RecipeError(f"aux.strong_magnitude: {strong:g} is weaker than this step's weak view ({weak:g})")
+    return strong
+
+
+def _objective(ctx: Context, ratio: float, optim: OptimSettings, branched=None) -> Objective:
+    recipe, label_smoothing = ctx.recipe, optim.label_smoothing
+    if branched is None:
+        return Objective(recipe.teacher, ratio, ctx.teacher, label_smoothing=label_smoothing)
+    return Objective(recipe.teacher, ratio, ctx.teacher, branched=branched, aux_weight=recipe.aux.loss_weight(),
+                     head_kd=recipe.aux.kd_weight(), label_smoothing=label_smoothing)
 
 
 def _seed(recipe: Recipe, step: int) -> int:

@@ -198,32 +198,49 @@ class AuxKind(str, Enum):
     heads = "heads"  # auxiliary classifiers after intermediate stages, dropped after training
 
 
+AUX_DEFAULT_WEIGHT = {"rep": 1.0, "heads": 0.05}  # heads: the small weight deep-supervision work uses
+AUX_DEFAULT_HEAD_KD = {"rep": 0.0, "heads": 0.5}
+
+
 class AuxSection(Section):
     kind: AuxKind = Field(
         AuxKind.none,
         description="training-only branches trained on a strongly augmented view, removed before pruning and "
         "export: none, rep (1x1 and identity branches beside every k×k conv+BN, folded exactly into the conv) "
-        "or heads (auxiliary classifiers after intermediate stages, dropped)",
+        "or heads (auxiliary classifiers after every stage, the last included, dropped)",
     )
     strong_magnitude: Optional[float] = Field(
         None, ge=0, le=MAX_MAGNITUDE,
-        description="augmentation magnitude of the strong view the branches train on (0..30; null: "
-        "augment.schedule.dense)",
+        description="augmentation magnitude of the strong view the branches train on (0..30); it may never be "
+        "weaker than a step's weak view. null: per step, max(augment.schedule.dense, the step's magnitude)",
     )
-    weight: float = Field(1.0, ge=0, description="weight of the strong-view loss added to the main loss")
+    weight: Optional[float] = Field(
+        None, ge=0, description="weight of the strong-view loss added to the main loss (null: 1.0 for rep, 0.05 "
+        "for heads)"
+    )
     heads_at: list[str] = Field(
         default_factory=list,
         description="heads: module names whose outputs get an auxiliary classifier (empty: found automatically "
-        "for ResNet, MobileNet, EfficientNet, RegNet and the CIFAR ResNets)",
+        "for ResNet, MobileNet, EfficientNet, RegNet and the CIFAR ResNets: the end of every stage)",
     )
-    head_kd: float = Field(
-        0.0, ge=0, le=1,
+    head_kd: Optional[float] = Field(
+        None, ge=0, le=1,
         description="weight of distillation from the main head's (detached) weak-view logits, added to each "
-        "auxiliary output's strong-view loss (0: off)",
+        "auxiliary output's strong-view loss (null: 0.5 for heads, 0 for rep)",
+    )
+    rep_trunk: bool = Field(
+        False, description="rep: the strong view trains the trunk as well as the branches (false: branches only, "
+        "the trunk detached in the strong pass)"
     )
     identity: bool = Field(
         True, description="rep: add the identity (BN-only) branch where in = out channels and stride 1"
     )
+
+    def loss_weight(self) -> float:
+        return self.weight if self.weight is not None else AUX_DEFAULT_WEIGHT.get(self.kind.value, 0.0)
+
+    def kd_weight(self) -> float:
+        return self.head_kd if self.head_kd is not None else AUX_DEFAULT_HEAD_KD.get(self.kind.value, 0.0)
 
 
 class DifficultyMode(str, Enum):
@@ -367,6 +384,13 @@ class Recipe(Section):
             )
         if any(not 0 <= v <= MAX_MAGNITUDE for v in sched.values):
             raise ValueError(f"augment.schedule.values: every magnitude must be in 0..{MAX_MAGNITUDE}")
+        strong, weakest_bound = self.aux.strong_magnitude, _largest_weak_magnitude(sched)
+        if self.aux.kind != AuxKind.none and strong is not None and strong < weakest_bound:
+            raise ValueError(
+                f"aux.strong_magnitude: {strong:g} is weaker than the weak view, which reaches {weakest_bound:g} "
+                f"under augment.schedule {sched.kind.value}; the strong view must be at least as strong (raise it, "
+                "or leave it null: per step the larger of the dense and the step's magnitude)"
+            )
         grid = self.teacher.calibration.grid
         if not grid or any(not 0 <= v <= MAX_MAGNITUDE for v in grid):
             raise ValueError(f"teacher.calibration.grid: needs magnitudes in 0..{MAX_MAGNITUDE}")
@@ -377,6 +401,15 @@ class Recipe(Section):
 
 
 # ---------------------------------------------------------------- loading
+
+
+def _largest_weak_magnitude(sched: MagnitudeSchedule) -> float:
+    """The largest magnitude a fine-tuning step's weak view can get under this schedule."""
+    if sched.kind == ScheduleKind.steps:
+        return max(sched.values, default=sched.dense)
+    if sched.kind == ScheduleKind.linear:
+        return max(sched.dense, sched.min)
+    return sched.dense  # constant; teacher (anchored: never above the dense magnitude)
 
 
 def resolve_recipe_path(path: str | Path) -> Path:

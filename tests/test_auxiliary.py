@@ -286,21 +286,33 @@ def test_rep_strong_pass_trains_only_the_branches_and_leaks_no_statistics(plain)
     assert not torch.equal(model.conv1.bn.running_mean, buffers["conv1.bn.running_mean"])
 
 
-def test_heads_strong_pass_trains_heads_and_trunk_below_them(plain):
+def test_heads_strong_pass_reaches_every_stage_of_the_trunk(plain):
     model, labels = plain("cifar_resnet8").train(), torch.arange(8) % 10
     branched = attach(model, HEADS, example())
-    assert branched.stages == ["layer1", "layer2"]
+    assert branched.stages == ["layer1", "layer2", "layer3"]  # the last stage too: the whole trunk sees it
     buffers = bn_buffers(model)
     outputs = branched.strong_outputs(inputs(8))
-    assert [o.shape for o in outputs] == [(8, 10), (8, 10)]
+    assert [o.shape for o in outputs] == [(8, 10)] * 3
     strong_loss(outputs, labels).backward()
     assert all(p.grad is not None for p in branched.branch_parameters())
-    assert model.conv1.weight.grad is not None and model.layer2[0].conv1.weight.grad is not None
-    assert model.layer3[0].conv1.weight.grad is None and model.fc.weight.grad is None  # stopped after layer2
+    for name, param in model.named_parameters():
+        if not name.startswith(("fc.", HEADS_ATTR)):
+            assert param.grad is not None and param.grad.abs().sum() > 0, f"{name}: no strong-view gradient"
+    assert model.fc.weight.grad is None  # only the main classifier stays on the weak view
     # (the heads' own BN statistics may move: the heads are dropped)
     assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers() if not n.startswith(HEADS_ATTR))
     model(inputs(8))  # the main forward captures nothing
     assert branched.features == {}
+
+
+def test_rep_trunk_reading_trains_trunk_and_branches(plain):
+    model, labels = plain("cifar_resnet8").train(), torch.arange(8) % 10
+    branched = attach(model, AuxSection(kind="rep", rep_trunk=True), example())
+    randomise(model)
+    buffers = bn_buffers(model)
+    F.cross_entropy(branched.strong_outputs(inputs(8))[0], labels).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())  # still no statistics leak
 
 
 def test_strong_loss_adds_distillation_from_the_main_head():
@@ -378,8 +390,38 @@ def test_recipe_aux_section():
 
     assert all(field.description for field in AuxSection.model_fields.values())
     recipe = validate(tiny_recipe_dict(aux={"kind": "heads", "heads_at": ["layer1"], "head_kd": 0.3}))
-    assert recipe.aux.kind.value == "heads" and recipe.aux.strong_magnitude is None and recipe.aux.weight == 1.0
+    assert recipe.aux.kind.value == "heads" and recipe.aux.strong_magnitude is None and recipe.aux.kd_weight() == 0.3
+    assert recipe.aux.loss_weight() == 0.05  # heads: a small default weight
+    rep = validate(tiny_recipe_dict(aux={"kind": "rep"}))
+    assert rep.aux.loss_weight() == 1.0 and rep.aux.kd_weight() == 0.0
     for bad, field in [({"kind": "branches"}, "aux.kind"), ({"strong_magnitude": 31}, "aux.strong_magnitude"),
                        ({"head_kd": 1.5}, "aux.head_kd"), ({"weight": -1}, "aux.weight")]:
         with pytest.raises(RecipeError, match=field):
             validate(tiny_recipe_dict(aux=bad))
+
+
+@pytest.mark.parametrize("schedule, strong, ok", [
+    ({"kind": "linear", "dense": 9, "min": 0}, 9, True),
+    ({"kind": "linear", "dense": 9, "min": 0}, 5, False),  # step 1 of a linear schedule is above 5
+    ({"kind": "constant", "dense": 14}, 12, False),
+    ({"kind": "steps", "dense": 9, "values": [12, 6]}, 10, False),  # a step above the dense magnitude
+    ({"kind": "steps", "dense": 9, "values": [12, 6]}, 12, True),
+    ({"kind": "teacher", "dense": 9}, 9, True),  # anchored: never above the dense magnitude
+])
+def test_strong_view_is_never_weaker_than_the_weak_view(schedule, strong, ok):
+    from edgecomp.recipe import validate
+
+    data = tiny_recipe_dict(aux={"kind": "rep", "strong_magnitude": strong}, augment={"schedule": schedule})
+    if ok:
+        validate(data)
+    else:
+        with pytest.raises(RecipeError, match=r"aux.strong_magnitude: .* is weaker than the weak view"):
+            validate(data)
+
+
+def test_default_strong_magnitude_is_the_larger_of_dense_and_step():
+    from edgecomp.pipeline import strong_magnitude
+    from edgecomp.recipe import validate
+
+    recipe = validate(tiny_recipe_dict(aux={"kind": "heads"}, augment={"schedule": {"kind": "linear", "dense": 9}}))
+    assert strong_magnitude(recipe, 4.5) == 9 and strong_magnitude(recipe, 12.0) == 12.0
