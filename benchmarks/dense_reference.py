@@ -41,9 +41,10 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--max-epochs", type=int, default=PlateauRule().max_epochs)
+    parser.add_argument("--patience", type=int, default=PlateauRule().patience)
     args = parser.parse_args()
     record = train_reference(load_recipe(args.recipe, args.sets), args.out, args.weights,
-                             PlateauRule(max_epochs=args.max_epochs))
+                             PlateauRule(patience=args.patience, max_epochs=args.max_epochs))
     print(json.dumps({k: record[k] for k in ("epochs", "converged", "train_accuracy_clean", "val_accuracy",
                                               "test_accuracy", "train_val_gap")}))
 
