@@ -482,7 +482,7 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{loc}: must be one of {ctx.get('expected')} (got {got!r})"
     if kind == "value_error":
         message = str(ctx.get("error", error["msg"]))
-        return message if message.startswith(("augment.", "prune.", "teacher.")) else f"{loc}: {message}"
+        return message if message.startswith(("augment.", "prune.", "teacher.", "aux.")) else f"{loc}: {message}"
     return f"{loc}: {error['msg'].lower()} (got {got!r})"
 
 
@@ -497,8 +497,26 @@ def validate(data: dict[str, Any], source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path, overrides: Optional[list[str]] = None) -> Recipe:
     """Read, override and validate a recipe. Raises RecipeError (exit 2)."""
     resolved = resolve_recipe_path(path)
-    data = apply_overrides(read_yaml(resolved), overrides or [])
+    data = apply_overrides(_paths_beside(read_yaml(resolved), resolved.parent), overrides or [])
     return validate(data)
+
+
+WEIGHT_FIELDS = (("model", "weights"), ("dense", "weights"), ("teacher", "weights"))
+
+
+def _paths_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A relative weights path written in a recipe file that names a file beside the recipe (and none in
+    the working directory) means that file: shipped recipes carry their weights this way. `--set` values
+    are the user's own and stay relative to the working directory."""
+    data = copy.deepcopy(data)
+    for section, key in WEIGHT_FIELDS:
+        node = data.get(section)
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
+            beside = folder / value
+            if beside.is_file():
+                node[key] = str(beside.resolve())
+    return data
 
 
 def dump_recipe(recipe: Recipe) -> str:
