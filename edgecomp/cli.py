@@ -219,10 +219,18 @@ def recipe_schema() -> None:
     typer.echo(json.dumps(schema(), indent=2))
 
 
+def _check_set_values(args: list[str]) -> None:
+    """`--set` with nothing after it (or another option after it) is one line, not typer's usage box."""
+    for index, arg in enumerate(args):
+        if arg == "--set" and (index + 1 == len(args) or args[index + 1].startswith("--")):
+            raise UserInputError("--set needs a value: --set key.path=value, e.g. --set prune.steps=3")
+
+
 def main() -> None:
     """Entry point: user errors exit 2 and other edgecomp errors exit 1, each as one line; bugs keep
     their traceback (exit 1)."""
     try:
+        _check_set_values(sys.argv[1:])
         app()
     except UserInputError as error:
         typer.echo(str(error).splitlines()[0], err=True)

@@ -65,3 +65,9 @@ class EngineMismatchError(UserInputError):
     """A TensorRT engine was built for another device, TensorRT version, precision, shape or model."""
 
     prefix = "engine error"
+
+
+class PruneTargetError(PruneError, UserInputError):
+    """The recipe asks for a size the pruner cannot reach (limits per layer, ignored layers, ties): exit 2."""
+
+    prefix = "prune error"

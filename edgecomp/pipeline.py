@@ -24,7 +24,7 @@ from .distributed import Dist, init_from_env
 from .errors import DivergenceError, RecipeError, RunDirError
 from .models import build_model, load_state_file, model_from_payload, model_payload, model_structure
 from .objective import LossStats, Objective
-from .prune import Size, check_reachable, ignored_layers, measure_size, prune_to
+from .prune import Size, check_prunable, measure_size, prune_to
 from .recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
 from .report import write_report
 from .rundir import RunDir, save_tensors, write_text
@@ -108,9 +108,8 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
     dense_model = build_model(recipe.model)
     if recipe.dense.weights:
         load_state_file(dense_model, recipe.dense.weights, "dense.weights")
-    ignored_layers(dense_model, recipe.prune, recipe.model.num_classes)
     example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
-    check_reachable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
+    check_prunable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
     if recipe.prune.target.latency_ms is not None:
         from .devices import resolve_device
 
@@ -195,7 +194,7 @@ def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
     )[step - 1]
     target = Size(int(dense.macs * fraction), int(dense.params * fraction))
     size = prune_to(model, ctx.spec.example(), recipe.prune, target, recipe.model.num_classes,
-                    grad_fn=lambda m: _taylor_grads(ctx, m))
+                    grad_fn=lambda m: _taylor_grads(ctx, m), name=recipe.model.arch)
     ctx.dist.check_same("pruned structure", model_structure(model))
     ratio = size.macs / dense.macs
     magnitude, calibration = _magnitude(ctx, step, ratio)

@@ -1,25 +1,35 @@
 """Structured pruning with Torch-Pruning, to a MACs or parameter target.
 
-One pruning step removes channels in small increments (Torch-Pruning's own
-iterative schedule inside one pruner) and stops at the first increment that
-brings the model at or below the step's target, so the result lands within one
-increment — at most `round_to` channels per layer — of it.
+One step builds one Torch-Pruning pruner, ranks every channel once, and then
+searches the pruning ratio whose plan lands at or just below the target. The
+search runs on a MACs (params) estimate computed from the plan itself — each
+layer's dense count scaled by the channels the plan keeps — so it needs no
+forward pass; one exact count checks the pruned model. A missed estimate
+(exact count above the target) prunes a little more from there.
+
+Torch-Pruning cannot trace every torchvision network by itself; `traceable`
+swaps in equivalent, traceable modules for the duration of a step (see
+ShuffleNetV2 below) and swaps the originals back afterwards.
 """
 
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from .errors import PruneError, RecipeError
+from .errors import PruneError, PruneTargetError, RecipeError
 from .recipe import Importance, PruneSection
 
-INCREMENTS = 200  # increments of one pruner; more = finer landing, slower step
-MAX_CHANNEL_RATIO = 0.95  # the pruner's ratio after all increments
+MAX_CHANNEL_RATIO = 0.95  # the largest ratio the search tries
+SEARCH_ITERATIONS = 9  # bisection on the ratio: resolution 0.95 / 2**9 ≈ 0.002 of the channels
+TOP_UPS = 3  # further rounds when the exact count lands above the target
+REACH_SLACK = 0.02  # the estimate is within a fraction of a percent; refuse only clear misses
 
 
 @dataclass
@@ -66,6 +76,197 @@ def ignored_layers(model: nn.Module, cfg: PruneSection, num_classes: int) -> lis
     return classifier_layers(model, num_classes) + [modules[name] for name in cfg.ignored_layers]
 
 
+# ---------------------------------------------------------------- traceable stand-ins
+
+
+class ChannelShuffle(nn.Module):
+    """torchvision's `channel_shuffle(x, groups)` as one gather, which Torch-Pruning traces as one node
+    (view/transpose/view it cannot: the channel axis is split across two dimensions)."""
+
+    def __init__(self, channels: int, groups: int = 2):
+        super().__init__()
+        self.channels = channels
+        order = torch.arange(channels)
+        self.register_buffer("order", (order % groups) * (channels // groups) + order // groups, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(1, self.order)
+
+
+class _FixedChannels(tp.pruner.BasePruningFunc):
+    """The shuffle's channels are coupled in and out and never pruned: it is always an ignored layer, so every
+    group that would reach it (the trunk of a ShuffleNetV2 stage) is skipped by Torch-Pruning."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        raise PruneError("internal: a channel shuffle was asked to change its channels")
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.channels
+
+    get_in_channels = get_out_channels
+
+
+def _shuffle_block_class():
+    from torchvision.models.shufflenetv2 import InvertedResidual
+
+    class TraceableInvertedResidual(InvertedResidual):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # torchvision's forward, shuffle as a module
+            if self.stride == 1:
+                x1, x2 = x.chunk(2, dim=1)
+                out = torch.cat((x1, self.branch2(x2)), dim=1)
+            else:
+                out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+            return self.edgecomp_shuffle(out)
+
+    return InvertedResidual, TraceableInvertedResidual
+
+
+@contextmanager
+def traceable(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Swap in traceable equivalents (exact: tested output for output) and yield the modules Torch-Pruning
+    must leave alone; the originals are back on exit, whatever happens inside."""
+    original, traced = _shuffle_block_class()
+    blocks = [m for m in model.modules() if type(m) is original]
+    for block in blocks:
+        last_conv = [m for m in block.branch2.modules() if isinstance(m, nn.Conv2d)][-1]
+        block.__class__ = traced
+        block.edgecomp_shuffle = ChannelShuffle(2 * last_conv.out_channels)
+    try:
+        yield [block.edgecomp_shuffle for block in blocks]
+    finally:
+        for block in blocks:
+            del block.edgecomp_shuffle
+            block.__class__ = original
+
+
+CUSTOM_PRUNERS = {ChannelShuffle: _FixedChannels()}
+
+
+# ---------------------------------------------------------------- the search
+
+
+class Planner:
+    """One pruner and one ranking of the channels; plans for any ratio, and their estimated size."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, cfg: PruneSection, keep: list[nn.Module],
+                 dense: tuple[Size, dict, dict]):
+        self.size, self.layer_macs, self.layer_params = dense
+        self.pruner = tp.pruner.BasePruner(
+            model, example, importance=make_importance(cfg.importance), global_pruning=cfg.global_pruning,
+            pruning_ratio=0.0, iterative_steps=1, max_pruning_ratio=cfg.max_layer_ratio, round_to=cfg.round_to,
+            ignored_layers=keep, customized_pruners=CUSTOM_PRUNERS,
+        )
+        self._scores: dict = {}
+        self.max_layer_ratio = cfg.max_layer_ratio
+        rounded = self.pruner._round_to
+        self.pruner._round_to = lambda n, current, round_to: self._capped(rounded(n, current, round_to), current,
+                                                                          round_to)
+        ranked = self.pruner.estimate_importance
+        self.pruner.estimate_importance = lambda group: self._cached(group, ranked)
+
+    def _cached(self, group, ranked):
+        # the model does not change while plans are drawn: rank each group once, not once per ratio
+        key = (group[0].dep.target.module, group[0].dep.handler.__name__)
+        if key not in self._scores:
+            self._scores[key] = ranked(group)
+        return self._scores[key]
+
+    def _capped(self, n_pruned: int, current: int, round_to: int) -> int:
+        # Torch-Pruning checks max_pruning_ratio only between iterative steps; in one step it would empty a
+        # layer (and then skip its group). Keep at least (1 - max_layer_ratio) of it, rounded up to round_to.
+        keep = -(-int(current * (1 - self.max_layer_ratio) + 0.999999) // round_to) * round_to
+        return max(0, min(n_pruned, current - max(keep, 1)))
+
+    def plan(self, ratio: float) -> list:
+        self.pruner.current_step, self.pruner.per_step_pruning_ratio = 0, [0.0, ratio]
+        return list(self.pruner.step(interactive=True))
+
+    def estimate(self, plan: list) -> Size:
+        """Each layer's dense MACs/params scaled by the share of its channels the plan keeps; layers without
+        channels of their own (activations, pooling) follow the average scale."""
+        graph, removed = self.pruner.DG, {}
+        for group in plan:
+            for dep, idxs in group:
+                out = graph.is_out_channel_pruning_fn(dep.handler)
+                removed.setdefault((dep.target.module, out), set()).update(int(i) for i in idxs)
+        scales = {m: self._scale(m, removed) for m in self.layer_macs}
+        known = [m for m, s in scales.items() if s is not None]
+        dense_known = sum(self.layer_macs[m] for m in known) or 1
+        average = sum(self.layer_macs[m] * scales[m] for m in known) / dense_known
+        macs = sum(v * (average if scales[m] is None else scales[m]) for m, v in self.layer_macs.items())
+        params = sum(v * (average if scales[m] is None else scales[m]) for m, v in self.layer_params.items())
+        return Size(int(macs), int(params))
+
+    def unshrunk(self, plan: list, names: dict, count: int = 3) -> list[str]:
+        """The largest layers (by dense MACs) the plan leaves at full width."""
+        removed = {}
+        for group in plan:
+            for dep, idxs in group:
+                out = self.pruner.DG.is_out_channel_pruning_fn(dep.handler)
+                removed.setdefault((dep.target.module, out), set()).update(int(i) for i in idxs)
+        whole = [m for m in self.layer_macs if self._scale(m, removed) == 1.0 and m in names]
+        return [names[m] for m in sorted(whole, key=lambda m: -self.layer_macs[m])[:count]]
+
+    def _scale(self, module: nn.Module, removed: dict) -> Optional[float]:
+        graph = self.pruner.DG
+        handler = graph.get_pruner_of_module(module) if module in graph.module2node else None
+        if handler is None or handler.get_out_channels(module) is None:
+            return None
+        out, inp = handler.get_out_channels(module), handler.get_in_channels(module) or 1
+        kept_out = 1 - len(removed.get((module, True), ())) / out
+        if handler.prune_in_channels == handler.prune_out_channels:  # coupled: BN, depthwise conv, norms
+            return max(0.0, 1 - max(len(removed.get((module, k), ())) for k in (True, False)) / out)
+        return kept_out * (1 - len(removed.get((module, False), ())) / inp)
+
+
+def dense_profile(model: nn.Module, example: torch.Tensor) -> tuple[Size, dict, dict]:
+    """The exact size and every leaf layer's share of it (Torch-Pruning's own counter)."""
+    model.eval()
+    with torch.no_grad():
+        macs, params, layer_macs, layer_params = tp.utils.count_ops_and_params(model, example, layer_wise=True)
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return (Size(int(macs), int(params)), {m: layer_macs.get(m) or 0 for m in leaves},
+            {m: layer_params.get(m) or 0 for m in leaves})
+
+
+def check_prunable(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
+                   name: str) -> None:
+    """Before a run directory exists: Torch-Pruning can trace the model, and the recipe's final size is
+    within its reach (estimated on a copy; taylor is probed with l2, as it needs gradients)."""
+    model = copy.deepcopy(model).eval()
+    keep = ignored_layers(model, cfg, num_classes)
+    probe = cfg.model_copy(update={"importance": Importance.l2}) if cfg.importance == Importance.taylor else cfg
+    with traceable(model) as fixed, torch_pruning_errors(model, name):
+        profile = dense_profile(model, example)
+        planner = Planner(model, example, probe, keep + fixed, profile)
+        deepest = planner.plan(MAX_CHANNEL_RATIO)
+        smallest = planner.estimate(deepest)
+    dense, by_macs = profile[0], cfg.target.macs is not None
+    fraction = cfg.target.macs if by_macs else cfg.target.params
+    reach = smallest.macs / dense.macs if by_macs else smallest.params / dense.params
+    if reach > fraction * (1 + REACH_SLACK):
+        names = {m: n for n, m in model.named_modules()}
+        kept = ", ".join(planner.unshrunk(deepest, names)) or "none"
+        raise PruneTargetError(
+            f"prune.target.{'macs' if by_macs else 'params'}: {fraction:g} is below {reach:.3f}, the smallest "
+            f"{name} at round_to {cfg.round_to} and max_layer_ratio {cfg.max_layer_ratio:g}; lower prune.round_to "
+            f"or raise prune.max_layer_ratio (layers it may not shrink, largest first: {kept})"
+        )
+
+
+def search_ratio(planner: Planner, fits: Callable[[Size], bool]) -> Optional[float]:
+    """The smallest ratio (to the search's resolution) whose estimated size fits; None if none does."""
+    low, high = 0.0, MAX_CHANNEL_RATIO
+    if not fits(planner.estimate(planner.plan(high))):
+        return None
+    for _ in range(SEARCH_ITERATIONS):
+        middle = (low + high) / 2
+        low, high = (low, middle) if fits(planner.estimate(planner.plan(middle))) else (middle, high)
+    return high
+
+
 def prune_to(
     model: nn.Module,
     example: torch.Tensor,
@@ -73,61 +274,75 @@ def prune_to(
     target: Size,
     num_classes: int,
     grad_fn: Optional[Callable[[nn.Module], None]] = None,
+    name: str = "model",
 ) -> Size:
     """Prune `model` in place until it is at or below `target` (MACs or params, per cfg)."""
     by_macs = cfg.target.macs is not None
     reached = lambda size: (size.macs <= target.macs) if by_macs else (size.params <= target.params)  # noqa: E731
-    size = measure_size(model, example)
-    if reached(size):
-        return size
-    model.eval()
-    pruner = tp.pruner.BasePruner(
-        model, example, importance=make_importance(cfg.importance), global_pruning=cfg.global_pruning,
-        pruning_ratio=MAX_CHANNEL_RATIO, iterative_steps=INCREMENTS, max_pruning_ratio=cfg.max_layer_ratio,
-        round_to=cfg.round_to, ignored_layers=ignored_layers(model, cfg, num_classes),
-    )
-    for _ in range(INCREMENTS):
-        if cfg.importance == Importance.taylor:
-            if grad_fn is None:
-                raise PruneError("taylor importance needs gradients (no grad_fn given)")
-            model.zero_grad()
-            grad_fn(model)
-        pruner.step()
+    keep = ignored_layers(model, cfg, num_classes)
+    with traceable(model) as fixed:
         size = measure_size(model, example)
-        if reached(size):
-            model.zero_grad(set_to_none=True)
-            return size
+        for _ in range(TOP_UPS + 1):
+            if reached(size):
+                return size
+            size, found = _prune_once(model, example, cfg, keep + fixed, reached, grad_fn, name)
+            if not found:  # even the deepest plan misses: more rounds would break max_layer_ratio
+                break
+    raise _unreachable(size, target, by_macs, name, cfg)
+
+
+def _prune_once(model, example, cfg, keep, reached, grad_fn, name) -> tuple[Size, bool]:
+    """One pruner: find the ratio by estimate, prune, count exactly."""
+    if cfg.importance == Importance.taylor:
+        if grad_fn is None:
+            raise PruneError("taylor importance needs gradients (no grad_fn given)")
+        model.zero_grad()
+        grad_fn(model)
+    model.eval()
+    with torch_pruning_errors(model, name):
+        planner = Planner(model, example, cfg, keep, dense_profile(model, example))
+        ratio = search_ratio(planner, reached)
+        plan = planner.plan(MAX_CHANNEL_RATIO if ratio is None else ratio)
+        for group in plan:
+            group.prune()
+    model.zero_grad(set_to_none=True)
+    return measure_size(model, example), ratio is not None
+
+
+def _unreachable(size: Size, target: Size, by_macs: bool, name: str, cfg: PruneSection) -> PruneTargetError:
     what = "MACs" if by_macs else "params"
-    raise PruneError(
-        f"pruning stopped at {size.macs if by_macs else size.params} {what}, above the step's target "
+    return PruneTargetError(
+        f"{name}: pruning stopped at {size.macs if by_macs else size.params} {what}, above the step's target "
         f"{target.macs if by_macs else target.params}: the pruner found no more channels it may remove "
         f"(prune.max_layer_ratio={cfg.max_layer_ratio}, prune.ignored_layers, or an importance that ranks all "
         f"channels alike, as bn_scale does on an untrained model); ask for a larger target or relax those"
     )
 
 
-def size_floor(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int) -> Size:
-    """The smallest model this pruning can reach (`round_to`, `max_layer_ratio`, ignored layers), measured
-    by pruning a copy towards nothing until the pruner finds no more channels it may remove."""
-    import copy
-
-    floor = copy.deepcopy(model)
-    nothing = cfg.model_copy(update={"importance": Importance.l2})  # no gradients needed to find the floor
+@contextmanager
+def torch_pruning_errors(model: nn.Module, name: str) -> Iterator[None]:
+    """A failure inside Torch-Pruning becomes one line naming the model and the layer group it failed on."""
     try:
-        return prune_to(floor, example, nothing, Size(0, 0), num_classes)
-    except PruneError:
-        return measure_size(floor, example)
+        yield
+    except (PruneError, RecipeError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Torch-Pruning raises anything from its tracer and index maps
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+        raise PruneError(
+            f"{name}: Torch-Pruning cannot prune the layer group at {failing_layer(model, exc.__traceback__)} "
+            f"({type(exc).__name__} inside Torch-Pruning: {detail[:160]}); list that layer in "
+            f"prune.ignored_layers, or see the README's model list"
+        ) from None
 
 
-def check_reachable(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, arch: str) -> None:
-    """A target below what `round_to` and `max_layer_ratio` allow is the recipe's error, named with its floor."""
-    if cfg.target.macs is None and cfg.target.params is None:
-        return  # a latency budget: no size to check
-    dense, floor = measure_size(model, example), size_floor(model, example, cfg, num_classes)
-    for field, wanted, smallest in (("macs", cfg.target.macs, floor.macs / dense.macs),
-                                    ("params", cfg.target.params, floor.params / dense.params)):
-        if wanted is not None and wanted < smallest:
-            raise RecipeError(
-                f"prune.target.{field}: {wanted:g} is below {smallest:.3f}, the smallest {arch} at round_to "
-                f"{cfg.round_to} (max_layer_ratio {cfg.max_layer_ratio:g}); lower prune.round_to"
-            )
+def failing_layer(model: nn.Module, tb) -> str:
+    """The model layer Torch-Pruning was handling when it failed: the innermost frame holding one."""
+    names = {id(m): n for n, m in model.named_modules()}
+    found = "the dependency graph (tracing)"
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            value = getattr(value, "module", value)  # a Torch-Pruning Node wraps its module
+            if isinstance(value, nn.Module) and id(value) in names and names[id(value)]:
+                found = repr(names[id(value)])
+        tb = tb.tb_next
+    return found

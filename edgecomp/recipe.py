@@ -449,7 +449,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise RecipeError(f"--set {item!r}: expected key.path=value")
+            raise RecipeError(f"--set {item!r}: expected key.path=value (no '=' or no key)")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -494,11 +494,25 @@ def validate(data: dict[str, Any], source: str = "recipe") -> Recipe:
         raise RecipeError(problems if source == "recipe" else f"{source}: {problems}") from None
 
 
+REQUIRED_SECTIONS = ("model", "data")
+
+
+def require_sections(data: dict[str, Any], path: Path) -> None:
+    """A recipe must say what it runs: an empty file or one without model/data never runs on defaults."""
+    if not data:
+        raise RecipeError(f"{path}: the recipe is empty; it needs at least the sections {' and '.join(REQUIRED_SECTIONS)}")
+    missing = [name for name in REQUIRED_SECTIONS if name not in data]
+    if missing:
+        raise RecipeError(f"{path}: missing section{'s' if len(missing) > 1 else ''} {' and '.join(missing)} "
+                          f"(a recipe names at least its {' and '.join(REQUIRED_SECTIONS)})")
+
+
 def load_recipe(path: str | Path, overrides: Optional[list[str]] = None) -> Recipe:
     """Read, override and validate a recipe. Raises RecipeError (exit 2)."""
     resolved = resolve_recipe_path(path)
-    data = apply_overrides(_paths_beside(read_yaml(resolved), resolved.parent), overrides or [])
-    return validate(data)
+    data = read_yaml(resolved)
+    require_sections(data, resolved)
+    return validate(apply_overrides(_paths_beside(data, resolved.parent), overrides or []))
 
 
 WEIGHT_FIELDS = (("model", "weights"), ("dense", "weights"), ("teacher", "weights"))

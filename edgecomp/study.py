@@ -186,7 +186,7 @@ def _check_data_and_model(recipe: Recipe, smallest: float) -> None:
     """Data root, model name, weights file and the smallest size, checked before the study folder exists."""
     from .data import load_data
     from .models import build_model, load_state_file
-    from .prune import check_reachable
+    from .prune import check_prunable
 
     load_data(recipe.data, recipe.model)
     model = build_model(recipe.model)
@@ -195,7 +195,7 @@ def _check_data_and_model(recipe: Recipe, smallest: float) -> None:
     if smallest < 1.0:
         example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
         cfg = recipe.prune.model_copy(update={"target": PruneTarget(macs=smallest)})
-        check_reachable(model, example, cfg, recipe.model.num_classes, recipe.model.arch)
+        check_prunable(model, example, cfg, recipe.model.num_classes, recipe.model.arch)
 
 
 def _check_inputs(recipe: Recipe, sizes: list[float], magnitudes: list[float], out: Path) -> None:

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgecomp.errors import PruneError, RecipeError
+from edgecomp.errors import PruneError, PruneTargetError, RecipeError
 from edgecomp.models import build_model
-from edgecomp.prune import Size, measure_size, prune_to
+from edgecomp.prune import Size, check_prunable, measure_size, prune_to
 from edgecomp.recipe import ModelSection, PruneSection
 
 CASES = [  # arch, input size, small_input
@@ -84,9 +84,47 @@ def test_importances_choose_differently():
 
 def test_unreachable_target_is_a_clear_error():
     model, example, dense = setup("cifar_resnet8", 28, False)
-    cfg = PruneSection(target={"macs": 0.6}, importance="bn_scale", round_to=4)  # fresh BN: all ties
-    with pytest.raises(PruneError, match="found no more channels it may remove"):
-        prune_to(model, example, cfg, Size(int(dense.macs * 0.6), 0), 10)
+    cfg = PruneSection(target={"macs": 0.3}, max_layer_ratio=0.1, round_to=4)  # 10% a layer cannot reach 30%
+    with pytest.raises(PruneTargetError, match="model: pruning stopped at .* found no more channels it may remove"):
+        prune_to(model, example, cfg, Size(int(dense.macs * 0.3), 0), 10)
+    with pytest.raises(PruneTargetError, match=r"prune.target.macs: 0.3 is below 0.9\d+, the smallest cifar_resnet8 at "
+                                               r"round_to 4 and max_layer_ratio 0.1; .*largest first: layer1"):
+        check_prunable(build_model(ModelSection(arch="cifar_resnet8")), example, cfg, 10, "cifar_resnet8")
+
+
+def test_ties_prune_in_one_shot():
+    """bn_scale on fresh BN ranks every channel alike; one step still reaches the target, within max_layer_ratio."""
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    cfg = PruneSection(target={"macs": 0.6}, importance="bn_scale", round_to=4)
+    assert prune_to(model, example, cfg, Size(int(dense.macs * 0.6), 0), 10).macs <= dense.macs * 0.6
+    assert min(conv_widths(model).values()) >= 4
+
+
+def test_max_layer_ratio_holds_in_one_step():
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    before = conv_widths(model)
+    prune_to(model, example, PruneSection(target={"macs": 0.5}, max_layer_ratio=0.5, round_to=4),
+             Size(int(dense.macs * 0.5), 0), 10)
+    assert all(width >= before[name] * 0.5 for name, width in conv_widths(model).items())
+
+
+def test_a_torch_pruning_failure_is_one_line_naming_model_and_layer(monkeypatch):
+    import torch_pruning as tp
+
+    model, example, dense = setup("cifar_resnet8", 28, False)
+
+    def broken(self, layer, idxs):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(tp.pruner.function.BatchnormPruner, "prune_out_channels", broken)
+    monkeypatch.setattr(tp.pruner.function.BatchnormPruner, "prune_in_channels", broken)
+    with pytest.raises(PruneError) as caught:
+        prune_to(model, example, PruneSection(target={"macs": 0.5}), Size(dense.macs // 2, 0), 10, name="net")
+    message = str(caught.value)
+    assert "\n" not in message and message.count("\n") == 0 and len(message.splitlines()) == 1
+    assert message.startswith("net: Torch-Pruning cannot prune the layer group at '")
+    assert isinstance(model.get_submodule(message.split("'")[1]), nn.BatchNorm2d)  # the layer it failed on
+    assert "ZeroDivisionError inside Torch-Pruning" in message
 
 
 def test_ignored_layers_are_kept_and_unknown_ones_refused():

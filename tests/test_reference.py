@@ -36,5 +36,6 @@ def test_a_macs_target_below_the_round_to_floor_is_a_recipe_error(tmp_path, writ
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "prune.target.macs: 0.05 is below 0.1" in lines[0]
-    assert "the smallest cifar_resnet20 at round_to 8" in lines[0] and "lower prune.round_to" in lines[0]
+    assert "the smallest cifar_resnet20 at round_to 8 and max_layer_ratio 0.9" in lines[0]
+    assert "lower prune.round_to" in lines[0]
     assert not (tmp_path / "run").exists()
