@@ -52,22 +52,31 @@ def write_report(run: RunDir, rows: list[dict[str, Any]], recipe) -> Path:
     return run.report
 
 
+ROW_KEYS = ("step", "macs", "macs_ratio", "params", "magnitude", "accuracy", "test_accuracy")
+
+
+def _missing(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({key for row in rows for key in ROW_KEYS if key not in row})
+
+
 def render(run_dir: Path, recipe) -> Path:
     run = RunDir(run_dir)
     rows = run.rows()
-    if not rows:
+    if not rows or _missing(rows):
         from ..errors import RunDirError
 
-        raise RunDirError(f"--run: {run_dir} has no metrics.jsonl rows yet")
+        problem = "no metrics.jsonl rows yet" if not rows else f"metrics.jsonl rows lack {', '.join(_missing(rows))}"
+        raise RunDirError(f"--run: {run_dir} has {problem}")
     return write_report(run, rows, recipe)
 
 
 def refresh(folder: Path) -> Optional[Path]:
-    """After export or bench: render the report again when `folder` is a run directory with rows (bench of a
-    loose --model writes beside that file, which is no run); returns the report or None."""
+    """After export or bench: render the report again when `folder` is a run directory that compress wrote
+    (bench of a loose --model writes beside that file, which is no run); returns the report or None."""
     run = RunDir(folder)
-    if not (run.recipe.is_file() and run.rows()):
+    rows = run.rows() if run.recipe.is_file() else []
+    if not rows or _missing(rows):
         return None
     from ..recipe import load_recipe
 
-    return write_report(run, run.rows(), load_recipe(run.recipe))
+    return write_report(run, rows, load_recipe(run.recipe))
