@@ -20,7 +20,9 @@ def export(*, run, **options):
     Keyword arguments: see edgecomp.exporter.export."""
     from .exporter import export as _export
 
-    return _export(run=run, **options)
+    result = _export(run=run, **options)
+    _refresh_report(result.info_path.parent)
+    return result
 
 
 def bench(**options):
@@ -29,7 +31,16 @@ def bench(**options):
     Keyword arguments: see edgecomp.measure.bench."""
     from .measure import bench as _bench
 
-    return _bench(**options)
+    result = _bench(**options)
+    _refresh_report(result.bench_path.parent)
+    return result
+
+
+def _refresh_report(folder):
+    """report.md follows every export and bench of a run directory."""
+    from .report import refresh
+
+    refresh(folder)
 
 
 __all__ = ["compress", "export", "bench", "__version__"]

@@ -32,6 +32,13 @@ def _newest_run(runs: Path = Path("runs")) -> Path:
     return max(candidates, key=lambda p: (p / "metrics.jsonl").stat().st_mtime)
 
 
+def _refresh_report(folder: Path) -> None:
+    """report.md follows every export and bench of a run directory."""
+    from .report import refresh
+
+    refresh(folder)
+
+
 @app.command()
 def compress(
     recipe: str = typer.Option(..., "--recipe", help="recipe YAML, or the name of a shipped recipe"),
@@ -89,6 +96,7 @@ def export(
     except ExportError as error:  # not the user's input: exit 1, still one line
         typer.echo(f"export failed: {str(error).splitlines()[0]}", err=True)
         raise typer.Exit(1)
+    _refresh_report(result.info_path.parent)
     fidelity, int8 = result.fidelity, result.info.get("int8")
     typer.echo(f"onnx: {result.onnx_path} (max |Δlogit| {fidelity['max_abs_diff']:.2e}, top-1 agreement "
                f"{fidelity['top1_agreement']:.2%} on {fidelity['images']} images)")
@@ -146,6 +154,7 @@ def bench(
     except EdgecompError as error:  # a failing program or a dropped connection: exit 1, one line
         typer.echo(f"bench failed: {str(error).splitlines()[0]}", err=True)
         raise typer.Exit(1)
+    _refresh_report(result.bench_path.parent)
     entry, latency = result.entry, result.latency_ms
     typer.echo(f"{result.device}: p50 {latency['p50']:.3f} ms, p99 {latency['p99'] or float('nan'):.3f} ms, "
                f"{result.throughput_fps or 0:.1f} img/s ({entry['backend']}, batch {entry['batch']})")

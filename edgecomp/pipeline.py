@@ -309,9 +309,7 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         "magnitude": magnitude, "epochs": epochs,
         "accuracy": evaluate(model, ctx.data.val, ctx.spec),
         "test_accuracy": evaluate(model, ctx.data.test, ctx.spec),
-        "latency_ms": host_latency_ms(model, ctx.spec, ctx.recipe.device.latency_iterations)
-        if ctx.dist.is_main else None,
-        "latency_device": f"host-{ctx.spec.device.type}",
+        **_host_latency(ctx, model, step),
         "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
         "final_loss": stats[-1].loss if stats else None,
         **_teacher_stats(stats),
@@ -322,6 +320,20 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         f"latency {row['latency_ms'] or 0:.2f} ms"
     )
     return row
+
+
+def _host_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:
+    """Per-step host latency: median and quartiles of batch-1 PyTorch forwards, timed alternately with the
+    dense model (read back from its step-0 checkpoint) so that `latency_speedup` holds on a loaded host."""
+    iterations = ctx.recipe.device.latency_iterations if ctx.dist.is_main else 0
+    dense = None
+    if iterations and step > 0:
+        dense = model_from_payload(ctx.run.load_step(0)["model"], ctx.recipe.model).to(ctx.spec.device)
+    stats = host_latency_ms(model, ctx.spec, iterations, reference=dense) or {}
+    return {"latency_ms": stats.get("p50"), "latency_p25_ms": stats.get("p25"), "latency_p75_ms": stats.get("p75"),
+            "latency_iterations": stats.get("iterations"),
+            "latency_speedup": stats.get("speedup", 1.0 if stats and step == 0 else None),
+            "latency_device": f"host-{ctx.spec.device.type}"}
 
 
 def _budget_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:

@@ -357,7 +357,8 @@ class ExportSection(Section):
 class DeviceSection(Section):
     name: str = Field("host", description="target device profile or ssh://user@host[:port]")
     latency_iterations: int = Field(
-        30, ge=0, description="timed batch-1 forward passes on the host CPU after each step (0: skip)"
+        30, ge=0, description="timed batch-1 forward passes on the host after each step, alternating with the "
+        "dense model: median, quartiles and speed-up over dense, a trend only (0: skip)"
     )
 
 

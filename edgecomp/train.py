@@ -239,18 +239,46 @@ def evaluate(model: nn.Module, data: TensorBatches, spec: InputSpec, label: str 
 
 
 @torch.no_grad()
-def host_latency_ms(model: nn.Module, spec: InputSpec, iterations: int, warmup: int = 5) -> Optional[float]:
-    """Median batch-1 forward time of the PyTorch model on this host (perf_counter)."""
+def host_latency_ms(model: nn.Module, spec: InputSpec, iterations: int, warmup: int = 10,
+                    reference: Optional[nn.Module] = None) -> Optional[dict[str, float]]:
+    """Batch-1 PyTorch forward time on this host (perf_counter): median with quartiles, in ms.
+
+    On a shared machine one model's time moves with the load. With `reference` (the dense model) the two
+    run alternately, pass by pass, the leader swapped every pass, so both see the same load; `speedup` is the
+    median of the paired ratios reference/model, which the load moves far less than either time alone.
+    """
     if iterations <= 0:
         return None
-    model.eval()
+    models = [model] + ([reference] if reference is not None else [])
+    for m in models:
+        m.eval()
     example = spec.example(1)
-    times = []
-    for index in range(warmup + iterations):
+
+    def timed(m: nn.Module) -> float:
         start = time.perf_counter()
-        model(example)
+        m(example)
         if spec.device.type == "cuda":
             torch.cuda.synchronize()
-        if index >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        return (time.perf_counter() - start) * 1000
+
+    for _ in range(warmup):
+        for m in models:
+            timed(m)
+    times: list[list[float]] = [[] for _ in models]
+    for index in range(iterations):
+        order = range(len(models)) if index % 2 == 0 else reversed(range(len(models)))
+        for k in order:
+            times[k].append(timed(models[k]))
+    p25, p50, p75 = _quartiles(times[0])
+    result = {"p50": p50, "p25": p25, "p75": p75, "iterations": iterations}
+    if reference is not None:
+        result["dense_p50"] = statistics.median(times[1])
+        result["speedup"] = statistics.median(d / m for d, m in zip(times[1], times[0]))
+    return result
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    p25, p50, p75 = statistics.quantiles(values, n=4, method="inclusive")
+    return p25, p50, p75

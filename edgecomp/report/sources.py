@@ -1,0 +1,58 @@
+"""What the report reads: the files of a run directory, and nothing else.
+
+`metrics.jsonl` (compress), `export.json` (export), `bench*.json` (bench:
+`bench.json`, and `bench.partial.json` when a measurement broke off). The
+report never imports the modules that wrote them, so it renders the same
+from a copied run directory as right after the run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..rundir import RunDir
+
+
+@dataclass
+class RunFiles:
+    run: RunDir
+    rows: list[dict[str, Any]]
+    export: Optional[dict[str, Any]] = None
+    benches: list[dict[str, Any]] = field(default_factory=list)  # one per (file, device) entry
+
+    @property
+    def root(self) -> Path:
+        return self.run.root
+
+
+def read_run(run: RunDir, rows: Optional[list[dict[str, Any]]] = None) -> RunFiles:
+    return RunFiles(run, run.rows() if rows is None else rows, read_export(run.root), read_benches(run.root))
+
+
+def _read_json(path: Path, prefix: str) -> Optional[dict[str, Any]]:
+    """A JSON object whose `format` starts with `prefix`; None for a missing, torn or foreign file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and str(data.get("format", "")).startswith(prefix) else None
+
+
+def read_export(root: Path) -> Optional[dict[str, Any]]:
+    return _read_json(root / "export.json", "edgecomp-export/")
+
+
+def read_benches(root: Path) -> list[dict[str, Any]]:
+    """Every device entry of every bench*.json, tagged with its file and whether that file is complete."""
+    entries = []
+    for path in sorted(root.glob("bench*.json")):
+        document = _read_json(path, "edgecomp-bench/")
+        if document is None:
+            continue
+        for entry in document.get("devices", {}).values():
+            entries.append({**entry, "source": path.name, "complete": bool(document.get("complete")),
+                            "error": document.get("error")})
+    return entries
