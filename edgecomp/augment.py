@@ -5,8 +5,13 @@ work is done per operation on the sub-batch that drew it, never per image.
 Random parameters are drawn (`make_params`) separately from applying them
 (`apply`), as torchvision's transforms v2 do, so a test can fix them.
 
-Magnitude M runs over 0..30 with torchvision's RandAugment meaning (31 bins):
-at M the signed strength of an operation is M/30 of its range.
+Magnitude M runs over 0..30 and means exactly what it means to torchvision's
+`RandAugment(num_ops, magnitude=M)`: the same op table (31 bins), the same
+per-op magnitudes and sign rule, and torchvision's own functional kernels
+(NEAREST interpolation, fill 0) applied to uint8 pixels. A fractional M
+interpolates linearly between the two neighbouring bins.
+
+Random erasing is not part of M: it is its own switch (`augment.erasing`).
 
 Images go in as uint8 (N, C, H, W) and come out as float32 in 0..255.
 """
@@ -15,45 +20,78 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .data import as_nchw
 from .recipe import MAX_MAGNITUDE, AugmentSection, Policy
 
-# (name, signed, range at M=30) — torchvision's RandAugment table.
-OPS: list[tuple[str, bool, float]] = [
-    ("identity", False, 0.0),
-    ("shear_x", True, 0.3),
-    ("shear_y", True, 0.3),
-    ("translate_x", True, 150.0 / 331.0),  # fraction of the width
-    ("translate_y", True, 150.0 / 331.0),
-    ("rotate", True, 30.0),  # degrees
-    ("brightness", True, 0.9),
-    ("color", True, 0.9),
-    ("contrast", True, 0.9),
-    ("sharpness", True, 0.9),
-    ("posterize", False, 4.0),  # bits removed
-    ("solarize", False, 255.0),  # threshold lowered by
-    ("autocontrast", False, 0.0),
-    ("equalize", False, 0.0),
+BINS = MAX_MAGNITUDE + 1
+NEAREST = InterpolationMode.NEAREST  # torchvision RandAugment's default; fill None = 0 outside the image
+
+
+def _linspace(low: float, high: float) -> Callable[[int, int], torch.Tensor]:
+    return lambda height, width: torch.linspace(low, high, BINS)
+
+
+# (name, signed, magnitudes per bin for an image of (height, width) or None): torchvision's
+# RandAugment._AUGMENTATION_SPACE with num_bins = 31, built the same way so the float32 values match bit for bit.
+OPS: list[tuple[str, bool, Optional[Callable[[int, int], torch.Tensor]]]] = [
+    ("identity", False, None),
+    ("shear_x", True, _linspace(0.0, 0.3)),
+    ("shear_y", True, _linspace(0.0, 0.3)),
+    ("translate_x", True, lambda height, width: torch.linspace(0.0, 150.0 / 331.0 * width, BINS)),
+    ("translate_y", True, lambda height, width: torch.linspace(0.0, 150.0 / 331.0 * height, BINS)),
+    ("rotate", True, _linspace(0.0, 30.0)),
+    ("brightness", True, _linspace(0.0, 0.9)),
+    ("color", True, _linspace(0.0, 0.9)),
+    ("contrast", True, _linspace(0.0, 0.9)),
+    ("sharpness", True, _linspace(0.0, 0.9)),
+    ("posterize", False, lambda height, width: (8 - (torch.arange(BINS) / ((BINS - 1) / 4))).round().int()),
+    ("solarize", False, _linspace(1.0, 0.0)),
+    ("autocontrast", False, None),
+    ("equalize", False, None),
 ]
-SCALE = {name: scale for name, _, scale in OPS}
-GEOMETRIC = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate"}
-ERASE_MAX_PROB = 0.5
-ERASE_MAX_AREA = 0.4
-ERASE_MIN_AREA = 0.02
+NAMES = [name for name, _, _ in OPS]
+# saturation is the identity on a 1-channel image (torchvision returns it unchanged), so it gets no draw there
+COLOR_ONLY = {"color"}
+
+
+def ops_for(channels: int) -> list[int]:
+    """Indices into OPS that can change an image with this many channels."""
+    return [i for i, name in enumerate(NAMES) if channels == 3 or name not in COLOR_ONLY]
+
+
+def magnitude_table(height: int, width: int) -> torch.Tensor:
+    """(len(OPS), 31) unsigned magnitude of every op at every bin, in float64 holding torchvision's float32 values."""
+    table = torch.zeros(len(OPS), BINS, dtype=torch.float64)
+    for index, (_, _, values) in enumerate(OPS):
+        if values is not None:
+            table[index] = values(height, width).double()
+    return table
+
+
+def op_magnitudes(op: torch.Tensor, level: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Unsigned magnitude per image of op at level (0..30): torchvision's bin value at a whole level,
+    linear between the two neighbouring bins otherwise (posterize then rounds to whole bits)."""
+    table = magnitude_table(height, width)
+    low = level.floor().long().clamp(0, BINS - 1)
+    high = (low + 1).clamp(max=BINS - 1)
+    value = table[op, low] + (table[op, high] - table[op, low]) * (level.double() - low)
+    return torch.where(op == NAMES.index("posterize"), value.round(), value)
 
 
 @dataclass
 class OpParams:
-    """One round of operations: op index, signed strength per image."""
+    """One round of operations: op index and signed magnitude per image, in torchvision's units (the
+    `magnitude` its RandAugment passes to `_apply_image_or_video_transform`)."""
 
     op: torch.Tensor  # (B,) int64 into OPS
-    strength: torch.Tensor  # (B,) float: signed fraction of the op's range (-1..1)
+    magnitude: torch.Tensor  # (B,) float64: shear tangent, pixels, degrees, factor - 1, bits kept, threshold/255
 
 
 @dataclass
@@ -66,7 +104,7 @@ class AugmentParams:
 
 
 class Augmenter:
-    """Crop+flip, then the policy at magnitude M, then random erasing at M."""
+    """Crop+flip, then the policy at magnitude M, then (when switched on) random erasing, independent of M."""
 
     def __init__(self, cfg: AugmentSection):
         self.cfg = cfg
@@ -84,62 +122,74 @@ class Augmenter:
     # -------------------------------------------------- drawing parameters
 
     def make_params(self, shape: torch.Size, magnitude: float, generator: torch.Generator) -> AugmentParams:
-        batch, _, height, width = shape
+        batch, channels, height, width = shape
         if not 0 <= magnitude <= MAX_MAGNITUDE:
             raise ValueError(f"magnitude must be in 0..{MAX_MAGNITUDE}, got {magnitude}")
         pad = self.cfg.crop_padding
         crop = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator) if pad else None
         flip = torch.rand(batch, generator=generator) < 0.5 if self.cfg.flip else None
-        rounds = self._policy_rounds(batch, magnitude, generator)
-        erase = self._erase_boxes(batch, height, width, magnitude, generator) if self._erases() else None
+        rounds = self._policy_rounds(shape, magnitude, generator)
+        erase = self._erase_boxes(batch, height, width, generator) if self.cfg.erasing else None
         noise_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         return AugmentParams(crop, flip, rounds, erase, noise_seed)
 
-    def _erases(self) -> bool:
-        return self.cfg.erasing or self.cfg.policy == Policy.erasing
-
-    def _policy_rounds(self, batch: int, magnitude: float, generator: torch.Generator) -> list[OpParams]:
+    def _policy_rounds(self, shape: torch.Size, magnitude: float, generator: torch.Generator) -> list[OpParams]:
+        batch, channels, height, width = shape
         policy = self.cfg.policy
-        if policy in (Policy.none, Policy.erasing):
+        if policy == Policy.none:
             return []
+        if channels not in (1, 3):  # torchvision's colour kernels take 1 or 3 channels only
+            raise ValueError(f"augment.policy {policy.value}: needs 1- or 3-channel images, got {channels}")
+        allowed = torch.tensor(ops_for(channels))
         count = self.cfg.num_ops if policy == Policy.randaugment else 1
         rounds = []
         for _ in range(count):
-            op = torch.randint(0, len(OPS), (batch,), generator=generator)
-            level = torch.full((batch,), magnitude / MAX_MAGNITUDE)
-            if policy == Policy.trivialaugment:  # strength uniform in 0..M
-                level = level * torch.rand(batch, generator=generator)
-            sign = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
+            op = allowed[torch.randint(0, len(allowed), (batch,), generator=generator)]
+            level = torch.full((batch,), float(magnitude))
+            if policy == Policy.trivialaugment:  # a whole bin drawn uniformly in 0..floor(M)
+                level = torch.randint(0, int(magnitude) + 1, (batch,), generator=generator).double()
+            value = op_magnitudes(op, level, height, width)
+            negative = torch.rand(batch, generator=generator) <= 0.5  # torchvision's sign rule
             signed = torch.tensor([s for _, s, _ in OPS])[op]
-            rounds.append(OpParams(op, torch.where(signed, level * sign, level)))
+            rounds.append(OpParams(op, torch.where(signed & negative, -value, value)))
         return rounds
 
-    def _erase_boxes(self, batch: int, height: int, width: int, magnitude: float, generator) -> torch.Tensor:
-        level = magnitude / MAX_MAGNITUDE
-        prob = ERASE_MAX_PROB * level
-        max_area = ERASE_MIN_AREA + (ERASE_MAX_AREA - ERASE_MIN_AREA) * level
-        area = (ERASE_MIN_AREA + (max_area - ERASE_MIN_AREA) * torch.rand(batch, generator=generator)) * height * width
-        log_ratio = (math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand(batch, generator=generator)).exp()
-        box_h = (area * log_ratio).sqrt().round().clamp(1, height).long()
-        box_w = (area / log_ratio).sqrt().round().clamp(1, width).long()
+    def _erase_boxes(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """torchvision's RandomErasing.make_params, batched: up to 10 tries per image for a box that fits."""
+        cfg, tries = self.cfg, 10
+        area = height * width * _uniform((batch, tries), *cfg.erasing_scale, generator)
+        aspect = _uniform((batch, tries), math.log(cfg.erasing_ratio[0]), math.log(cfg.erasing_ratio[1]),
+                          generator).exp()
+        box_h = (area * aspect).sqrt().round().long()
+        box_w = (area / aspect).sqrt().round().long()
+        fits = (box_h < height) & (box_w < width)
+        first = fits.long().argmax(dim=1, keepdim=True)  # the first try that fits
+        box_h, box_w = box_h.gather(1, first).squeeze(1), box_w.gather(1, first).squeeze(1)
         y0 = (torch.rand(batch, generator=generator) * (height - box_h + 1)).long()
         x0 = (torch.rand(batch, generator=generator) * (width - box_w + 1)).long()
-        on = torch.rand(batch, generator=generator) < prob
+        on = (torch.rand(batch, generator=generator) < cfg.erasing_p) & fits.any(dim=1)
         return torch.stack([y0, torch.where(on, y0 + box_h, y0), x0, torch.where(on, x0 + box_w, x0)], dim=1)
 
     # -------------------------------------------------- applying them
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        out = images.float()
+        if images.dtype != torch.uint8:
+            raise TypeError(f"augmentation takes uint8 images, got {images.dtype}")
+        out = images
         if params.crop_offsets is not None:
             out = random_crop(out, params.crop_offsets, self.cfg.crop_padding)
         if params.flip is not None:
             out = torch.where(params.flip.view(-1, 1, 1, 1), out.flip(-1), out)
         for round_params in params.rounds:
             out = apply_round(out, round_params)
+        out = out.float()
         if params.erase_boxes is not None:
             out = erase(out, params.erase_boxes, params.erase_noise_seed)
         return out
+
+
+def _uniform(shape: tuple[int, int], low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
 
 
 def random_crop(images: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
@@ -154,115 +204,51 @@ def random_crop(images: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.
 
 
 def apply_round(images: torch.Tensor, params: OpParams) -> torch.Tensor:
-    """One operation per image; geometric ones share a single grid_sample."""
-    out = _apply_geometric(images, params)
-    for index, (name, _, scale) in enumerate(OPS):
-        if name not in COLOR_OPS:
-            continue
-        chosen = (params.op == index).nonzero().flatten()
-        if len(chosen):
-            out[chosen] = COLOR_OPS[name](out[chosen], params.strength[chosen] * scale).clamp(0, 255)
-    return out
-
-
-def _apply_geometric(images: torch.Tensor, params: OpParams) -> torch.Tensor:
-    names = [OPS[i][0] for i in params.op.tolist()]
-    chosen = [i for i, n in enumerate(names) if n in GEOMETRIC]
-    if not chosen:
-        return images.clone()
-    theta = torch.eye(2, 3).repeat(len(chosen), 1, 1)
-    for row, index in enumerate(chosen):
-        theta[row] = _affine(names[index], float(params.strength[index]) * SCALE[names[index]])
-    sub = images[chosen]
-    grid = F.affine_grid(theta, list(sub.shape), align_corners=False)
+    """One operation per image (uint8 in, uint8 out): torchvision's own kernel, called once per
+    (op, magnitude) on the sub-batch that drew it. RandAugment has one magnitude per op up to its
+    sign, so that is at most two calls per op."""
     out = images.clone()
-    out[chosen] = F.grid_sample(sub, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    for index in params.op.unique().tolist():
+        if NAMES[index] == "identity":
+            continue
+        chosen = params.op == index
+        for value in params.magnitude[chosen].unique().tolist():
+            rows = (chosen & (params.magnitude == value)).nonzero().flatten()
+            out[rows] = KERNELS[NAMES[index]](images[rows], value)
     return out
 
 
-def _affine(name: str, value: float) -> torch.Tensor:
-    """Inverse map (output → input) in normalised coordinates for grid_sample."""
-    matrix = torch.eye(2, 3)
-    if name == "shear_x":
-        matrix[0, 1] = value
-    elif name == "shear_y":
-        matrix[1, 0] = value
-    elif name == "translate_x":
-        matrix[0, 2] = 2 * value
-    elif name == "translate_y":
-        matrix[1, 2] = 2 * value
-    elif name == "rotate":
-        angle = math.radians(value)
-        matrix[:, :2] = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    return matrix
+def _affine(images: torch.Tensor, translate: list[int], shear: list[float], center=None) -> torch.Tensor:
+    return TF.affine(images, angle=0.0, translate=translate, scale=1.0, shear=shear, interpolation=NEAREST,
+                     fill=None, center=center)
 
 
-def _per_image(values: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, 1, 1, 1)
+def _shear_degrees(magnitude: float) -> float:
+    # torchvision's RandAugment: the magnitude is the shear's tangent, sheared about the top-left corner
+    return math.degrees(math.atan(magnitude))
 
 
-def _gray(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (images[:, :3] * weights).sum(1, keepdim=True)
-
-
-def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return other + _per_image(factor) * (images - other)
-
-
-def _sharpness(images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    kernel = torch.ones(3, 3)
-    kernel[1, 1] = 5.0
-    kernel = (kernel / kernel.sum()).expand(images.shape[1], 1, 3, 3)
-    blurred = images.clone()
-    blurred[..., 1:-1, 1:-1] = F.conv2d(images, kernel, groups=images.shape[1])
-    return _blend(images, blurred, 1 + strength)
-
-
-def _posterize(images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    shift = _per_image(strength.round()).clamp(0, 4)  # bits removed: 0..4
-    step = 2.0**shift
-    return torch.floor(images.floor() / step) * step
-
-
-def _solarize(images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    # strictly above: at M=0 (threshold 255) nothing changes; torchvision's >= would invert white
-    threshold = _per_image(255.0 - strength)
-    return torch.where(images > threshold, 255.0 - images, images)
-
-
-def _autocontrast(images: torch.Tensor, _strength: torch.Tensor) -> torch.Tensor:
-    low = images.amin(dim=(2, 3), keepdim=True)
-    high = images.amax(dim=(2, 3), keepdim=True)
-    scale = torch.where(high > low, 255.0 / (high - low).clamp_min(1e-6), torch.ones_like(high))
-    return torch.where(high > low, (images - low) * scale, images)
-
-
-def _equalize(images: torch.Tensor, _strength: torch.Tensor) -> torch.Tensor:
-    return TF.equalize(images.round().clamp(0, 255).to(torch.uint8)).float()
-
-
-def _contrast(images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    mean = _gray(images).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(images, mean.expand_as(images), 1 + strength)
-
-
-COLOR_OPS = {
-    "brightness": lambda x, s: _blend(x, torch.zeros_like(x), 1 + s),
-    "color": lambda x, s: _blend(x, _gray(x).expand_as(x), 1 + s),
-    "contrast": _contrast,
-    "sharpness": _sharpness,
-    "posterize": _posterize,
-    "solarize": _solarize,
-    "autocontrast": _autocontrast,
-    "equalize": _equalize,
+# What torchvision's RandAugment does with (op, signed magnitude) on a uint8 image
+# (`_AutoAugmentBase._apply_image_or_video_transform`), one call for a whole sub-batch.
+KERNELS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "shear_x": lambda x, m: _affine(x, [0, 0], [_shear_degrees(m), 0.0], center=[0, 0]),
+    "shear_y": lambda x, m: _affine(x, [0, 0], [0.0, _shear_degrees(m)], center=[0, 0]),
+    "translate_x": lambda x, m: _affine(x, [int(m), 0], [0.0, 0.0]),  # whole pixels, truncated toward 0
+    "translate_y": lambda x, m: _affine(x, [0, int(m)], [0.0, 0.0]),
+    "rotate": lambda x, m: TF.rotate(x, angle=m, interpolation=NEAREST, fill=None),
+    "brightness": lambda x, m: TF.adjust_brightness(x, brightness_factor=1.0 + m),
+    "color": lambda x, m: TF.adjust_saturation(x, saturation_factor=1.0 + m),
+    "contrast": lambda x, m: TF.adjust_contrast(x, contrast_factor=1.0 + m),
+    "sharpness": lambda x, m: TF.adjust_sharpness(x, sharpness_factor=1.0 + m),
+    "posterize": lambda x, m: TF.posterize(x, bits=int(m)),  # bits kept: 8 at M=0, 4 at M=30
+    "solarize": lambda x, m: TF.solarize(x, threshold=255 * m),  # inverts pixels >= threshold
+    "autocontrast": lambda x, m: TF.autocontrast(x),
+    "equalize": lambda x, m: TF.equalize(x),
 }
 
 
 def erase(images: torch.Tensor, boxes: torch.Tensor, noise_seed: int) -> torch.Tensor:
-    """Fill each image's box with uniform noise (empty boxes leave it alone)."""
+    """Fill each image's box with uniform noise in 0..255 (empty boxes leave it alone)."""
     height, width = images.shape[-2:]
     ys = torch.arange(height).view(1, height, 1)
     xs = torch.arange(width).view(1, 1, width)

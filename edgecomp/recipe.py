@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
 
@@ -154,7 +154,6 @@ class FinetuneSection(Section):
 class Policy(str, Enum):
     randaugment = "randaugment"
     trivialaugment = "trivialaugment"
-    erasing = "erasing"
     none = "none"
 
 
@@ -180,16 +179,46 @@ class MagnitudeSchedule(Section):
 
 
 class AugmentSection(Section):
-    policy: Policy = Field(Policy.randaugment, description="randaugment, trivialaugment, erasing or none")
+    policy: Policy = Field(
+        Policy.randaugment,
+        description="randaugment (torchvision's RandAugment at magnitude M, op for op), trivialaugment (one op "
+        "per image at a whole level drawn uniformly in 0..M) or none",
+    )
     num_ops: int = Field(2, ge=1, le=8, description="RandAugment: operations applied to each image")
     erasing: bool = Field(
-        True, description="add random erasing whose probability and area follow the magnitude"
+        False, description="random erasing after the policy, independent of the magnitude (torchvision's "
+        "RandomErasing with erasing_p, erasing_scale, erasing_ratio; the box is filled with uniform noise)",
+    )
+    erasing_p: float = Field(0.5, ge=0, le=1, description="erasing: probability that an image gets a box")
+    erasing_scale: tuple[float, float] = Field(
+        (0.02, 0.33), description="erasing: range of the box's area as a fraction of the image (low, high)"
+    )
+    erasing_ratio: tuple[float, float] = Field(
+        (0.3, 3.3), description="erasing: range of the box's aspect ratio h/w, drawn log-uniformly (low, high)"
     )
     flip: bool = Field(True, description="random horizontal flip (always on, magnitude-independent)")
     crop_padding: int = Field(
         2, ge=0, description="random crop after zero padding by this many pixels (0: off)"
     )
     schedule: MagnitudeSchedule = Field(default_factory=MagnitudeSchedule, description="magnitude per step")
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _removed_policy(cls, value: Any) -> Any:
+        if value == "erasing":
+            raise ValueError("augment.policy: 'erasing' was removed (erasing no longer follows the magnitude); "
+                             "use policy: none with erasing: true")
+        return value
+
+    @model_validator(mode="after")
+    def _erasing_ranges(self) -> "AugmentSection":
+        low, high = self.erasing_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"augment.erasing_scale: needs 0 < low <= high <= 1, got {list(self.erasing_scale)}")
+        low, high = self.erasing_ratio
+        if not 0 < low <= high:
+            raise ValueError(f"augment.erasing_ratio: needs 0 < low <= high, got {list(self.erasing_ratio)}")
+        return self
 
 
 class AuxKind(str, Enum):
