@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import edgecomp.prune as prune
 from edgecomp.auxiliary import (
     HEADS_ATTR, PlainModelError, RepConvBN, assert_plain, attach, detach, find_stages, strong_loss,
 )
@@ -57,9 +56,7 @@ def plain():
             if pruned:
                 dense = measure_size(model, example())
                 cfg = PruneSection(target={"macs": 0.5}, round_to=ROUND_TO.get(arch, 8))
-                with pytest.MonkeyPatch.context() as patch:
-                    patch.setattr(prune, "INCREMENTS", 40)  # coarser increments: the tests need speed, not precision
-                    prune_to(model, example(), cfg, Size(int(dense.macs * 0.5), 0), 10)
+                prune_to(model, example(), cfg, Size(int(dense.macs * 0.5), 0), 10)
             cache[arch, pruned] = model.eval()
         return copy.deepcopy(cache[arch, pruned])
 
@@ -202,9 +199,7 @@ def test_rep_round_trips_through_pruning_and_the_model_payload(plain):
     randomise(model, seed=5)
     model, _ = detach(branched)
     dense = measure_size(build_model(cfg), example())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(prune, "INCREMENTS", 40)
-        prune_to(model, example(), PruneSection(target={"macs": 0.3}, round_to=4), Size(int(dense.macs * 0.3), 0), 10)
+    prune_to(model, example(), PruneSection(target={"macs": 0.3}, round_to=4), Size(int(dense.macs * 0.3), 0), 10)
     model, _ = detach(attach(model, REP, example()))  # the next step attaches again
     loaded = model_from_payload(model_payload(model, cfg)).eval()
     with torch.no_grad():
