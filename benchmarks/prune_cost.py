@@ -38,8 +38,8 @@ def edgecomp_step(model, example, target: Size) -> tuple[float, Size]:
 
 
 def found_ratio(model, example, target: Size) -> float:
-    planner = Planner(copy.deepcopy(model), example, CFG, [], dense_profile(copy.deepcopy(model), example))
-    planner.pruner.ignored_layers = classifier_layers(planner.pruner.model, 10)
+    model = copy.deepcopy(model)  # the estimate is keyed by this copy's layers: profile the same copy
+    planner = Planner(model, example, CFG, classifier_layers(model, 10), dense_profile(model, example))
     return search_ratio(planner, lambda size: size.macs <= target.macs)
 
 
