@@ -10,7 +10,7 @@ import pytest
 import edgecomp
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx
 from conftest import tiny_recipe
-from edgecomp.measure import BENCH_FILE, PARTIAL_FILE, BenchResult, measure_latency_ms, write_eval_data
+from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE, BenchResult, measure_latency_ms, write_eval_data
 from edgecomp.models import build_model, model_payload
 from edgecomp.recipe import dump_recipe
 from edgecomp.rundir import RunDir, write_text
@@ -165,8 +165,8 @@ class FakeJetson:
 
 def test_tensorrt_path_orchestration_with_a_fake_jetson(fake_run, tmp_path):
     """What the host asks a TensorRT device to do (no TensorRT here: the device is faked)."""
-    from edgecomp.devices import resolve_device
-    from edgecomp.measure import BenchOptions, measure, plan_job, _new_entry
+    from edgecomp.deploy.devices import resolve_device
+    from edgecomp.deploy.bench import BenchOptions, measure, plan_job, _new_entry
 
     target = resolve_device("jetson-orin-nano-8gb")
     options = BenchOptions(iterations=20, batch=2)

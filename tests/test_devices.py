@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from bench_helpers import REPO, assert_one_line_error, cli
-from edgecomp.devices import (
+from edgecomp.deploy.devices import (
     PROFILE_DIR, DeviceProfile, SshTarget, get_profile, load_profile_file, load_profiles, parse_ssh_url,
     resolve_device,
 )
 from edgecomp.errors import DeviceError, UserInputError
-from edgecomp.runners import HostRunner, SshRunner, make_runner
+from edgecomp.deploy.runners import HostRunner, SshRunner, make_runner
 
 EXPECTED = {"host", "jetson-orin-nano-8gb", "jetson-orin-nano-8gb-super", "jetson-orin-nx-16gb",
             "jetson-agx-orin-64gb", "jetson-xavier-nx", "jetson-nano"}

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx, key_tree
-from edgecomp.devices import parse_ssh_url
+from edgecomp.deploy.devices import parse_ssh_url
 from edgecomp.errors import DeviceError
-from edgecomp.measure import BENCH_FILE, PARTIAL_FILE
-from edgecomp.runners import SshRunner, build_engine_on_device
+from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE
+from edgecomp.deploy.runners import SshRunner, build_engine_on_device
 
 SSHD = Path("/usr/sbin/sshd")
 FAST = ("--iterations", "10", "--warmup", "2")

@@ -13,10 +13,10 @@ import sys
 import pytest
 
 from bench_helpers import export_onnx, fake_tool
-from edgecomp.target import bench as target_bench
-from edgecomp.target import build as target_build
-from edgecomp.target import info as target_info
-from edgecomp.target.bench import parse_tegrastats, parse_trtexec, summarize_power
+from edgecomp.deploy.target import bench as target_bench
+from edgecomp.deploy.target import build as target_build
+from edgecomp.deploy.target import info as target_info
+from edgecomp.deploy.target.bench import parse_tegrastats, parse_trtexec, summarize_power
 
 TS = "[11/28/2025-10:00:05]"
 
@@ -223,7 +223,7 @@ def test_trtexec_bench_command_runs_exactly_n():
 
 
 def test_cuda_helpers_fail_in_one_line_without_a_gpu():
-    from edgecomp.target import runtime
+    from edgecomp.deploy.target import runtime
 
     try:
         cuda = runtime.cuda_runtime()

@@ -114,7 +114,7 @@ def _flag(argument: str) -> str:
 def resolve_options(section: ExportSection, *, trt: bool, precision: "Precision | str | None",
                     onnx_only: bool = False, **given: Any) -> ExportOptions:
     """Merge the user's arguments (None: not given) over the recipe; refuse what the formats do not take."""
-    given = {key: value for key, value in given.items() if value not in (None, False)}
+    given = {key: value for key, value in given.items() if value is not None and value is not False}
     for key, value in given.items():
         low, high = LIMITS.get(key, (None, None))
         if (low is not None and value < low) or (high is not None and value > high):
