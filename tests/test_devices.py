@@ -158,4 +158,9 @@ def test_devices_command_lists_every_profile():
     assert result.returncode == 0, result.stderr
     for name in EXPECTED:
         assert name in result.stdout
-    assert "MAXN_SUPER" in result.stdout and "sm_53" in result.stdout
+    assert "sm_53" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80  # an 80-column terminal
+    one = cli("devices", "jetson-orin-nano-8gb-super")
+    assert one.returncode == 0 and "MAXN_SUPER" in one.stdout and "JetPack 6.2" in one.stdout
+    assert max(len(line) for line in one.stdout.splitlines()) <= 80
+    assert_one_line_error(cli("devices", "jetson-orin-nano-9gb"), 2, "did you mean")
