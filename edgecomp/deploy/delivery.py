@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,7 +51,8 @@ def export(*, run: "str | Path", trt: bool = False, precision: "Precision | str 
 def _export_with_engine(folder, recipe: Recipe, options: ExportOptions) -> ExportResult:
     target = resolve_device(options.device or recipe.device.name)
     check_int8_support(options.precision, target.profile)
-    with make_runner(target, accept_new_host_key=options.accept_new_host_key) as runner:
+    run_id = f"export-{uuid.uuid4().hex[:10]}"  # runs on one device never share a folder
+    with make_runner(target, accept_new_host_key=options.accept_new_host_key, run_id=run_id) as runner:
         info = runner.run("info", [])
         try:
             _model, version, _tool = tensorrt_facts(info, target.label)

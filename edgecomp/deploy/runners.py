@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import DeviceError, EdgecompError, RemoteError
+from ..errors import DeviceError, EdgecompError, RemoteError, UserInputError
 from .devices import Device, SshTarget
 
 TARGET_DIR = Path(__file__).parent / "target"
@@ -92,7 +92,8 @@ class Runner:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        self.close(keep=error is not None)
+        # A failing program leaves its folder for a look; a refusal of the user's input has nothing to show.
+        self.close(keep=error is not None and not isinstance(error, UserInputError))
 
     def _finish(self, program: str, done: subprocess.CompletedProcess, tag: Optional[str],
                 log_dir: Optional[Path]) -> dict[str, Any]:
