@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .augment import Augmenter
-from .console import console, progress  # noqa: F401 - progress: re-exported for older callers
+from .console import console, progress
 from .distributed import Dist
 from .errors import DivergenceError
 from .data import InputSpec, TensorBatches  # noqa: F401 - InputSpec: re-exported, it lives with the data
