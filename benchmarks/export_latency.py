@@ -35,7 +35,7 @@ import onnx
 import onnxruntime
 import torch
 
-from edgecomp.exporter import check_fidelity, export_onnx, export_onnx_int8_qdq, ort_session
+from edgecomp.deploy.export import check_fidelity, export_onnx, export_onnx_int8_qdq, ort_session
 from edgecomp.models import build_model
 from edgecomp.prune import Size, measure_size, prune_to
 from edgecomp.recipe import ModelSection, PruneSection

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from edgecomp.models import TINY_MODELS
-from edgecomp.runners import HostRunner
+from edgecomp.deploy.runners import HostRunner
 
 HERE = Path(__file__).resolve().parent
 NAME = "host_latency_repeatability"

@@ -17,8 +17,8 @@ def compress(recipe, *, out=None, resume=False):
 
 def export(*, run, **options):
     """Export a run's model (verified ONNX; int8 Q/DQ; TensorRT engine); returns an ExportResult.
-    Keyword arguments: see edgecomp.exporter.export."""
-    from .exporter import export as _export
+    Keyword arguments: see edgecomp.deploy.delivery.export."""
+    from .deploy.delivery import export as _export
 
     result = _export(run=run, **options)
     _refresh_report(result.info_path.parent)
@@ -27,9 +27,9 @@ def export(*, run, **options):
 
 def bench(**options):
     """Measure a run's model.onnx (run=DIR) or a model file (model=PATH) on a device (device="host", a profile
-    name or "ssh://user@host[:port]"); writes bench.json and returns a BenchResult.
-    Keyword arguments: see edgecomp.measure.bench."""
-    from .measure import bench as _bench
+    name or "ssh://user@host[:port]"; default: the recipe's device.name); writes bench.json, returns a BenchResult.
+    Keyword arguments: see edgecomp.deploy.bench.bench."""
+    from .deploy.bench import bench as _bench
 
     result = _bench(**options)
     _refresh_report(result.bench_path.parent)

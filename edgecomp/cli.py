@@ -74,23 +74,27 @@ def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory
 @app.command()
 def export(
     run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: newest under runs/)"),
-    onnx: bool = typer.Option(False, "--onnx", help="verified ONNX model (always written; the default output)"),
-    trt: bool = typer.Option(False, "--trt", help="also a TensorRT engine: built here, or on --device"),
+    onnx: bool = typer.Option(False, "--onnx", help="model.onnx alone: no Q/DQ model even for an int8 recipe"),
+    trt: bool = typer.Option(False, "--trt", help="also a TensorRT engine, built on --device"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the recipe's)"),
-    device: Optional[str] = typer.Option(None, "--device", help="build the engine there: NAME or ssh://user@host"),
+    device: Optional[str] = typer.Option(None, "--device",
+                                         help="where --trt builds: host, NAME or ssh://... (default: device.name)"),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: for the target's TensorRT)"),
     calib_images: Optional[int] = typer.Option(None, "--calib-images", help="int8 calibration images (default 512)"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="engine profile: batch 1..N (default 8)"),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="engine on this DLA core, GPU fallback"),
     fold_bn: Optional[bool] = typer.Option(None, "--fold-bn/--no-fold-bn", help="fold BN into convs (default on)"),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="accept and record a first-seen ssh host key (never a changed one)"),
 ) -> None:
     """Export a run's model: verified ONNX, Q/DQ INT8 ONNX, TensorRT engine."""
+    from .deploy.delivery import export as run_export
     from .errors import ExportError
-    from .exporter import export as run_export
 
     try:
         result = run_export(run=run or _newest_run(), trt=trt, precision=precision, device=device, opset=opset,
-                            calib_images=calib_images, max_batch=max_batch, dla_core=dla_core, fold_bn=fold_bn)
+                            calib_images=calib_images, max_batch=max_batch, dla_core=dla_core, fold_bn=fold_bn,
+                            accept_new_host_key=accept_new_host_key, onnx_only=onnx)
     except UserInputError as error:
         _fail(error)
     except ExportError as error:  # not the user's input: exit 1, still one line
@@ -108,38 +112,59 @@ def export(
 
 
 @app.command()
-def devices() -> None:
-    """List the known device profiles (edgecomp/devices/*.yaml)."""
-    from rich.console import Console
-    from rich.table import Table
+def devices(name: Optional[str] = typer.Argument(None, help="one profile, shown in full")) -> None:
+    """List the known device profiles (edgecomp/deploy/devices/*.yaml), or show one in full."""
+    from .deploy.devices import get_profile, load_profiles
 
-    from .devices import load_profiles
+    try:
+        if name is not None:
+            typer.echo(_profile_text(get_profile(name)))
+            return
+    except UserInputError as error:
+        _fail(error)
+    rows = [(p.name, p.gpu_arch or "-", f"{p.memory_gb:g}G" if p.memory_gb else "-", str(p.dla_cores),
+             "yes" if p.int8 else "no", _span(p.tensorrt_versions))
+            for p in load_profiles().values()]
+    header = ("name", "GPU", "mem", "DLA", "INT8", "TensorRT")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:  # plain columns: fits 80 characters, pipes cleanly
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    typer.echo("\n`edgecomp devices NAME` shows one profile in full. --device takes NAME,\n"
+               "a profile file, or ssh://user@host[:port].")
 
-    table = Table("name", "GPU", "memory", "DLA", "JetPack → TensorRT", "max opset", "INT8", "power mode",
-                  "description", title="device profiles (--device NAME, or ssh://user@host[:port])")
-    for p in load_profiles().values():
-        releases = ", ".join(f"{r.jetpack}→{r.tensorrt}" for r in p.jetpack_releases) or "-"
-        table.add_row(p.name, p.gpu_arch or "-", f"{p.memory_gb:g} GB" if p.memory_gb else "-", str(p.dla_cores),
-                      releases, str(p.max_onnx_opset or "-"), "yes" if p.int8 else "no",
-                      f"{p.power_mode.name} ({p.power_mode.id})" if p.power_mode else "-", p.description)
-    Console().print(table)
+
+def _span(versions: list[str]) -> str:
+    return "-" if not versions else versions[0] if len(versions) == 1 else f"{versions[0]}-{versions[-1]}"
+
+
+def _profile_text(p) -> str:
+    """One profile, one field a line (80 columns)."""
+    releases = [f"  JetPack {r.jetpack}: L4T {r.l4t}, TensorRT {r.tensorrt}, CUDA {r.cuda}" for r in p.jetpack_releases]
+    power = f"{p.power_mode.name} (nvpmodel -m {p.power_mode.id})" if p.power_mode else "-"
+    lines = [f"name:        {p.name}", f"description: {p.description}", f"GPU:         {p.gpu_arch or '-'}",
+             f"memory:      {f'{p.memory_gb:g} GB' if p.memory_gb else '-'}", f"DLA cores:   {p.dla_cores}",
+             f"INT8:        {'yes' if p.int8 else 'no'}", f"max opset:   {p.max_onnx_opset or '-'}",
+             f"power mode:  {power}", f"connection:  {p.connection or '-'}", "releases:", *(releases or ["  -"])]
+    return "\n".join(lines)
 
 
 @app.command()
 def bench(
     run: Optional[Path] = typer.Option(None, "--run", help="run directory: measures its model.onnx"),
     model: Optional[Path] = typer.Option(None, "--model", help="an .onnx model or a TensorRT .engine"),
-    device: str = typer.Option(..., "--device", help="host, a profile (edgecomp devices) or ssh://user@host[:port]"),
+    device: Optional[str] = typer.Option(None, "--device", help="host, a profile (edgecomp devices) or "
+                                         "ssh://user@host[:port] (default: the recipe's device.name, else host)"),
     iterations: int = typer.Option(100, "--iterations", help="timed inferences"),
     batch: int = typer.Option(1, "--batch", help="images per inference"),
     warmup: int = typer.Option(10, "--warmup", help="untimed inferences first"),
     backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or trtexec"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="engine built on the device: fp32, fp16, int8"),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="engine precision: fp32, fp16, int8 (default: the recipe's)"),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
                                              help="accept and record a first-seen ssh host key (never a changed one)"),
 ) -> None:
     """Measure latency, throughput, accuracy and power on a device; writes bench.json."""
-    from .measure import bench as run_bench
+    from .deploy.bench import bench as run_bench
 
     if run is None and model is None:
         try:
@@ -188,7 +213,7 @@ def study(
     except ValueError:
         raise UserInputError("--sizes/--magnitudes: give comma-separated numbers, e.g. 1.0,0.5") from None
     target = out or Path("runs") / f"{parsed.name}-study"
-    from .train import console, progress
+    from .console import console, progress
 
     with progress() as bar:
         task = bar.add_task("study cells", total=len(size_list) * len(magnitude_list), loss=0.0, rate=0.0)

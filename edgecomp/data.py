@@ -358,3 +358,30 @@ def channel_stats(stats: tuple[float, ...], channels: int) -> torch.Tensor:
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """The float input the model sees, always in standard N,C,H,W strides (see `as_nchw`)."""
     return as_nchw((images.float() / 255.0 - mean) / std)
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+@dataclass
+class InputSpec:
+    """How a uint8 batch becomes the model's input: training, evaluation, export and bench all use it."""
+
+    channels: int
+    size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+
+    @classmethod
+    def create(cls, model_cfg: ModelSection, mean, std, device: torch.device) -> "InputSpec":
+        return cls(model_cfg.in_channels, model_cfg.input_size, channel_stats(mean, model_cfg.in_channels),
+                   channel_stats(std, model_cfg.in_channels), device)
+
+    def prepare(self, images: torch.Tensor, augment=None, magnitude: float = 0.0, generator=None) -> torch.Tensor:
+        images = adapt_batch(images, self.channels, self.size)
+        pixels = augment(images, magnitude, generator) if augment is not None else images.float()
+        return normalize(pixels, self.mean, self.std).to(self.device, non_blocking=True)
+
+    def example(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.channels, self.size, self.size, device=self.device)

@@ -111,7 +111,7 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
     example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
     check_prunable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
     if recipe.prune.target.latency_ms is not None:
-        from .devices import resolve_device
+        from .deploy.devices import resolve_device
 
         device = resolve_device(recipe.prune.target.device)  # an unknown device fails before writing
         if device.is_local and device.profile is not None and device.profile.name != "host":
@@ -341,8 +341,8 @@ def _budget_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]
     target = ctx.recipe.prune.target
     if target.latency_ms is None or not ctx.dist.is_main:
         return {}
-    from .exporter import save_plain_onnx
-    from .measure import measure_latency_ms
+    from .deploy.export import save_plain_onnx
+    from .deploy.bench import measure_latency_ms
 
     with tempfile.TemporaryDirectory(prefix="edgecomp-budget-") as scratch:
         onnx_path = Path(scratch) / f"step_{step:03d}.onnx"

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
+from .precision import DEFAULT_PRECISION, Precision
 
 SHIPPED_RECIPES = Path(__file__).parent / "recipes"
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -347,17 +348,11 @@ class TeacherSection(Section):
         return self.kd_weight > 0 or self.difficulty.mode != DifficultyMode.none
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
 class ExportSection(Section):
     precision: Precision = Field(
-        Precision.fp32,
-        description="precision of the TensorRT engine: fp32, fp16 or int8 (int8 also writes a Q/DQ ONNX model); "
-        "the plain ONNX model is always fp32",
+        DEFAULT_PRECISION,
+        description="precision of the TensorRT engine: fp32, fp16 or int8 (int8 also writes a Q/DQ ONNX model "
+        "calibrated on training images); the plain ONNX model is always fp32",
     )
     opset: Optional[int] = Field(
         None, ge=13, le=20,
@@ -384,7 +379,9 @@ class ExportSection(Section):
 
 
 class DeviceSection(Section):
-    name: str = Field("host", description="target device profile or ssh://user@host[:port]")
+    name: str = Field(
+        "host", description="default --device of `edgecomp export --trt` and `edgecomp bench`: host, a device "
+        "profile or ssh://user@host[:port]")
     latency_iterations: int = Field(
         30, ge=0, description="timed batch-1 forward passes on the host after each step, alternating with the "
         "dense model: median, quartiles and speed-up over dense, a trend only (0: skip)"

@@ -11,50 +11,26 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn as nn
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .augment import Augmenter
+from .console import console, progress
 from .distributed import Dist
 from .errors import DivergenceError
-from .data import TensorBatches, adapt_batch, channel_stats, normalize
+from .data import InputSpec, TensorBatches  # noqa: F401 - InputSpec: re-exported, it lives with the data
 from .objective import LossStats, Objective, Views
-from .recipe import ModelSection, OptimSettings, Optimizer
+from .recipe import OptimSettings, Optimizer
 from .cpu_guard import unit_stride_1x1
 from .convergence import Plateau, PlateauRule
 from .models import read_checkpoint
 from .rundir import save_tensors
 from .watchdog import Watchdog
 
-console = Console(stderr=True)
-
-
-@dataclass
-class InputSpec:
-    """How a uint8 batch becomes the model's input."""
-
-    channels: int
-    size: int
-    mean: torch.Tensor
-    std: torch.Tensor
-    device: torch.device
-
-    @classmethod
-    def create(cls, model_cfg: ModelSection, mean, std, device: torch.device) -> "InputSpec":
-        return cls(model_cfg.in_channels, model_cfg.input_size, channel_stats(mean, model_cfg.in_channels),
-                   channel_stats(std, model_cfg.in_channels), device)
-
-    def prepare(self, images: torch.Tensor, augment=None, magnitude: float = 0.0, generator=None) -> torch.Tensor:
-        images = adapt_batch(images, self.channels, self.size)
-        pixels = augment(images, magnitude, generator) if augment is not None else images.float()
-        return normalize(pixels, self.mean, self.std).to(self.device, non_blocking=True)
-
-    def example(self, batch: int = 1) -> torch.Tensor:
-        return torch.zeros(batch, self.channels, self.size, self.size, device=self.device)
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
@@ -67,14 +43,6 @@ class EpochStats:
     @property
     def throughput(self) -> float:
         return self.images / max(self.seconds, 1e-9)
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[rate]:.0f} img/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-    )
 
 
 def make_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimizer:
@@ -177,7 +145,7 @@ def log_epoch(job: TrainJob, epoch: int, stats: EpochStats, extra: str = "") -> 
 class _Ticker:
     """After every batch: advance the progress bar and tell the watchdog the loop is alive."""
 
-    bar: Progress
+    bar: "Progress"
     task: Any
     watchdog: "Watchdog"
     epoch: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import pytest
 import edgecomp
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx
 from conftest import tiny_recipe
-from edgecomp.measure import BENCH_FILE, PARTIAL_FILE, BenchResult, measure_latency_ms, write_eval_data
+from edgecomp.deploy.artifacts import write_eval_data
+from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE, BenchResult, measure_latency_ms
 from edgecomp.models import build_model, model_payload
 from edgecomp.recipe import dump_recipe
 from edgecomp.rundir import RunDir, write_text
@@ -79,7 +81,7 @@ def test_run_without_model_onnx_says_export_first(tmp_path, fake_run):
     (["--model", "/nonexistent/m.onnx"], "--model: /nonexistent/m.onnx does not exist"),
     (["--model", "MODEL", "--batch", "0"], "--batch: must be >= 1"),
     (["--model", "MODEL", "--run", "/x"], "--run and --model: give one of them"),
-    (["--model", "MODEL", "--backend", "tvm"], "--backend/--precision"),
+    (["--model", "MODEL", "--backend", "tvm"], "--backend: must be auto, onnxruntime, tensorrt or trtexec"),
     (["--model", "NOTONNX"], "is not a readable ONNX model"),
     (["--model", "ENGINE"], "is a TensorRT engine but host has no TensorRT"),
 ])
@@ -165,8 +167,8 @@ class FakeJetson:
 
 def test_tensorrt_path_orchestration_with_a_fake_jetson(fake_run, tmp_path):
     """What the host asks a TensorRT device to do (no TensorRT here: the device is faked)."""
-    from edgecomp.devices import resolve_device
-    from edgecomp.measure import BenchOptions, measure, plan_job, _new_entry
+    from edgecomp.deploy.devices import resolve_device
+    from edgecomp.deploy.bench import BenchOptions, measure, plan_job, _new_entry
 
     target = resolve_device("jetson-orin-nano-8gb")
     options = BenchOptions(iterations=20, batch=2)
@@ -177,12 +179,15 @@ def test_tensorrt_path_orchestration_with_a_fake_jetson(fake_run, tmp_path):
     assert names == ["info", "build-model", "bench", "eval", "build-dense", "bench-dense"]
     build = dict(runner.calls)["build-model"]
     assert build[:4] == ["--onnx", "model.onnx", "--engine", "model.engine"]
-    assert "--shape=input:1x28x28" in build and build[build.index("--batch") + 1] == "2"
-    assert build[build.index("--precision") + 1] == "fp32"  # the recipe's export.precision
+    assert build[build.index("--shape") + 1] == "input:1x28x28"
+    assert build[build.index("--max-batch") + 1] == "8"  # export's profile (batch 1..8): its engine is reusable
+    assert build[build.index("--precision") + 1] == "fp16"  # the recipe's export.precision (default)
     bench = dict(runner.calls)["bench"]
     assert bench[:4] == ["--model", "model.engine", "--backend", "tensorrt"]
     assert dict(runner.calls)["eval"][:2] == ["--model", "model.engine"]
-    assert entry["engine"]["path"].endswith("bench-engines/model-jetson-orin-nano-8gb-trt10.3.0-fp32-b2.engine")
-    assert entry["speedup"] == pytest.approx(2.0) and entry["accuracy"] == 0.5
-    assert entry["power"] == {"mean_mw": 5000.0} and entry["precision"] == "fp32"
+    engine = Path(entry["engine"]["path"])
+    assert engine.parent == fake_run.resolve() / "engines"  # export's store, shared
+    assert engine.name.startswith("nvidia-jetson-orin-nano-developer-kit_trt10.3.0_fp16_input-1x1x28x28-8x1x28x28")
+    assert entry["speedup"] == pytest.approx(2.0) and entry["accuracy"] == 0.5 and entry["accuracy_split"] == "val"
+    assert entry["power"] == {"mean_mw": 5000.0} and entry["precision"] == "fp16"
     assert any("power mode is 7W" in w and "nvpmodel -m 0" in w for w in entry["warnings"])

@@ -3,7 +3,7 @@ import json
 import pytest
 import yaml
 
-from conftest import run_cli, tiny_recipe_dict
+from conftest import REPO, run_cli, tiny_recipe_dict
 
 
 def assert_user_error(result, *fragments):
@@ -80,3 +80,37 @@ def test_recipe_schema_is_json_schema():
 
 def test_report_without_runs(tmp_path):
     assert_user_error(run_cli("report", cwd=tmp_path), "--run: no run under runs/")
+
+
+def test_readme_command_reference_matches_the_cli():
+    """Every flag the README's command block shows exists, and every export/bench/devices option is documented."""
+    import re
+
+    import typer
+
+    from edgecomp.cli import app
+
+    group = typer.main.get_command(app)
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Commands", 1)[1].split("```")[1]
+    shown: dict[str, set[str]] = {}
+    command = None
+    for line in block.splitlines():
+        words = line.split()
+        if line[:1].strip():  # a new command line (continuations are indented)
+            command = (" ".join(words[1:3]) if words[1:2] == ["recipe"] else words[1]) \
+                if words[0] == "edgecomp" else None
+        if command is not None and line.strip():
+            shown.setdefault(command, set()).update(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line.split("#")[0]))
+    assert {"compress", "export", "bench", "devices", "study", "report", "recipe check"} <= set(shown)
+    for name, flags in shown.items():
+        found = group
+        for word in name.split():
+            found = found.commands[word]
+        params = found.params
+        known = {opt for param in params for opt in (*param.opts, *param.secondary_opts)}
+        assert flags <= known, (name, flags - known)
+    for name in ("export", "bench"):
+        for param in group.commands[name].params:
+            spellings = [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
+            assert not spellings or any(o in readme for o in spellings), f"edgecomp {name} {spellings}: not in README"

@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from bench_helpers import REPO, assert_one_line_error, cli
-from edgecomp.devices import (
+from edgecomp.deploy.devices import (
     PROFILE_DIR, DeviceProfile, SshTarget, get_profile, load_profile_file, load_profiles, parse_ssh_url,
     resolve_device,
 )
 from edgecomp.errors import DeviceError, UserInputError
-from edgecomp.runners import HostRunner, SshRunner, make_runner
+from edgecomp.deploy.runners import HostRunner, SshRunner, make_runner
 
 EXPECTED = {"host", "jetson-orin-nano-8gb", "jetson-orin-nano-8gb-super", "jetson-orin-nx-16gb",
             "jetson-agx-orin-64gb", "jetson-xavier-nx", "jetson-nano"}
@@ -158,4 +158,9 @@ def test_devices_command_lists_every_profile():
     assert result.returncode == 0, result.stderr
     for name in EXPECTED:
         assert name in result.stdout
-    assert "MAXN_SUPER" in result.stdout and "sm_53" in result.stdout
+    assert "sm_53" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80  # an 80-column terminal
+    one = cli("devices", "jetson-orin-nano-8gb-super")
+    assert one.returncode == 0 and "MAXN_SUPER" in one.stdout and "JetPack 6.2" in one.stdout
+    assert max(len(line) for line in one.stdout.splitlines()) <= 80
+    assert_one_line_error(cli("devices", "jetson-orin-nano-9gb"), 2, "did you mean")

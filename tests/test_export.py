@@ -1,16 +1,20 @@
 """edgecomp export: ONNX fidelity, BatchNorm folding, INT8 Q/DQ, engine keys, TensorRT builder branches.
 
 Every ONNX check runs the real exporter and onnxruntime (CPU) on real Fashion-MNIST images.
-The TensorRT tests inject a FAKE `tensorrt` module that records the builder calls: they check which
-API calls the code makes for TensorRT 8.x, 10.x and 11; they are not real TensorRT runs (TensorRT
-cannot be installed on this host).
+The TensorRT tests inject a FAKE `tensorrt` module that records the builder calls of the one engine
+builder (deploy/target/build.py): they check which API calls it makes for TensorRT 8.x, 10.x and 11;
+they are not real TensorRT runs (TensorRT cannot be installed on this host). The engine path tests
+(store, reuse, host and device command lines) use recording runners, not devices.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
+import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,16 +27,21 @@ import torch.nn as nn
 
 import edgecomp
 from conftest import run_cli, tiny_recipe
-from edgecomp import exporter, trt_build
+from edgecomp.deploy import bench as deploy_bench, builder, delivery, engines, export as exporter
+from edgecomp.deploy.runners import HostRunner, Runner, SshRunner
+from edgecomp.deploy.devices import SshTarget, resolve_device
+from edgecomp.deploy.target import build as target_build
 from edgecomp.data import TensorBatches, load_data
+from edgecomp.errors import DeviceError, RemoteError, UserInputError
 from edgecomp.errors import EngineMismatchError, ExportError, ExportInputError
-from edgecomp.exporter import (EngineTarget, check_fidelity, conv_bn_pairs, export_onnx, fold_batchnorm,
-                               ort_session, resolve_options, take_images, target_opset)
+from edgecomp.deploy.export import (check_fidelity, conv_bn_pairs, export_onnx, fold_batchnorm, ort_session,
+                                   resolve_options, take_images, target_opset)
 from edgecomp.models import build_model, load_model_file, model_payload
 from edgecomp.prune import Size, measure_size, prune_to
 from edgecomp.recipe import AuxSection, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
 from edgecomp.rundir import RunDir, save_tensors, write_text
-from edgecomp.train import InputSpec
+from edgecomp.data import InputSpec
+from edgecomp.precision import Precision
 
 ATOL = 1e-4
 
@@ -84,7 +93,6 @@ def assert_onnx_matches(path: Path, model: nn.Module, images: torch.Tensor, batc
 
 
 def pruned(model: nn.Module, example: torch.Tensor, monkeypatch, keep: float = 0.5) -> nn.Module:
-    monkeypatch.setattr("edgecomp.prune.INCREMENTS", 10)  # coarser landing, same code: keeps the test fast
     dense = measure_size(model, example)
     prune_to(model, example, PruneSection(target={"macs": keep}, round_to=8), Size(int(dense.macs * keep), 0), 10)
     return model.eval()
@@ -125,9 +133,7 @@ def trained_run(tmp_path_factory, fashion_root) -> Path:
     torch.manual_seed(0)
     model = fit(build_model(recipe.model), images, labels, epochs=2, lr=0.05)
     dense = measure_size(model, spec.example())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("edgecomp.prune.INCREMENTS", 40)
-        size = prune_to(model, spec.example(), recipe.prune, Size(int(dense.macs * 0.5), 0), 10)
+    size = prune_to(model, spec.example(), recipe.prune, Size(int(dense.macs * 0.5), 0), 10)
     model = fit(model, images, labels, epochs=1, lr=0.01)
     root.mkdir(parents=True)
     write_text(root / "recipe.yaml", dump_recipe(recipe))
@@ -333,17 +339,21 @@ def test_aux_summary_reads_metrics_rows():
 
 def options(**given):
     trt, precision = given.pop("trt", False), given.pop("precision", None)
-    return resolve_options(ExportSection(), trt=trt, precision=precision, **given)
+    onnx_only = given.pop("onnx_only", False)
+    return resolve_options(ExportSection(), trt=trt, precision=precision, onnx_only=onnx_only, **given)
 
 
 @pytest.mark.parametrize("given, message", [
     ({"precision": "fp16"}, "--precision fp16: fp16 is a TensorRT build setting"),
     ({"precision": "fp8"}, "--precision: must be fp32, fp16 or int8"),
-    ({"calib_images": 100}, "--calib-images: used only by the onnx_int8 (--precision int8) export"),
+    ({"calib_images": 100, "precision": "fp32"}, "--calib-images: used only by the onnx_int8 (--precision int8) export"),
     ({"device": "jetson-nano"}, "--device: used only by the engine (--trt) export"),
+    ({"accept_new_host_key": True}, "--accept-new-host-key: used only by the engine (--trt) export"),
     ({"max_batch": 4}, "--max-batch: used only by the engine (--trt) export"),
-    ({"trt": True, "dla_core": 0}, "--dla-core: the DLA runs fp16 or int8 only"),
+    ({"trt": True, "precision": "fp32", "dla_core": 0}, "--dla-core: the DLA runs fp16 or int8 only"),
     ({"opset": 9}, "--opset: must be 13..20"),
+    ({"onnx_only": True, "trt": True}, "--onnx: writes model.onnx alone"),
+    ({"onnx_only": True, "precision": "int8"}, "--precision int8: --onnx writes the fp32 model.onnx alone"),
 ])
 def test_bad_arguments_are_refused(given, message):
     with pytest.raises(ExportInputError, match="^export error: " + message.replace("(", r"\(").replace(")", r"\)")):
@@ -354,51 +364,69 @@ def test_arguments_resolve_over_the_recipe():
     chosen = options(trt=True, precision="int8", max_batch=4, calib_images=64, dla_core=1)
     assert [f.name for f in chosen.formats] == ["onnx", "onnx_int8", "engine"]
     assert (chosen.max_batch, chosen.calib_images, chosen.dla_core, chosen.opset) == (4, 64, 1, None)
-    recipe_fp16 = resolve_options(ExportSection(precision="fp16"), trt=False, precision=None)
-    assert recipe_fp16.precision == "fp32"  # the recipe's fp16 concerns the engine only
+    assert chosen.precision is Precision.int8
+    recipe_int8 = resolve_options(ExportSection(precision="int8"), trt=False, precision=None)
+    assert [f.name for f in recipe_int8.formats] == ["onnx", "onnx_int8"]
+    only = resolve_options(ExportSection(precision="int8"), trt=False, precision=None, onnx_only=True)
+    assert [f.name for f in only.formats] == ["onnx"]  # --onnx: the recipe's int8 does not add the Q/DQ model
+
+
+def test_one_precision_default():
+    """The recipe, export and bench take their default from edgecomp.precision; build.py has none."""
+    from edgecomp.precision import DEFAULT_PRECISION
+
+    assert ExportSection().precision is DEFAULT_PRECISION
+    assert options(trt=True).precision is DEFAULT_PRECISION
+    assert deploy_bench.Job(model=Path("m.onnx"), out_dir=Path(".")).precision is DEFAULT_PRECISION
+    build_parser = target_build.parser()
+    precision = next(a for a in build_parser._actions if a.dest == "precision")
+    assert precision.required and precision.default is None
+    assert list(precision.choices) == [p.value for p in Precision]
 
 
 def test_opset_follows_the_target_tensorrt():
-    assert trt_build.default_opset(None) == 17
-    assert trt_build.default_opset("8.5.2.2") == trt_build.default_opset("8.6.2") == 17
-    assert trt_build.default_opset("10.3.0.30") == 19
-    assert trt_build.default_opset("8.2.1") == 13
+    assert exporter.default_opset(None) == 17
+    assert exporter.default_opset("8.5.2.2") == exporter.default_opset("8.6.2") == 17
+    assert exporter.default_opset("10.3.0.30") == 19
+    assert exporter.default_opset("8.2.1") == 13
     plain = options()
-    assert target_opset(plain, None) == 17
-    assert target_opset(plain, EngineTarget(trt_versions=["10.3.0"])) == 19
-    assert target_opset(plain, EngineTarget(trt_versions=["8.5", "10.3"], max_opset=17)) == 17
-    assert target_opset(options(opset=13), EngineTarget(trt_versions=["10.3.0"])) == 13
+    assert target_opset(plain, []) == 17
+    assert target_opset(plain, ["10.3.0"]) == 19
+    assert target_opset(plain, ["8.5", "10.3"], max_opset=17) == 17
+    assert target_opset(options(opset=13), ["10.3.0"]) == 13
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_cli_trt_without_tensorrt_exits_2_with_the_device_commands(tmp_path):
+    """The host's facts come from info.py through the HostRunner: no TensorRT, refused before any work."""
     run = minimal_run(tmp_path / "run")
     result = run_cli("export", "--run", str(run), "--trt", "--precision", "fp16")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert "TensorRT is not available on this machine" in lines[0]
+    assert "--trt: host has no TensorRT" in lines[0]
     assert f"edgecomp export --run {run} --trt --precision fp16 --device ssh://user@jetson" in lines[0]
-    assert ("/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=model.engine --fp16 "
-            "--minShapes=input:1x1x28x28 --optShapes=input:8x1x28x28 --maxShapes=input:8x1x28x28") in lines[0]
+    assert ("/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=model.engine --skipInference --fp16 "
+            "--memPoolSize=workspace:1024M --minShapes=input:1x1x28x28 --optShapes=input:8x1x28x28 "
+            "--maxShapes=input:8x1x28x28") in lines[0]
     assert not (run / "model.onnx").exists()  # refused before any work
 
 
 def test_cli_bad_argument_exits_2(tmp_path):
-    result = run_cli("export", "--run", str(minimal_run(tmp_path / "run")), "--calib-images", "10")
-    assert result.returncode == 2 and result.stderr.strip().startswith("export error: --calib-images")
+    result = run_cli("export", "--run", str(minimal_run(tmp_path / "run")), "--max-batch", "4")
+    assert result.returncode == 2 and result.stderr.strip().startswith("export error: --max-batch")
 
 
 # ---------------------------------------------------------------- engine keys
 
 
-SHAPES = trt_build.shapes_for("input", 1, 28, 8)
+SHAPES = engines.shapes_for("input", (1, 28, 28), 8)
 
 
 def key(**change):
     fields = {"device": "NVIDIA Jetson Orin Nano", "trt_version": "10.3.0.30", "precision": "fp16",
               "shapes": SHAPES, "onnx_sha256": "ab" * 32, **change}
-    return trt_build.engine_key(**fields)
+    return engines.engine_key(**fields)
 
 
 def test_engine_key_names_its_fields():
@@ -406,32 +434,33 @@ def test_engine_key_names_its_fields():
     assert wanted.fields()["shapes"] == {"input": "1x1x28x28/8x1x28x28/8x1x28x28"}
     assert wanted.name.startswith("nvidia-jetson-orin-nano_trt10.3.0.30_fp16_input-1x1x28x28-8x1x28x28")
     assert len({key().name, key(trt_version="8.6.2").name, key(precision="int8").name,
-                key(shapes=trt_build.shapes_for("input", 1, 28, 1)).name, key(onnx_sha256="cd" * 32).name}) == 5
+                key(shapes=engines.shapes_for("input", (1, 28, 28), 1)).name, key(onnx_sha256="cd" * 32).name,
+                key(dla_core=0).name}) == 6
 
 
 def test_engine_store_find_and_refuse_a_mismatch(tmp_path):
     wanted = key()
-    assert trt_build.find_engine(tmp_path, wanted) is None
-    path = trt_build.store_engine(tmp_path, wanted, b"plan", {"flags": ["FP16"]})
-    assert trt_build.find_engine(tmp_path, wanted) == path
-    assert trt_build.find_engine(tmp_path, key(trt_version="8.6.2")) is None  # another key: not this file
+    assert engines.find_engine(tmp_path, wanted) is None
+    path = engines.store_engine(tmp_path, wanted, b"plan", {"flags": ["FP16"]})
+    assert engines.find_engine(tmp_path, wanted) == path
+    assert engines.find_engine(tmp_path, key(trt_version="8.6.2")) is None  # another key: not this file
     with pytest.raises(EngineMismatchError, match=r"trt_version '10.3.0.30' \(needed '8.6.2'\)"):
-        trt_build.check_engine(path, key(trt_version="8.6.2"))
+        engines.check_engine(path, key(trt_version="8.6.2"))
     record = json.loads(path.with_suffix(".json").read_text())
     record["key"]["device"] = "NVIDIA Jetson AGX Orin"  # a key file that disagrees with its name
     path.with_suffix(".json").write_text(json.dumps(record))
     with pytest.raises(EngineMismatchError, match="device 'NVIDIA Jetson AGX Orin'"):
-        trt_build.find_engine(tmp_path, wanted)
+        engines.find_engine(tmp_path, wanted)
     path.with_suffix(".json").unlink()
     with pytest.raises(EngineMismatchError, match="no key file"):
-        trt_build.find_engine(tmp_path, wanted)
+        engines.find_engine(tmp_path, wanted)
 
 
-# ---------------------------------------------------------------- TensorRT builder, against a fake module
+# ---------------------------------------------------------------- build.py, against a fake TensorRT module
 
 
 def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", parse_ok: bool = True,
-                  gpu_only: tuple[str, ...] = ()) -> types.ModuleType:
+                  fp16_flag: bool = True) -> types.ModuleType:
     """A FAKE `tensorrt` module: records every builder call in `.log`. Not TensorRT."""
     log: list[tuple] = []
 
@@ -442,10 +471,10 @@ def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", 
             log.append(("logger", level))
 
     class Network:
-        num_layers = 3
+        num_inputs = 1
 
-        def get_layer(self, index):
-            return SimpleNamespace(name=["conv", "relu", "gemm"][index])
+        def get_input(self, index):
+            return SimpleNamespace(name="input", shape=(-1, 1, 28, 28))
 
     class OnnxParser:
         num_errors = 0 if parse_ok else 1
@@ -453,8 +482,8 @@ def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", 
         def __init__(self, network, logger):
             pass
 
-        def parse(self, data):
-            log.append(("parse", len(data)))
+        def parse_from_file(self, path):
+            log.append(("parse", Path(path).name))
             return parse_ok
 
         def get_error(self, index):
@@ -462,7 +491,7 @@ def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", 
 
     class Profile:
         def set_shape(self, name, smallest, optimal, largest):
-            log.append(("set_shape", name, smallest, optimal, largest))
+            log.append(("set_shape", name, tuple(smallest), tuple(optimal), tuple(largest)))
 
     class TimingCache:
         def __init__(self, data):
@@ -472,7 +501,7 @@ def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", 
             return b"cache+" + self.data
 
     class Config:
-        int8_calibrator, default_device_type, DLA_core, cache = None, "GPU", -1, None
+        default_device_type, DLA_core, cache = "GPU", -1, None
 
         def set_memory_pool_limit(self, pool, size):
             log.append(("memory_pool", pool, size))
@@ -482,12 +511,6 @@ def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", 
 
         def set_flag(self, flag):
             log.append(("flag", flag))
-
-        def set_calibration_profile(self, profile):
-            log.append(("calibration_profile",))
-
-        def can_run_on_DLA(self, layer):
-            return layer.name not in gpu_only
 
         def create_timing_cache(self, data):
             log.append(("timing_cache", bytes(data)))
@@ -502,9 +525,10 @@ def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", 
 
     class Builder:
         num_DLA_cores = dla_cores
+        platform_has_fast_fp16 = platform_has_fast_int8 = True
 
         def __init__(self, logger):
-            self.config = None
+            pass
 
         def create_network(self, flags):
             log.append(("create_network", flags))
@@ -521,152 +545,236 @@ def fake_tensorrt(version: str, *, dla_cores: int = 0, plan=b"serialized-plan", 
             log.append(("build",))
             return plan
 
-    class IInt8EntropyCalibrator2:
-        def __init__(self):
-            log.append(("calibrator_base_init",))
-
     module = types.ModuleType("tensorrt")
     module.__version__, module.log = version, log
     module.Logger, module.Builder, module.OnnxParser = Logger, Builder, OnnxParser
-    module.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
     module.NetworkDefinitionCreationFlag = SimpleNamespace(EXPLICIT_BATCH=0)
     module.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
-    module.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK")
+    flags = {"INT8": "INT8", "GPU_FALLBACK": "GPU_FALLBACK", **({"FP16": "FP16"} if fp16_flag else {})}
+    module.BuilderFlag = SimpleNamespace(**flags)
     module.DeviceType = SimpleNamespace(DLA="DLA", GPU="GPU")
     return module
 
 
-def build(trt, tmp_path, **settings):
-    onnx_path = tmp_path / "model.onnx"
-    onnx_path.write_bytes(b"not-parsed-by-the-fake")
-    return trt_build.build_engine(trt, onnx_path, trt_build.BuildSettings(shapes=SHAPES, **settings))
+def build(trt, tmp_path, monkeypatch, *extra: str, precision: str = "fp32") -> dict:
+    """build.py's API path with the fake module, from its own command line."""
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    (tmp_path / "model.onnx").write_bytes(b"not-parsed-by-the-fake")
+    args = target_build.parser().parse_args(
+        ["--onnx", str(tmp_path / "model.onnx"), "--engine", str(tmp_path / "model.engine"), "--precision",
+         precision, "--batch", "8", "--max-batch", "8", *extra])
+    return target_build.run(args)
 
 
 @pytest.mark.parametrize("version, flags", [("8.5.2.2", 1), ("8.6.2", 1), ("10.3.0.30", 0)])
-def test_fake_trt_explicit_batch_workspace_profile(version, flags, tmp_path):
+def test_fake_trt_explicit_batch_workspace_profile(version, flags, tmp_path, monkeypatch):
     """Fake TensorRT (not a real run): 8.x sets EXPLICIT_BATCH, 10.x passes 0; workspace and profile."""
     trt = fake_tensorrt(version)
-    report = build(trt, tmp_path, precision="fp32", workspace_mib=256)
+    result = build(trt, tmp_path, monkeypatch, "--workspace-mb", "256")
     assert ("create_network", flags) in trt.log
     assert ("memory_pool", "WORKSPACE", 256 << 20) in trt.log
     assert ("set_shape", "input", (1, 1, 28, 28), (8, 1, 28, 28), (8, 1, 28, 28)) in trt.log
-    assert report.plan == b"serialized-plan" and report.flags == (["EXPLICIT_BATCH"] if flags else [])
+    assert (tmp_path / "model.engine").read_bytes() == b"serialized-plan" and result["tensorrt"] == version
     assert not any(event[0] == "flag" for event in trt.log)
 
 
 @pytest.mark.parametrize("version", ["8.6.2", "10.3.0.30"])
 def test_fake_trt_fp16_and_int8_flags(version, tmp_path, monkeypatch):
-    """Fake TensorRT (not a real run): FP16 flag; INT8 flag + entropy calibrator + calibration profile."""
+    """Fake TensorRT (not a real run): FP16; int8 = FP16 + INT8 flags and no calibrator (the Q/DQ scales)."""
     trt = fake_tensorrt(version)
-    assert build(trt, tmp_path, precision="fp16").flags[-1:] == ["FP16"] and ("flag", "FP16") in trt.log
+    build(trt, tmp_path, monkeypatch, precision="fp16")
+    assert [e for e in trt.log if e[0] == "flag"] == [("flag", "FP16")]
     trt = fake_tensorrt(version)
-    images = np.random.default_rng(0).standard_normal((20, 1, 28, 28)).astype(np.float32)
-    cache = tmp_path / "calib.cache"
-    build(trt, tmp_path, precision="int8", calib_images=images, calib_cache=cache)
-    assert ("flag", "INT8") in trt.log and ("calibration_profile",) in trt.log
-    calibrator = trt.config.int8_calibrator
-    assert isinstance(calibrator, trt.IInt8EntropyCalibrator2) and calibrator.get_batch_size() == 8
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self: self)  # no GPU here: host memory stands in
-    pointers = [calibrator.get_batch(["input"]) for _ in range(3)]
-    assert all(isinstance(p, list) and len(p) == 1 for p in pointers[:2]) and pointers[2] is None  # 16 of 20
-    assert calibrator.read_calibration_cache() is None
-    calibrator.write_calibration_cache(b"scales")
-    assert cache.read_bytes() == b"scales" and calibrator.read_calibration_cache() == b"scales"
+    build(trt, tmp_path, monkeypatch, precision="int8")
+    assert [e for e in trt.log if e[0] == "flag"] == [("flag", "FP16"), ("flag", "INT8")]
+    assert not hasattr(trt.config, "int8_calibrator")
 
 
-def test_fake_trt_11_has_no_precision_flags(tmp_path):
+def test_fake_trt_11_has_no_precision_flags(tmp_path, monkeypatch):
     """Fake TensorRT 11 (not a real run): FP16/INT8 builder flags are gone; the refusal says so."""
-    with pytest.raises(ExportInputError, match="has no FP16/INT8 builder flags"):
-        build(fake_tensorrt("11.0.0"), tmp_path, precision="fp16")
-    assert build(fake_tensorrt("11.0.0"), tmp_path, precision="fp32").plan
+    with pytest.raises(RuntimeError, match="has no FP16 flag"):
+        build(fake_tensorrt("11.0.0", fp16_flag=False), tmp_path, monkeypatch, precision="fp16")
+    assert build(fake_tensorrt("11.0.0", fp16_flag=False), tmp_path, monkeypatch)["bytes"] > 0
 
 
-def test_fake_trt_dla_with_gpu_fallback(tmp_path):
-    """Fake TensorRT (not a real run): DLA core, GPU_FALLBACK, and the layers that fall back."""
-    trt = fake_tensorrt("8.5.2.2", dla_cores=2, gpu_only=("gemm",))
-    report = build(trt, tmp_path, precision="fp16", dla_core=1)
+def test_fake_trt_dla_with_gpu_fallback(tmp_path, monkeypatch):
+    """Fake TensorRT (not a real run): DLA core and GPU_FALLBACK; a missing core is refused."""
+    trt = fake_tensorrt("8.5.2.2", dla_cores=2)
+    build(trt, tmp_path, monkeypatch, "--dla", "1", precision="fp16")
     assert trt.config.default_device_type == "DLA" and trt.config.DLA_core == 1
-    assert ("flag", "GPU_FALLBACK") in trt.log and report.dla_fallback == ["gemm"]
-    with pytest.raises(ExportInputError, match="--dla-core 0: this device has 0 DLA core"):
-        build(fake_tensorrt("10.3.0", dla_cores=0), tmp_path, precision="fp16", dla_core=0)
+    assert ("flag", "GPU_FALLBACK") in trt.log
+    with pytest.raises(RuntimeError, match="--dla 0: this device has 0 DLA cores"):
+        build(fake_tensorrt("10.3.0", dla_cores=0), tmp_path, monkeypatch, "--dla", "0", precision="fp16")
 
 
-def test_fake_trt_failures_are_clear(tmp_path):
-    """Fake TensorRT (not a real run): a None plan and a parser error become one-line ExportErrors."""
-    with pytest.raises(ExportError, match="build_serialized_network returned None"):
-        build(fake_tensorrt("10.3.0", plan=None), tmp_path, precision="fp32")
-    with pytest.raises(ExportError, match="cannot parse .*UNSUPPORTED_NODE"):
-        build(fake_tensorrt("8.6.2", parse_ok=False), tmp_path, precision="fp32")
+def test_fake_trt_failures_are_clear(tmp_path, monkeypatch):
+    """Fake TensorRT (not a real run): a None plan and a parser error become one-line errors."""
+    with pytest.raises(RuntimeError, match="engine build failed"):
+        build(fake_tensorrt("10.3.0", plan=None), tmp_path, monkeypatch)
+    with pytest.raises(RuntimeError, match="cannot parse .*UNSUPPORTED_NODE"):
+        build(fake_tensorrt("8.6.2", parse_ok=False), tmp_path, monkeypatch)
 
 
-def test_fake_trt_timing_cache_round_trip(tmp_path):
+def test_fake_trt_timing_cache_round_trip(tmp_path, monkeypatch):
     """Fake TensorRT (not a real run): the timing cache is loaded when present and saved after the build."""
     cache = tmp_path / "timing.cache"
-    assert build(fake_tensorrt("10.3.0"), tmp_path, precision="fp32", timing_cache=cache).timing_cache == "new"
+    build(fake_tensorrt("10.3.0"), tmp_path, monkeypatch, "--timing-cache", str(cache))
     assert cache.read_bytes() == b"cache+"
     trt = fake_tensorrt("10.3.0")
-    assert build(trt, tmp_path, precision="fp32", timing_cache=cache).timing_cache == "loaded"
+    build(trt, tmp_path, monkeypatch, "--timing-cache", str(cache))
     assert ("timing_cache", b"cache+") in trt.log
 
 
-def test_fake_trt_local_engine_is_stored_then_reused(tmp_path, monkeypatch):
-    """Fake TensorRT (not a real run): choose the local builder, store the engine under its key, reuse it."""
-    trt = fake_tensorrt("10.3.0.30")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(trt_build, "local_device_model", lambda: "NVIDIA H100")
-    chosen = options(trt=True, precision="fp16")
-    target = exporter.choose_engine_target(chosen, tmp_path, SHAPES)
-    assert target.trt is trt and target_opset(chosen, target) == 19
+# ---------------------------------------------------------------- the one engine path (recording runners)
+
+INFO = {"model": "NVIDIA Jetson Orin Nano Developer Kit", "tensorrt": "10.3.0.30", "trtexec": None}
+
+
+class RecordingDevice(Runner):
+    """Not a device: answers the target programs with canned JSON and records every call."""
+
+    label = "recording-orin"
+
+    def __init__(self, info=INFO):
+        self.info, self.calls, self.staged = info, [], {}
+
+    def stage(self, path, name):
+        self.staged[name] = Path(path)
+        return name
+
+    def output(self, name):
+        return name
+
+    def fetch(self, remote, local):
+        if not remote.endswith(".engine"):
+            raise RemoteError(f"no {remote}")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(b"plan of " + self.staged[remote.replace(".engine", ".onnx")].name.encode())
+
+    def run(self, program, args, *, tag=None, log_dir=None):
+        self.calls.append((program, list(args)))
+        answers = {"info": self.info, "build": {"tool": "api", "tensorrt": self.info["tensorrt"], "notes": []},
+                   "bench": {"latency_ms": {"p50": 1.0, "p99": 1.5}, "throughput_fps": 1000.0},
+                   "eval": {"accuracy": 0.5, "samples": 64}}
+        return answers[program]
+
+    def builds(self):
+        return [args for program, args in self.calls if program == "build"]
+
+
+def export_on(device: RecordingDevice, run: Path, monkeypatch, **arguments):
+    monkeypatch.setattr(delivery, "make_runner", lambda target, **_: device)
+    return edgecomp.export(run=run, trt=True, **arguments)
+
+
+def test_export_builds_through_build_py_then_reuses(tmp_path, monkeypatch, fashion_root):
+    """export --trt: the engine comes from build.py on the runner, is stored under its key, and is reused."""
+    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
+    device = RecordingDevice()
+    first = export_on(device, run, monkeypatch, precision="fp16")
+    assert len(device.builds()) == 1
+    args = device.builds()[0]
+    assert args[args.index("--precision") + 1] == "fp16" and args[args.index("--onnx") + 1] == "model.onnx"
+    assert first.engine_path.read_bytes() == b"plan of model.onnx"
+    assert first.info["engine"]["key"]["device"] == INFO["model"] and not first.info["engine"]["reused"]
+    assert first.info["onnx"]["opset"] == 19  # TensorRT 10.3 on the target
+    second = export_on(device, run, monkeypatch, precision="fp16")
+    assert len(device.builds()) == 1 and second.info["engine"]["reused"]
+    assert second.engine_path == first.engine_path
+
+
+def test_bench_reuses_the_engine_export_built(tmp_path, monkeypatch, fashion_root):
+    """bench on the device export built for asks the store for the same key: no second build."""
+    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
+    exported = export_on(RecordingDevice(), run, monkeypatch, precision="fp16")
+    device = RecordingDevice()
+    options = deploy_bench._options(10, 1, 2, "tensorrt", None)
+    with tempfile.TemporaryDirectory() as scratch:
+        job = deploy_bench.plan_job(run, None, options, Path(scratch), evaluate=False)
+        target = resolve_device("ssh://me@jetson")
+        entry = deploy_bench._new_entry(target, job, options)
+        deploy_bench.measure(device, target, job, options, entry, None)
+    assert device.builds() == [] and entry["engine"]["reused"]
+    assert Path(entry["engine"]["path"]) == exported.engine_path and entry["precision"] == "fp16"
+    bench_call = next(args for program, args in device.calls if program == "bench")
+    assert bench_call[bench_call.index("--model") + 1] == "model.engine"
+
+
+def test_int8_engine_needs_the_qdq_model(tmp_path):
+    """INT8 has one meaning: a float model is refused, not calibrated on whatever images are at hand."""
+    from bench_helpers import export_onnx as tiny_onnx
+
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    request = builder.EngineRequest(onnx=onnx_path, precision=Precision.int8, shapes=SHAPES)
+    with pytest.raises(UserInputError, match="has no Q/DQ nodes"):
+        builder.obtain_engine(RecordingDevice(), INFO, request, tmp_path / "engines")
+    fp32_dla = builder.EngineRequest(onnx=onnx_path, precision=Precision.fp32, shapes=SHAPES, dla_core=0)
+    with pytest.raises(UserInputError, match="the DLA runs fp16 or int8 only"):
+        builder.obtain_engine(RecordingDevice(), INFO, fp32_dla, tmp_path / "engines")
+    fp16 = builder.EngineRequest(onnx=onnx_path, precision=Precision.fp16, shapes=SHAPES)
+    no_trt = {"model": "x", "tensorrt": None}
+    with pytest.raises(DeviceError, match="no TensorRT there"):
+        builder.obtain_engine(RecordingDevice(no_trt), no_trt, fp16, tmp_path / "engines")
+
+
+def captured_builds(runner, monkeypatch, request, store: Path) -> list[str]:
+    """Run obtain_engine on a real runner whose subprocesses are faked; return build.py's arguments."""
+    from edgecomp.deploy import runners
+
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        stdout = "{}"
+        if command[0] == "scp" and ":" not in command[-1]:  # a fetch: the engine comes back
+            Path(command[-1]).write_bytes(b"plan")
+        elif command[0] != "scp" and "build.py" in " ".join(command):
+            if kwargs.get("cwd"):  # the host runner's working folder
+                (Path(kwargs["cwd"]) / "model.engine").write_bytes(b"plan")
+            stdout = json.dumps({"tool": "api", "tensorrt": "10.3.0.30"})
+        return subprocess.CompletedProcess(command, 0, stdout, "")
+
+    monkeypatch.setattr(runners.subprocess, "run", fake_run)
+    with runner:
+        builder.obtain_engine(runner, INFO, request, store)
+    build = next(c for c in commands if "build.py" in " ".join(c) and c[0] != "scp")
+    if build[0] == "ssh":  # ssh ... -- dest "sh -c 'cd DIR && exec python3 build.py ARGS'"
+        inner = shlex.split(shlex.split(build[-1])[2])
+        return inner[inner.index("build.py") + 1:]
+    return build[2:]  # python /path/to/build.py ARGS
+
+
+def test_host_and_device_builds_run_the_same_command(tmp_path, monkeypatch):
+    """Same precision and ONNX: build.py gets the same arguments from the host runner and over ssh."""
     (tmp_path / "model.onnx").write_bytes(b"onnx")
-    first = exporter.export_engine(target, chosen, tmp_path / "model.onnx", tmp_path / "engines", SHAPES, None, {})
-    second = exporter.export_engine(target, chosen, tmp_path / "model.onnx", tmp_path / "engines", SHAPES, None, {})
-    assert not first["reused"] and second["reused"] and first["file"] == second["file"]
-    assert (tmp_path / first["file"]).read_bytes() == b"serialized-plan"
-    assert first["key"]["device"] == "NVIDIA H100" and first["key"]["trt_version"] == "10.3.0.30"
-    assert sum(event == ("build",) for event in trt.log) == 1
+    request = builder.EngineRequest(onnx=tmp_path / "model.onnx", precision=Precision.fp16, shapes=SHAPES,
+                                    dla_core=None, workspace_mib=512)
+    host = captured_builds(HostRunner(), monkeypatch, request, tmp_path / "host-engines")
+    ssh = captured_builds(SshRunner(SshTarget("jetson", "me")), monkeypatch, request, tmp_path / "ssh-engines")
+    assert host == ssh
+    assert host[:6] == ["--onnx", "model.onnx", "--engine", "model.engine", "--precision", "fp16"]
+    assert "--workspace-mb" in host and "512" in host
 
 
-def test_device_build_goes_through_runners(tmp_path, monkeypatch):
-    """A fake edgecomp.runners (not a device): the exporter's call and how it stores the fetched engine."""
-    calls = []
+def test_int8_calibration_and_scoring_images_are_disjoint(quick_int8_export, tmp_path):
+    """Calibration from the training split, scoring from validation: no image in both; bench.json says so."""
+    from edgecomp.deploy.artifacts import write_eval_data
+    from edgecomp.recipe import load_recipe
 
-    def build_engine_on_device(**kwargs):
-        calls.append(kwargs)
-        fetched = tmp_path / "fetched" / "model.engine"
-        fetched.parent.mkdir(exist_ok=True)
-        fetched.write_bytes(b"device-plan")
-        return {"engine": str(fetched), "device_model": "NVIDIA Jetson Orin Nano", "trt_version": "10.3.0.30",
-                "dla_fallback": False, "flags": ["int8"]}
-
-    monkeypatch.setattr(exporter, "_resolve_device", lambda name: (True, None))
-    monkeypatch.setitem(sys.modules, "edgecomp.runners", SimpleNamespace(build_engine_on_device=build_engine_on_device))
-    chosen = options(trt=True, precision="int8", device="ssh://me@jetson")
-    target = exporter.choose_engine_target(chosen, tmp_path, SHAPES)
-    for name in ("model.onnx", "model.int8.onnx"):
-        (tmp_path / name).write_bytes(name.encode())
-    extra = {"qdq_onnx": tmp_path / "model.int8.onnx", "calib": tmp_path / "calib.npy"}
-    entry = exporter.export_engine(target, chosen, tmp_path / "model.onnx", tmp_path / "engines", SHAPES, None, extra)
-    assert calls[0]["device"] == "ssh://me@jetson" and calls[0]["shapes"] == SHAPES
-    assert calls[0]["qdq_onnx"] == tmp_path / "model.int8.onnx" and calls[0]["out_dir"] == tmp_path / "engines"
-    assert entry["onnx"] == "model.int8.onnx" and entry["key"]["precision"] == "int8"
-    assert (tmp_path / entry["file"]).read_bytes() == b"device-plan"
-    assert not (tmp_path / "fetched" / "model.engine").exists()
-
-
-def test_device_build_without_runners_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(exporter, "_resolve_device", lambda name: (True, None))
-    monkeypatch.setitem(sys.modules, "edgecomp.runners", None)  # as if runners.py did not exist
-    with pytest.raises(ExportInputError, match="needs edgecomp.runners.*trtexec --onnx=model.onnx"):
-        exporter.choose_engine_target(options(trt=True, device="ssh://me@jetson"), tmp_path, SHAPES)
-
-
-def test_cli_fidelity_failure_exits_1(tmp_path, fashion_root):
-    """A fidelity failure is not the user's input error: one line, exit code 1, no model.onnx."""
-    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8},
-                      export={"atol": 1e-12})  # no float32 export is that exact
-    result = run_cli("export", "--run", str(run))
-    assert result.returncode == 1, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("export failed: ONNX does not reproduce PyTorch"), lines
-    assert not (run / "model.onnx").exists()
+    run = quick_int8_export.run_dir
+    calib = np.load(run / "calib.npy")
+    scored = np.load(write_eval_data(load_recipe(run / "recipe.yaml"), tmp_path / "eval.npz"))["images"]
+    calibrated = {row.tobytes() for row in calib}
+    assert len(calib) == 64 and len(scored) == 64
+    assert not any(row.tobytes() in calibrated for row in scored)
+    info = quick_int8_export.info["int8"]
+    assert (info["calib_split"], info["scored_split"]) == ("train", "val")
+    device = RecordingDevice()
+    options = deploy_bench._options(10, 1, 2, "tensorrt", "int8")
+    job = deploy_bench.plan_job(run, None, options, tmp_path, evaluate=True)
+    target = resolve_device("ssh://me@jetson")
+    entry = deploy_bench._new_entry(target, job, options)
+    deploy_bench.measure(device, target, job, options, entry, None)
+    assert device.staged["model.onnx"].name == "model.int8.onnx"  # the engine is built from the Q/DQ model
+    assert entry["int8_calibration"] == {"split": "train", "images": 64, "file": "calib.npy"}
+    assert entry["accuracy_split"] == "val" and entry["precision"] == "int8"

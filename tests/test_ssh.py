@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx, key_tree
-from edgecomp.devices import parse_ssh_url
+from edgecomp.deploy.devices import parse_ssh_url
 from edgecomp.errors import DeviceError
-from edgecomp.measure import BENCH_FILE, PARTIAL_FILE
-from edgecomp.runners import SshRunner, build_engine_on_device
+from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE
+from edgecomp.deploy.runners import SshRunner
 
 SSHD = Path("/usr/sbin/sshd")
 FAST = ("--iterations", "10", "--warmup", "2")
@@ -96,13 +96,23 @@ UsePAM no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
-Subsystem sftp internal-sftp
+{subsystem}
 LogLevel ERROR
 """
 
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
+    yield from serve(tmp_path_factory, "Subsystem sftp internal-sftp")
+
+
+@pytest.fixture(scope="session")
+def sshd_without_sftp(tmp_path_factory):
+    """An OpenSSH server without the SFTP subsystem: scp's default protocol (OpenSSH 9+) fails there."""
+    yield from serve(tmp_path_factory, "")
+
+
+def serve(tmp_path_factory, subsystem: str):
     ensure_openssh()
     root = tmp_path_factory.mktemp("sshd")
     keygen(root / "host_key")
@@ -112,7 +122,7 @@ def sshd(tmp_path_factory):
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     port = free_port()
     config = root / "sshd_config"
-    config.write_text(SSHD_CONFIG.format(port=port, root=root))
+    config.write_text(SSHD_CONFIG.format(port=port, root=root, subsystem=subsystem))
     check = subprocess.run([str(SSHD), "-t", "-f", str(config)], capture_output=True, text=True)
     if check.returncode != 0:
         pytest.fail(f"sshd rejects the test configuration: {check.stderr.strip()}")
@@ -227,12 +237,46 @@ def test_runner_stages_odd_names_and_fetches_back(sshd, tmp_path):
     assert not (sshd.remote_dir / "fetch-test").exists()
 
 
-def test_engine_build_on_a_device_without_tensorrt_is_refused(sshd, tmp_path, monkeypatch):
-    for key, value in sshd.env().items():
-        monkeypatch.setenv(key, value)
-    model = export_onnx(tmp_path / "model.onnx")
-    with pytest.raises(DeviceError, match="no TensorRT there"):
-        build_engine_on_device(device=sshd.url, onnx=model, precision="fp16", out_dir=tmp_path / "engines",
-                               shapes={"input": ((1, 1, 28, 28), (1, 1, 28, 28), (8, 1, 28, 28))})
-    for leftover in sshd.remote_dir.iterdir():
-        shutil.rmtree(leftover)
+def test_runner_without_sftp_falls_back_to_the_scp_protocol(sshd_without_sftp, tmp_path):
+    """scp (SFTP since OpenSSH 9) fails there with "Connection closed"; the runner retries with scp -O."""
+    server = sshd_without_sftp
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(4096))
+    plain = subprocess.run(["scp", *server.options(), "-o", "BatchMode=yes", "-P", str(server.port), str(source),
+                            f"{server.user}@127.0.0.1:{tmp_path / 'direct.bin'}"], capture_output=True, text=True)
+    assert plain.returncode != 0 and "subsystem request failed" in plain.stderr  # the server really lacks SFTP
+    runner = SshRunner(parse_ssh_url(server.url), run_id="no-sftp", ssh_options=server.options(),
+                       remote_python=sys.executable, remote_root=str(server.remote_dir))
+    with runner:
+        name = runner.stage(source, "payload.bin")
+        assert runner.run("info", [])["python"]
+        assert runner._legacy_scp  # switched to the original scp protocol
+        runner.fetch(name, tmp_path / "back" / "payload.bin")
+    assert (tmp_path / "back" / "payload.bin").read_bytes() == source.read_bytes()
+    assert not (server.remote_dir / "no-sftp").exists()
+
+
+def tiny_run(root: Path) -> Path:
+    """A run directory (recipe.yaml + model.pt of an untrained ResNet-8) without running compress."""
+    from conftest import tiny_recipe
+    from edgecomp.models import build_model, model_payload
+    from edgecomp.recipe import dump_recipe
+    from edgecomp.rundir import save_tensors, write_text
+
+    recipe = tiny_recipe(data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
+    write_text(root / "recipe.yaml", dump_recipe(recipe))
+    save_tensors(root / "model.pt", model_payload(build_model(recipe.model), recipe.model))
+    return root
+
+
+def test_export_trt_on_a_device_without_tensorrt_is_refused(sshd, tmp_path):
+    """export --trt --device goes through the same runner as bench: --accept-new-host-key included."""
+    run = tiny_run(tmp_path)
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    result = cli("export", "--run", str(run), "--trt", "--device", sshd.url, "--accept-new-host-key",
+                 env=sshd.env(known_hosts=empty))
+    assert_one_line_error(result, 2, f"--trt: {sshd.label} has no TensorRT", "trtexec --onnx=model.onnx")
+    assert f"[127.0.0.1]:{sshd.port}" in empty.read_text()  # the flag reached ssh
+    assert not (run / "model.onnx").exists()  # refused before any work
+    assert list(sshd.remote_dir.iterdir()) == []

@@ -13,10 +13,10 @@ import sys
 import pytest
 
 from bench_helpers import export_onnx, fake_tool
-from edgecomp.target import bench as target_bench
-from edgecomp.target import build as target_build
-from edgecomp.target import info as target_info
-from edgecomp.target.bench import parse_tegrastats, parse_trtexec, summarize_power
+from edgecomp.deploy.target import bench as target_bench
+from edgecomp.deploy.target import build as target_build
+from edgecomp.deploy.target import info as target_info
+from edgecomp.deploy.target.bench import parse_tegrastats, parse_trtexec, summarize_power
 
 TS = "[11/28/2025-10:00:05]"
 
@@ -200,7 +200,7 @@ def test_info_parsers():
 
 def build_args(**changes):
     values = {"onnx": "m.onnx", "engine": "m.engine", "precision": "fp16", "batch": 4, "max_batch": 8,
-              "workspace_mb": 512, "calib": None, "timing_cache": None, "dla": None, "shape": ["input:1x28x28"]}
+              "workspace_mb": 512, "timing_cache": None, "dla": None, "shape": ["input:1x28x28"]}
     return argparse.Namespace(**{**values, **changes})
 
 
@@ -209,9 +209,10 @@ def test_trtexec_build_command_lines():
     assert new[:4] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine", "--skipInference"]
     assert "--fp16" in new and "--memPoolSize=workspace:512M" in new
     assert {"--minShapes=input:1x1x28x28", "--optShapes=input:4x1x28x28", "--maxShapes=input:8x1x28x28"} <= set(new)
-    old = target_build.trtexec_build_command("trtexec", build_args(precision="int8", calib="c.cache", dla=0), "8.2.1")
+    old = target_build.trtexec_build_command("trtexec", build_args(precision="int8", dla=0), "8.2.1")
     assert "--workspace=512" in old and not any(a.startswith("--memPoolSize") for a in old)
-    assert {"--int8", "--calib=c.cache", "--useDLACore=0", "--allowGPUFallback"} <= set(old)
+    assert {"--int8", "--fp16", "--useDLACore=0", "--allowGPUFallback"} <= set(old)  # int8: the Q/DQ scales
+    assert not any(a.startswith("--calib") for a in old)  # no implicit calibration: one meaning of INT8
     with pytest.raises(RuntimeError, match="NAME:CxHxW"):
         target_build.parse_shape_arg("1x28x28")
 
@@ -223,7 +224,7 @@ def test_trtexec_bench_command_runs_exactly_n():
 
 
 def test_cuda_helpers_fail_in_one_line_without_a_gpu():
-    from edgecomp.target import runtime
+    from edgecomp.deploy.target import runtime
 
     try:
         cuda = runtime.cuda_runtime()

@@ -20,8 +20,9 @@ import subprocess
 from typing import Any, Optional
 
 try:
-    from . import runtime
+    from . import bench as target_bench, runtime
 except ImportError:
+    import bench as target_bench
     import runtime
 
 # JetPack per L4T release, from shared/reference/tensorrt-jetson.md; used only when
@@ -91,6 +92,19 @@ def tensorrt_version() -> Optional[str]:
     return tensorrt.__version__
 
 
+def trtexec_version(trtexec: Optional[str]) -> Optional[str]:
+    """The TensorRT of trtexec (its banner `[TensorRT v100300]`), for a device without the Python module."""
+    text = _run([trtexec, "--help"]) if trtexec else None
+    match = re.search(r"\[TensorRT v(\d+)\]", text or "")
+    return target_bench.tensorrt_version(match.group(1)) if match else None
+
+
+def gpu_name() -> Optional[str]:
+    """CUDA's name of the first GPU of a machine that is not a Jetson (engines are tied to it)."""
+    text = _run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    return text.splitlines()[0].strip() if text and text.strip() else None
+
+
 def onnxruntime_info() -> Optional[dict[str, Any]]:
     try:
         import onnxruntime
@@ -155,9 +169,10 @@ def run(args) -> dict[str, Any]:
 
     l4t = parse_l4t_release(_read("/etc/nv_tegra_release") or "")
     nvpmodel = _run(["nvpmodel", "-q"]) or _run(["/usr/sbin/nvpmodel", "-q"])
+    trtexec, tensorrt = _which("trtexec", "/usr/src/tensorrt/bin/trtexec"), tensorrt_version()
     return {
         "hostname": socket.gethostname(),
-        "model": _read("/proc/device-tree/model"),
+        "model": _read("/proc/device-tree/model") or gpu_name(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -165,11 +180,12 @@ def run(args) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "l4t": l4t,
         "jetpack": jetpack_version(l4t) if l4t else None,
-        "tensorrt": tensorrt_version(),
+        "tensorrt": tensorrt,
         "cuda": cuda_version(),
         "cuda_python": cuda_python(),
         "onnxruntime": onnxruntime_info(),
-        "trtexec": _which("trtexec", "/usr/src/tensorrt/bin/trtexec"),
+        "trtexec": trtexec,
+        "trtexec_tensorrt": trtexec_version(trtexec) if trtexec and not tensorrt else None,
         "tegrastats": _which("tegrastats", "/usr/bin/tegrastats"),
         "power_mode": parse_nvpmodel(nvpmodel) if nvpmodel else None,
         "clocks": clocks(),

@@ -1,15 +1,19 @@
 """Build a TensorRT engine from ONNX on this device; print one JSON object.
 
-    python3 build.py --onnx model.onnx --engine model.engine [--precision fp32|fp16|int8]
-        [--batch 1] [--max-batch N] [--workspace-mb 1024] [--calib data.npz]
+    python3 build.py --onnx model.onnx --engine model.engine --precision fp32|fp16|int8
+        [--batch 1] [--max-batch N] [--workspace-mb 1024]
         [--timing-cache FILE] [--dla N] [--tool api|trtexec] [--shape NAME:CxHxW]
 
+This is the one program that builds edgecomp's engines, on the host and on a
+device alike: edgecomp runs it through a runner with the same arguments.
 The Python API path serves TensorRT 8.5+ and 10.x: the EXPLICIT_BATCH flag
 on 8.x (implied, flag 0, on 10.x), an optimisation profile for a dynamic
 batch (min 1, opt --batch, max --max-batch), the workspace through
 set_memory_pool_limit, FP16/INT8 builder flags, build_serialized_network.
-INT8 needs calibration images (--calib, an .npz with `images`) or a Q/DQ
-model. `--tool trtexec` builds with trtexec instead.
+INT8 has one meaning: the scales of a Q/DQ model (edgecomp's model.int8.onnx,
+calibrated on training images) built with the INT8 and FP16 flags; there is
+no implicit calibration here. `--tool trtexec` builds with trtexec instead.
+--precision has no default: edgecomp decides it (edgecomp/precision.py).
 Engines only run on the GPU model and TensorRT version that built them.
 """
 
@@ -22,14 +26,16 @@ import sys
 import time
 from typing import Any, Optional
 
-import numpy as np
 
 try:
     from . import runtime
+    from .bench import tensorrt_version as decode_version
 except ImportError:
     import runtime
+    from bench import tensorrt_version as decode_version
 
 TRTEXEC_PATHS = ["/usr/src/tensorrt/bin/trtexec"]
+PRECISIONS = ["fp32", "fp16", "int8"]  # the words of edgecomp.precision.Precision (this file imports no edgecomp)
 
 
 def parse_shape_arg(text: str) -> tuple[str, list[int]]:
@@ -58,7 +64,7 @@ def trtexec_build_command(trtexec: str, args, tensorrt: Optional[str]) -> list[s
     if args.precision == "fp16":
         command.append("--fp16")
     elif args.precision == "int8":
-        command += ["--int8", "--fp16"] + ([f"--calib={args.calib}"] if args.calib else [])
+        command += ["--int8", "--fp16"]  # the Q/DQ model carries the scales
     if tensorrt and _minor(tensorrt) < (8, 4):
         command.append(f"--workspace={args.workspace_mb}")
     else:
@@ -85,15 +91,7 @@ def build_with_trtexec(args) -> dict[str, Any]:
         errors = [line for line in (done.stdout + done.stderr).splitlines() if "[E]" in line]
         raise RuntimeError(f"trtexec build failed: {errors[-1] if errors else f'exit code {done.returncode}'}")
     code = re.search(r"\[TensorRT v(\d+)\]", done.stdout)
-    return {"tool": "trtexec", "tensorrt": _tensorrt_version() or (_decode_version(code.group(1)) if code else None)}
-
-
-def _decode_version(code: str) -> str:
-    """`v8601` → 8.6.1, `v100300` → 10.3.0 (as bench.py's tensorrt_version)."""
-    number = int(code)
-    if number >= 100000:
-        return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
-    return f"{number // 1000}.{number // 100 % 10}.{number % 100}"
+    return {"tool": "trtexec", "tensorrt": _tensorrt_version() or (decode_version(code.group(1)) if code else None)}
 
 
 def _on_path(name: str) -> list[str]:
@@ -139,7 +137,8 @@ def _profile(builder, network, args):
     return profile if dynamic else None
 
 
-def _set_precision(trt, builder, config, args, calibrator_inputs) -> list[str]:
+def _set_precision(trt, builder, config, args) -> list[str]:
+    """FP16 for fp16; FP16 + INT8 for int8, whose scales come from the model's Q/DQ nodes."""
     notes = []
     flags = trt.BuilderFlag
     if args.precision in ("fp16", "int8"):
@@ -152,50 +151,7 @@ def _set_precision(trt, builder, config, args, calibrator_inputs) -> list[str]:
         if not builder.platform_has_fast_int8:
             raise RuntimeError("this GPU has no fast INT8 (e.g. Jetson Nano): build fp16")
         config.set_flag(flags.INT8)
-        if args.calib:
-            config.int8_calibrator = make_calibrator(trt, args.calib, args.batch, args.engine + ".calib")
-            if calibrator_inputs is not None:
-                config.set_calibration_profile(calibrator_inputs)
-        else:
-            notes.append("int8 without --calib: only a Q/DQ (explicitly quantized) model gets INT8 layers")
     return notes
-
-
-def make_calibrator(trt, npz: str, batch: int, cache_path: str):
-    """IInt8EntropyCalibrator2 over the .npz images (deprecated in 10.1, still working on 10.3)."""
-    with np.load(npz, allow_pickle=False) as data:
-        images = np.ascontiguousarray(data["images"], dtype=np.float32)
-    cuda = runtime.cuda_runtime()
-
-    class Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.index, self.stream = 0, cuda.stream()
-            self.ptr = cuda.malloc(images[:batch].nbytes)
-
-        def get_batch_size(self):
-            return batch
-
-        def get_batch(self, names):
-            if self.index + batch > len(images):
-                return None
-            chunk = np.ascontiguousarray(images[self.index : self.index + batch])
-            self.index += batch
-            cuda.to_device(self.ptr, chunk, self.stream)
-            cuda.synchronize(self.stream)
-            return [self.ptr]
-
-        def read_calibration_cache(self):
-            if os.path.isfile(cache_path):
-                with open(cache_path, "rb") as handle:
-                    return handle.read()
-            return None
-
-        def write_calibration_cache(self, cache):
-            with open(cache_path, "wb") as handle:
-                handle.write(bytes(cache))
-
-    return Calibrator()
 
 
 def _use_dla(trt, builder, config, args) -> None:
@@ -203,8 +159,6 @@ def _use_dla(trt, builder, config, args) -> None:
         return
     if builder.num_DLA_cores <= args.dla:
         raise RuntimeError(f"--dla {args.dla}: this device has {builder.num_DLA_cores} DLA cores")
-    if args.precision == "fp32":
-        raise RuntimeError("DLA runs fp16 or int8 only: give --precision fp16")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = args.dla
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -231,7 +185,7 @@ def build_with_api(args) -> dict[str, Any]:
     profile = _profile(builder, network, args)
     if profile is not None:
         config.add_optimization_profile(profile)
-    notes = _set_precision(trt, builder, config, args, profile)
+    notes = _set_precision(trt, builder, config, args)
     _use_dla(trt, builder, config, args)
     _timing_cache(config, args.timing_cache)
     serialized = builder.build_serialized_network(network, config)
@@ -268,11 +222,10 @@ def parser():
     p = runtime.Parser(prog="build.py", description=__doc__.splitlines()[0])
     p.add_argument("--onnx", required=True)
     p.add_argument("--engine", required=True)
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    p.add_argument("--precision", choices=PRECISIONS, required=True)
     p.add_argument("--batch", type=int, default=1, help="batch the engine is tuned for (profile opt)")
     p.add_argument("--max-batch", type=int, default=None, help="largest batch the engine accepts")
     p.add_argument("--workspace-mb", type=int, default=1024)
-    p.add_argument("--calib", default=None, help="INT8 calibration images (.npz with 'images')")
     p.add_argument("--timing-cache", default=None)
     p.add_argument("--dla", type=int, default=None, help="DLA core to build for (GPU fallback on)")
     p.add_argument("--tool", choices=["api", "trtexec"], default="api")

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any, Optional
 
-try:  # imported as edgecomp.target.bench (tests, the host)
+try:  # imported as edgecomp.deploy.target.bench (tests, the host)
     from . import runtime
 except ImportError:  # run as a script on the device, beside runtime.py
     import runtime

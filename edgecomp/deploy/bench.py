@@ -1,10 +1,13 @@
-"""`edgecomp bench` (this module is `measure`: `edgecomp.bench` is the public function): latency, throughput,
-accuracy and power of a model, measured on a device.
+"""`edgecomp bench`: latency, throughput, accuracy and power of a model, measured on a device.
 
-On the device (through a runner): `info.py` (facts), `build.py` (a TensorRT
-engine from the ONNX model, when TensorRT is there), `bench.py` (timing),
-`eval.py` (top-1 on up to 512 preprocessed validation images of the run's
-recipe), and the same timing for the run's dense model (speed-up).
+On the device (through a runner): `info.py` (facts), the engine from the one
+engine path (`builder.obtain_engine`: export's engine from `engines/<key>`
+when the key matches, else built there by `build.py` and stored), `bench.py`
+(timing), `eval.py` (top-1 on up to 512 preprocessed images of the validation
+split), and the same timing for the run's dense model (speed-up).
+
+INT8 is the Q/DQ model's (calibrated by export on training images); the
+scoring images are the validation split, and bench.json says both.
 
 Results go to `bench.json` in the run directory (or beside `--model`), one
 entry per device, written atomically once every step finished. When a step
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
 import tempfile
 import uuid
@@ -25,19 +27,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from rich.console import Console
-
+from ..console import console
+from ..errors import DataError, EdgecompError, UserInputError
+from ..precision import DEFAULT_PRECISION, Precision, check_int8_support, parse_precision
+from ..recipe import ExportSection
+from ..rundir import write_text
+from .artifacts import EVAL_SPLIT, dense_onnx, onnx_signature, write_eval_data
+from .builder import EngineRequest, obtain_engine
 from .devices import Device, resolve_device
-from .errors import DataError, EdgecompError, UserInputError
-from .recipe import Precision
+from .engines import ENGINE_DIR, shapes_for
 from .runners import Runner, make_runner
 
 BENCH_FORMAT = "edgecomp-bench/1"
 BENCH_FILE, PARTIAL_FILE = "bench.json", "bench.partial.json"
-EVAL_MAX_IMAGES = 512
-EVAL_MAX_BYTES = 128 * 2**20  # at 224 px RGB, 512 float32 images would be 300 MB to copy
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-console = Console(stderr=True)
 
 
 class Backend(str, Enum):
@@ -45,8 +48,6 @@ class Backend(str, Enum):
     onnxruntime = "onnxruntime"
     tensorrt = "tensorrt"
     trtexec = "trtexec"
-
-
 
 
 @dataclass
@@ -98,7 +99,10 @@ class Job:
     opset: Optional[int] = None
     eval_data: Optional[Path] = None
     dense: Optional[Path] = None
-    precision: Optional[Precision] = None
+    precision: Precision = DEFAULT_PRECISION  # the recipe's export.precision for a run
+    max_batch: int = ExportSection().max_batch  # the engine profile export builds: its engine is reused
+    calibration: Optional[dict[str, Any]] = None  # export.json's int8 record: which images calibrated it
+    device: Optional[str] = None  # the recipe's device.name: the default --device of a run
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -113,7 +117,7 @@ def bench(
     *,
     run: Optional[Path] = None,
     model: Optional[Path] = None,
-    device: str = "host",
+    device: Optional[str] = None,
     iterations: int = 100,
     batch: int = 1,
     warmup: int = 10,
@@ -124,11 +128,12 @@ def bench(
     remote_python: Optional[str] = None,
     evaluate: bool = True,
 ) -> BenchResult:
-    """Measure a run's `model.onnx` (or a given .onnx/.engine) on a device; writes bench.json."""
+    """Measure a run's `model.onnx` (or a given .onnx/.engine) on a device (default: the recipe's
+    device.name, else host); writes bench.json."""
     options = _options(iterations, batch, warmup, backend, precision)
-    target = resolve_device(device)
     with tempfile.TemporaryDirectory(prefix="edgecomp-bench-") as scratch:
         job = plan_job(run, model, options, Path(scratch), evaluate)
+        target = resolve_device(device or job.device or "host")
         entry = _new_entry(target, job, options)
         with make_runner(target, accept_new_host_key=accept_new_host_key, ssh_options=ssh_options,
                          remote_python=remote_python, run_id=_run_id(job)) as runner:  # kept on the device on error
@@ -157,10 +162,10 @@ def _options(iterations, batch, warmup, backend, precision) -> BenchOptions:
         if value < low:
             raise UserInputError(f"{name}: must be >= {low} (got {value})")
     try:
-        return BenchOptions(iterations, batch, warmup, Backend(backend),
-                            Precision(precision) if precision is not None else None)
-    except ValueError as exc:
-        raise UserInputError(f"--backend/--precision: {exc}") from None
+        chosen = Backend(backend)
+    except ValueError:
+        raise UserInputError(f"--backend: must be auto, onnxruntime, tensorrt or trtexec (got {backend!r})") from None
+    return BenchOptions(iterations, batch, warmup, chosen, parse_precision(precision))
 
 
 def _run_id(job: Job) -> str:
@@ -202,35 +207,14 @@ def _run_job(run: Path, options: BenchOptions) -> Job:
     return Job(model=model, out_dir=run.resolve())
 
 
-def onnx_signature(path: Path, batch: int) -> tuple[list[dict[str, Any]], Optional[int]]:
-    """The graph inputs (name, dims; None for a dynamic one) and opset, read without the weights."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise UserInputError(f"--model: {path} is not a readable ONNX model ({reason})") from None
-    initializers = {t.name for t in proto.graph.initializer}
-    inputs = []
-    for tensor in proto.graph.input:
-        if tensor.name in initializers:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.type.tensor_type.shape.dim]
-        if dims and dims[0] is not None and dims[0] != batch:
-            raise UserInputError(f"--batch: {path.name} has a fixed batch of {dims[0]}; use --batch {dims[0]}")
-        inputs.append({"name": tensor.name, "dims": dims})
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return inputs, opset
-
-
 def _add_run_extras(job: Job, run: Path, scratch: Path, evaluate: bool) -> None:
-    from .recipe import load_recipe
+    from ..recipe import load_recipe
 
     recipe = load_recipe(run / "recipe.yaml")
-    job.precision = Precision(recipe.export.precision.value)
+    job.precision, job.max_batch, job.device = recipe.export.precision, recipe.export.max_batch, recipe.device.name
     if (run / "model.int8.onnx").is_file():
         job.qdq_model = run / "model.int8.onnx"
+        job.calibration = _calibration_record(run)
     if evaluate:
         try:
             job.eval_data = write_eval_data(recipe, scratch / "eval.npz")
@@ -239,56 +223,14 @@ def _add_run_extras(job: Job, run: Path, scratch: Path, evaluate: bool) -> None:
     job.dense = dense_onnx(run)
 
 
-def write_eval_data(recipe, path: Path, limit: int = EVAL_MAX_IMAGES) -> Path:
-    """Up to `limit` validation images, preprocessed as in evaluation (InputSpec.prepare), as .npz."""
-    import numpy as np
-    import torch
-
-    from .data import load_data
-    from .train import InputSpec
-
-    bundle = load_data(recipe.data, recipe.model)
-    spec = InputSpec.create(recipe.model, bundle.mean, bundle.std, torch.device("cpu"))
-    per_image = 4 * recipe.model.in_channels * recipe.model.input_size**2
-    limit = max(1, min(limit, EVAL_MAX_BYTES // per_image))
-    images, labels, count = [], [], 0
-    with torch.no_grad():
-        for raw, target in bundle.val.batches(None):
-            images.append(spec.prepare(raw).cpu().numpy())
-            labels.append(target.numpy())
-            count += len(target)
-            if count >= limit:
-                break
-    np.savez(path, images=np.concatenate(images)[:limit].astype(np.float32),
-             labels=np.concatenate(labels)[:limit].astype(np.int64))
-    return path
-
-
-def dense_onnx(run: Path) -> Optional[Path]:
-    """`<run>/dense.onnx`, exported from checkpoints/step_000.pt when the run has a dense step."""
-    from .rundir import RunDir
-
-    rundir = RunDir(run)
-    if not any(row.get("step") == 0 for row in rundir.rows()):
-        return None
-    path = run / "dense.onnx"
-    if path.is_file():
-        return path
-    if not rundir.checkpoint(0).is_file():
-        return None
-    export_dense(rundir, path)
-    return path
-
-
-def export_dense(rundir, path: Path) -> None:
-    """The dense model as ONNX through the same exporter as model.onnx (BN folded, opset 17, dynamic
-    batch), so the speed-up compares like with like; rebuilt with the run's own recipe, written atomically."""
-    from .exporter import save_plain_onnx
-    from .models import model_from_payload
-    from .recipe import load_recipe
-
-    cfg = load_recipe(rundir.recipe).model
-    save_plain_onnx(model_from_payload(rundir.load_step(0)["model"], cfg), cfg, path)
+def _calibration_record(run: Path) -> dict[str, Any]:
+    """Which images calibrated model.int8.onnx, as export.json recorded it."""
+    try:
+        int8 = json.loads((run / "export.json").read_text()).get("int8") or {}
+    except (OSError, ValueError):
+        int8 = {}
+    return {"split": int8.get("calib_split", "unknown"), "images": int8.get("calib_images"),
+            "file": int8.get("calib_file")}
 
 
 # ---------------------------------------------------------------- measuring (through the runner)
@@ -302,7 +244,8 @@ def _new_entry(target: Device, job: Job, options: BenchOptions) -> dict[str, Any
         "model": job.model.name, "backend": None, "provider": None, "precision": None,
         "batch": options.batch, "iterations": options.iterations, "warmup": options.warmup,
         "latency_ms": None, "throughput_fps": None, "peak_rss_mb": None, "device_memory_mb": None,
-        "power": None, "accuracy": None, "accuracy_samples": None, "dense": None, "speedup": None,
+        "power": None, "accuracy": None, "accuracy_samples": None, "accuracy_split": None,
+        "int8_calibration": None, "dense": None, "speedup": None,
         "engine": None, "trtexec": None, "info": None, "warnings": list(job.warnings), "steps_done": [],
     }
 
@@ -322,15 +265,16 @@ def measure(runner: Runner, target: Device, job: Job, options: BenchOptions, ent
     entry["info"] = _step(entry, "info", lambda: call("info", []))
     backend, provider = choose_backend(options.backend, job, entry["info"], target)
     _check_device_fit(target, job, backend, options, entry)
-    engine = _build(call, runner, job, options, backend, model, "model", entry) if _needs_build(job, backend) else model
+    engine = _engine(runner, job, options, entry, log_dir) if _needs_build(job, backend) else model
     timing = _step(entry, "bench", lambda: call("bench", _bench_args(engine, backend, provider, options, job)))
     _record_timing(entry, timing, backend, job, options)
     if data is not None and backend == Backend.trtexec.value and not entry["info"].get("tensorrt"):
         entry["warnings"].append("accuracy not measured: trtexec times engines, eval.py needs TensorRT's Python API")
     elif data is not None:
         _measure_accuracy(call, entry, engine, data, backend, provider, options)
+        entry["accuracy_split"] = EVAL_SPLIT
     if dense is not None:
-        _measure_dense(call, runner, job, options, backend, provider, dense, entry)
+        _measure_dense(call, runner, job, options, backend, provider, dense, entry, log_dir)
 
 
 def _caller(runner: Runner, log_dir: Optional[Path]) -> Callable[..., dict[str, Any]]:
@@ -375,9 +319,7 @@ def _needs_build(job: Job, backend: str) -> bool:
 
 def _check_device_fit(target: Device, job: Job, backend: str, options: BenchOptions, entry: dict) -> None:
     profile, warnings = target.profile, entry["warnings"]
-    precision = options.precision or job.precision
-    if profile is not None and precision == Precision.int8 and not profile.int8:
-        raise UserInputError(f"--precision int8: {profile.name} has no fast INT8; use fp16")
+    check_int8_support(options.precision or job.precision, profile)
     if profile and profile.max_onnx_opset and job.opset and job.opset > profile.max_onnx_opset \
             and backend != Backend.onnxruntime.value:
         warnings.append(f"{job.model.name} uses ONNX opset {job.opset}; some {profile.name} TensorRT "
@@ -392,31 +334,31 @@ def _check_device_fit(target: Device, job: Job, backend: str, options: BenchOpti
         console.print(f"[yellow]warning[/]: {warning}")
 
 
-def _build(call, runner: Runner, job: Job, options: BenchOptions, backend: str, onnx: str, name: str,
-           entry: dict[str, Any]) -> str:
-    """Build a TensorRT engine on the device; fetch a copy into <out>/bench-engines/ (named by device, TRT,
-    precision and batch)."""
-    precision = (options.precision or job.precision or Precision.fp16).value
-    engine = runner.output(f"{name}.engine")
-    args = ["--onnx", onnx, "--engine", engine, "--precision", precision, "--batch", str(options.batch),
-            "--tool", "trtexec" if backend == Backend.trtexec.value else "api"]
-    if precision == "int8" and job.qdq_model is not None and name == "model":
-        args[1] = runner.stage(job.qdq_model, "model.int8.onnx")  # Q/DQ: the scales are in the graph
-    elif precision == "int8" and job.eval_data is not None:
-        args += ["--calib", runner.stage(job.eval_data, "eval.npz")]  # calibrate on the validation images
-    args += [f"--shape={s}" for s in _shape_args(job)]
-    built = _step(entry, f"build-{name}", lambda: call("build", args, tag=f"build-{name}"))
-    local = job.out_dir / "bench-engines" / _engine_name(entry, name, built, options)  # apart from export's engines/
-    runner.fetch(engine, local)
+def engine_request(job: Job, options: BenchOptions, onnx: Path) -> EngineRequest:
+    """The engine export would build for this model (same profile: export's engine is reused on a key hit);
+    int8 from the Q/DQ model."""
+    precision = options.precision or job.precision
+    source = job.qdq_model if precision == Precision.int8 and job.qdq_model is not None and onnx == job.model \
+        else onnx
+    top = max(options.batch, job.max_batch)
+    shapes = {}
+    for name, dims in (s.rsplit(":", 1) for s in _shape_args(job)):
+        shapes.update(shapes_for(name, tuple(int(d) for d in dims.split("x")), top))
+    return EngineRequest(onnx=source, precision=precision, shapes=shapes)
+
+
+def _engine(runner: Runner, job: Job, options: BenchOptions, entry: dict[str, Any], log_dir: Optional[Path],
+            onnx: Optional[Path] = None, name: str = "model") -> str:
+    """The engine of `onnx` (the job's model by default) on the device; returns where the device sees it."""
+    request = engine_request(job, options, onnx or job.model)
+    record = _step(entry, f"engine-{name}", lambda: obtain_engine(
+        runner, entry["info"], request, job.out_dir / ENGINE_DIR, name=name, log_dir=log_dir))
     if name == "model":
-        entry["engine"] = {**built, "path": str(local)}
-        entry["precision"] = precision
-    return engine
-
-
-def _engine_name(entry: dict[str, Any], name: str, built: dict[str, Any], options: BenchOptions) -> str:
-    device = re.sub(r"[^A-Za-z0-9._-]+", "_", entry["device"])
-    return f"{name}-{device}-trt{built.get('tensorrt') or 'unknown'}-{built['precision']}-b{options.batch}.engine"
+        entry["engine"] = {k: str(v) if isinstance(v, Path) else v for k, v in record.items() if k != "remote"}
+        entry["precision"] = request.precision.value
+        if request.precision == Precision.int8:
+            entry["int8_calibration"] = job.calibration or {"split": "unknown (a Q/DQ model given with --model)"}
+    return record["remote"]
 
 
 def _shape_args(job: Job) -> list[str]:
@@ -457,11 +399,13 @@ def _measure_accuracy(call, entry, model: str, data: str, backend: str, provider
 
 
 def _measure_dense(call, runner, job: Job, options: BenchOptions, backend: str, provider: str, dense: str,
-                   entry: dict[str, Any]) -> None:
-    dense_job = Job(model=Path("dense.onnx"), out_dir=job.out_dir, onnx_inputs=job.onnx_inputs,
-                    precision=job.precision)
-    model = _build(call, runner, dense_job, options, backend, dense, "dense", entry) \
-        if _needs_build(dense_job, backend) else dense
+                   entry: dict[str, Any], log_dir: Optional[Path]) -> None:
+    precision = options.precision or job.precision
+    if _needs_build(job, backend) and precision == Precision.int8:
+        entry["warnings"].append("speed-up not measured: the dense model has no Q/DQ (int8) model to build from")
+        return
+    model = _engine(runner, job, options, entry, log_dir, onnx=job.dense, name="dense") \
+        if _needs_build(job, backend) else dense
     args = _bench_args(model, backend, provider, options, job)
     timing = _step(entry, "bench-dense", lambda: call("bench", args, tag="bench-dense"))
     entry["dense"] = {key: timing.get(key) for key in ("latency_ms", "throughput_fps", "peak_rss_mb")}
@@ -473,16 +417,7 @@ def _measure_dense(call, runner, job: Job, options: BenchOptions, backend: str, 
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, default=str)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")  # atomic: never a half-written file
 
 
 def _read_json(path: Path) -> Optional[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Device profiles and `--device` strings.
 
-The profiles are the YAML files beside this module (`edgecomp/devices/*.yaml`,
+The profiles are the YAML files beside this module (`edgecomp/deploy/devices/*.yaml`,
 also reachable as the top-level `devices/`), read with `yaml.safe_load` and
 validated by `DeviceProfile` (unknown keys rejected, every field described).
 
@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
+from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import DeviceError
+from ...errors import DeviceError
 
 PROFILE_DIR = Path(__file__).parent
 HOST = "host"
@@ -81,11 +82,7 @@ class DeviceProfile(_Strict):
 
     @property
     def tensorrt_versions(self) -> list[str]:
-        return sorted({r.tensorrt for r in self.jetpack_releases}, key=_version_key)
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version))
+        return sorted({r.tensorrt for r in self.jetpack_releases}, key=Version)
 
 
 @dataclass(frozen=True)

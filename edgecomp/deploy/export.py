@@ -4,49 +4,46 @@
              on real validation images (gate: |Δlogit| ≤ atol, 100 % top-1 agreement) ─▶ model.onnx
     int8:    calib.npy (training images, evaluation preprocessing) ─▶ model.int8.onnx (symmetric Q/DQ),
              its top-1 measured against the fp32 ONNX on the validation images
-    --trt:   engines/<key>.engine (+ <key>.json), built here with TensorRT or on --device
+    --trt:   engines/<key>.engine (+ <key>.json): not built here — `delivery.export` hands the file
+             to the one engine path (`builder.py`); this module never imports bench or the runners
 
 Formats are one table (`FORMATS`) with per-format argument checks, and one
-function each: `export_onnx`, `export_onnx_int8_qdq`, `export_engine`.
-The module is `exporter`, not `export`: a submodule named `export` would
-replace the function `edgecomp.export` on the package as soon as it is imported.
+function each: `export_onnx`, `export_onnx_int8_qdq` (the engine's is `builder.obtain_engine`).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import platform
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+from packaging.version import Version
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import trt_build
-from .data import load_data
-from .errors import ExportError, ExportInputError, RunDirError
-from .models import load_model_file, set_submodule
-from .prune import measure_size
-from .recipe import ExportSection, Recipe, load_recipe
-from .rundir import RunDir, atomic_write, write_text
-from .train import InputSpec
+from ..data import InputSpec, load_data
+from ..errors import ExportError, ExportInputError, RunDirError, UserInputError
+from ..models import load_model_file, set_submodule
+from ..precision import Precision, check_dla, parse_precision
+from ..prune import measure_size
+from ..recipe import ExportSection, Recipe
+from ..rundir import RunDir, atomic_write, write_text
 
 EXPORT_FORMAT = "edgecomp-export/1"
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "input", "logits", "batch"
 VERIFY_BATCH = 64  # compared batch 1 first, then batches of 64: the dynamic batch is exercised
 ORT_THREADS = 2  # the build host may be a small shared machine
 MAX_OPSET = 20  # the TorchScript exporter's highest (the dynamo exporter needs onnxscript; not a dependency)
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 # ---------------------------------------------------------------- the format table
@@ -56,25 +53,27 @@ PRECISIONS = ("fp32", "fp16", "int8")
 class ExportFormat:
     name: str
     suffix: str
-    precisions: tuple[str, ...]
+    precisions: tuple[Precision, ...]
     arguments: tuple[str, ...]  # options only this format uses
     requires: str
     asked_by: str
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("onnx", ".onnx", ("fp32",), ("opset", "fold_bn"),
+    ExportFormat("onnx", ".onnx", (Precision.fp32,), ("opset", "fold_bn"),
                  "torch, onnx, onnxslim, onnxruntime; the recipe's validation images", "always written"),
-    ExportFormat("onnx_int8", ".int8.onnx", ("int8",), ("calib_images",),
+    ExportFormat("onnx_int8", ".int8.onnx", (Precision.int8,), ("calib_images",),
                  "onnxruntime.quantization; calibration images from the recipe's dataset", "--precision int8"),
-    ExportFormat("engine", ".engine", PRECISIONS, ("device", "dla_core", "max_batch", "workspace_mib"),
-                 "tensorrt and a CUDA GPU here, or --device", "--trt"),
+    ExportFormat("engine", ".engine", tuple(Precision),
+                 ("device", "dla_core", "max_batch", "workspace_mib", "accept_new_host_key"),
+                 "TensorRT where it is built: here (device.name host) or on --device", "--trt"),
 )}
 
 # Why a precision is refused where it is: fp16 ONNX would only add Casts; TensorRT makes fp16 from fp32 ONNX.
 PRECISION_REFUSALS = {
-    "fp16": "fp16 is a TensorRT build setting: the ONNX model stays fp32 (TensorRT picks fp16 kernels from it, "
+    Precision.fp16: "fp16 is a TensorRT build setting: the ONNX model stays fp32 (TensorRT picks fp16 kernels from it, "
             "and onnxruntime's CPU has no fast fp16); add --trt",
+    Precision.int8: "--onnx writes the fp32 model.onnx alone; drop --onnx for the Q/DQ model",
 }
 
 
@@ -83,8 +82,8 @@ class ExportOptions:
     """Every export setting, resolved: user arguments over the recipe's `export` section."""
 
     trt: bool
-    precision: str
-    device: Optional[str]
+    precision: Precision
+    device: Optional[str]  # None: the recipe's device.name
     opset: Optional[int]
     fold_bn: bool
     atol: float
@@ -93,10 +92,14 @@ class ExportOptions:
     max_batch: int
     workspace_mib: int
     dla_core: Optional[int]
+    accept_new_host_key: bool = False
+    onnx_only: bool = False  # --onnx: model.onnx alone, whatever the recipe's precision
 
     @property
     def formats(self) -> list[ExportFormat]:
-        names = ["onnx"] + ["onnx_int8"] * (self.precision == "int8") + ["engine"] * self.trt
+        if self.onnx_only:
+            return [FORMATS["onnx"]]
+        names = ["onnx"] + ["onnx_int8"] * (self.precision == Precision.int8) + ["engine"] * self.trt
         return [FORMATS[name] for name in names]
 
 
@@ -108,41 +111,43 @@ def _flag(argument: str) -> str:
     return "--" + argument.replace("_", "-")
 
 
-def resolve_options(section: ExportSection, *, trt: bool, precision: Optional[str], **given: Any) -> ExportOptions:
+def resolve_options(section: ExportSection, *, trt: bool, precision: "Precision | str | None",
+                    onnx_only: bool = False, **given: Any) -> ExportOptions:
     """Merge the user's arguments (None: not given) over the recipe; refuse what the formats do not take."""
-    given = {key: value for key, value in given.items() if value is not None}
+    given = {key: value for key, value in given.items() if value is not None and value is not False}
     for key, value in given.items():
         low, high = LIMITS.get(key, (None, None))
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"{low}..{high}" if high is not None else f">= {low}"
             raise ExportInputError(f"{_flag(key)}: must be {bounds} (got {value})")
+    try:
+        chosen = parse_precision(precision)
+    except UserInputError as error:
+        raise ExportInputError(str(error).split(": ", 1)[1]) from None
+    if onnx_only and trt:
+        raise ExportInputError("--onnx: writes model.onnx alone; drop it to build an engine with --trt")
     defaults = {**section.model_dump(exclude={"precision"}), "device": None}
-    options = ExportOptions(trt=trt, precision=_precision(precision, section, trt), **{**defaults, **given})
-    check_arguments(options, given)
+    options = ExportOptions(trt=trt, precision=chosen or section.precision, onnx_only=onnx_only,
+                            **{**defaults, **given})
+    check_arguments(options, given, precision_given=chosen is not None)
     return options
 
 
-def _precision(given: Optional[str], section: ExportSection, trt: bool) -> str:
-    if given is not None:
-        if given not in PRECISIONS:
-            raise ExportInputError(f"--precision: must be fp32, fp16 or int8 (got {given!r})")
-        return given
-    # The recipe's precision is the engine's; without --trt an fp16 recipe still gets its (fp32) ONNX.
-    return "fp32" if section.precision.value == "fp16" and not trt else section.precision.value
-
-
-def check_arguments(options: ExportOptions, given: dict[str, Any]) -> None:
-    """Each argument must be used by a chosen format, and the precision served by one."""
+def check_arguments(options: ExportOptions, given: dict[str, Any], *, precision_given: bool) -> None:
+    """Each argument must be used by a chosen format, and a precision the user gave served by one."""
     chosen = options.formats
-    if not any(options.precision in f.precisions for f in chosen):
-        raise ExportInputError(f"--precision {options.precision}: {PRECISION_REFUSALS[options.precision]}")
+    if precision_given and not any(options.precision in f.precisions for f in chosen):
+        raise ExportInputError(f"--precision {options.precision.value}: {PRECISION_REFUSALS[options.precision]}")
     for argument in given:
         owners = [f for f in FORMATS.values() if argument in f.arguments]
         if owners and not any(f in chosen for f in owners):
             needs = ", ".join(f"{f.name} ({f.asked_by})" for f in owners)
             raise ExportInputError(f"{_flag(argument)}: used only by the {needs} export")
-    if options.trt and options.dla_core is not None and options.precision == "fp32":
-        raise ExportInputError("--dla-core: the DLA runs fp16 or int8 only; add --precision fp16")
+    if options.trt:
+        try:
+            check_dla(options.precision, options.dla_core)
+        except UserInputError as error:
+            raise ExportInputError(str(error).split(": ", 1)[1]) from None
 
 
 # ---------------------------------------------------------------- BatchNorm folding
@@ -344,120 +349,30 @@ def int8_accuracy(fp32_path: Path, int8_path: Path, images: torch.Tensor, labels
             "drop_points": round(100 * (top1_fp32 - top1_int8), 3), "top1_agreement": float((fp32 == int8).mean())}
 
 
-# ---------------------------------------------------------------- engines
+# ---------------------------------------------------------------- the opset for the target's TensorRT
 
 
-@dataclass
-class EngineTarget:
-    """Where the engine gets built: here (`trt` set) or on a device (`build_on_device` set)."""
+def default_opset(trt_version: Optional[str]) -> int:
+    """The ONNX opset to export for a target TensorRT version.
 
-    trt: Any = None
-    device: Optional[str] = None
-    build_on_device: Optional[Callable[..., Any]] = None
-    trt_versions: list[str] = field(default_factory=list)  # the target's TensorRT, for the opset
-    max_opset: Optional[int] = None
-
-
-def _resolve_device(name: Optional[str]):
-    """(is remote, profile) for --device; the devices module validates the string when it exists."""
-    if name is None:
-        return False, None
-    try:
-        from .devices import resolve_device
-    except ImportError:
-        return name != "host", None
-    device = resolve_device(name)
-    return not device.is_local, device.profile
+    TensorRT 8.5/8.6 parse up to opset 17; 10.x reads 19 (and more); 8.0-8.4
+    (JetPack 4.6 ships 8.2) are given 13, which they all read. Unknown target:
+    17, which every TensorRT from 8.5 on parses.
+    """
+    if not trt_version:
+        return 17
+    version = Version(trt_version)
+    if version >= Version("10"):
+        return 19
+    return 17 if version >= Version("8.5") else 13
 
 
-def choose_engine_target(options: ExportOptions, run_root: Path, shapes: trt_build.Shapes) -> EngineTarget:
-    """Decide before any work where the engine is built; refuse (exit 2) when it cannot be built anywhere."""
-    remote, profile = _resolve_device(options.device)
-    versions = list(getattr(profile, "tensorrt_versions", []) or [])
-    max_opset = getattr(profile, "max_onnx_opset", None)
-    if remote:
-        try:
-            from .runners import build_engine_on_device
-        except ImportError:
-            raise ExportInputError(
-                f"--device {options.device}: building on a device needs edgecomp.runners, which this edgecomp does "
-                f"not have yet; {_by_hand(options, run_root, shapes)}") from None
-        return EngineTarget(None, options.device, build_engine_on_device, versions, max_opset)
-    trt = trt_build.import_tensorrt()
-    if trt is None or not torch.cuda.is_available():
-        reason = "no tensorrt Python module" if trt is None else "no CUDA GPU"
-        raise ExportInputError(
-            f"--trt: TensorRT is not available on this machine ({reason}); build on the device: `edgecomp export "
-            f"--run {run_root} --trt --precision {options.precision} --device ssh://user@jetson`, or "
-            f"{_by_hand(options, run_root, shapes)}")
-    return EngineTarget(trt, None, None, [trt.__version__])
-
-
-def _by_hand(options: ExportOptions, run_root: Path, shapes: trt_build.Shapes) -> str:
-    int8 = options.precision == "int8"
-    onnx_name = "model.int8.onnx" if int8 else "model.onnx"
-    command = trt_build.trtexec_command(onnx_name, "model.engine", options.precision, shapes,
-                                        options.workspace_mib, options.dla_core)
-    return (f"run `edgecomp export --run {run_root}{' --precision int8' if int8 else ''}`, copy "
-            f"{run_root / onnx_name} to the device and run there: {command}")
-
-
-def target_opset(options: ExportOptions, target: Optional[EngineTarget]) -> int:
+def target_opset(options: ExportOptions, trt_versions: list[str], max_opset: Optional[int] = None) -> int:
     """--opset / export.opset, else the highest opset every TensorRT of the target parses (17 if unknown)."""
     if options.opset is not None:
         return options.opset
-    versions = target.trt_versions if target else []
-    opset = min((trt_build.default_opset(v) for v in versions), default=trt_build.default_opset(None))
-    return min(opset, target.max_opset) if target and target.max_opset else opset
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def export_engine(target: EngineTarget, options: ExportOptions, onnx_path: Path, engines: Path,
-                  shapes: trt_build.Shapes, calib: Optional[np.ndarray], extra: dict[str, Any]) -> dict[str, Any]:
-    """Build (or reuse, when its key matches exactly) the engine; returns its export.json entry."""
-    if target.trt is None:
-        return _engine_on_device(target, options, onnx_path, engines, shapes, extra)
-    trt = target.trt
-    key = trt_build.engine_key(device=trt_build.local_device_model(), trt_version=trt.__version__,
-                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(onnx_path),
-                               dla_core=options.dla_core)
-    found = trt_build.find_engine(engines, key)
-    if found is not None:
-        return {"file": str(found.relative_to(engines.parent)), "key": key.fields(), "reused": True}
-    settings = trt_build.BuildSettings(
-        options.precision, shapes, options.workspace_mib, options.dla_core,
-        timing_cache=engines / f"{key.name.split('_')[0]}_trt{key.trt_version}.timing.cache",
-        calib_images=calib, calib_cache=engines / f"{key.name}.calib.cache")
-    report = trt_build.build_engine(trt, onnx_path, settings)
-    path = trt_build.store_engine(engines, key, report.plan, report.details())
-    return {"file": str(path.relative_to(engines.parent)), "key": key.fields(), "reused": False,
-            **report.details(), "built_on": "this machine"}
-
-
-def _engine_on_device(target: EngineTarget, options: ExportOptions, onnx_path: Path, engines: Path,
-                      shapes: trt_build.Shapes, extra: dict[str, Any]) -> dict[str, Any]:
-    """Contract with edgecomp.runners: build_engine_on_device(...) returns a mapping with `engine` (a local
-    path of the fetched plan), `device_model`, `trt_version` and optionally `dla_fallback`, `flags`."""
-    result = target.build_on_device(device=target.device, onnx=onnx_path, precision=options.precision,
-                                    shapes=shapes, workspace_mib=options.workspace_mib,
-                                    dla_core=options.dla_core, out_dir=engines, **extra)
-    missing = [k for k in ("engine", "device_model", "trt_version") if not result.get(k)]
-    if missing:
-        raise ExportError(f"edgecomp.runners.build_engine_on_device returned no {', '.join(missing)}")
-    source = extra.get("qdq_onnx") if options.precision == "int8" and extra.get("qdq_onnx") else onnx_path
-    key = trt_build.engine_key(device=result["device_model"], trt_version=result["trt_version"],
-                               precision=options.precision, shapes=shapes, onnx_sha256=file_sha256(source),
-                               dla_core=options.dla_core)
-    details = {k: result[k] for k in ("dla_fallback", "flags") if k in result}
-    fetched = Path(result["engine"])
-    path = trt_build.store_engine(engines, key, fetched.read_bytes(), {"trt_version": result["trt_version"],
-                                                                       "onnx": Path(source).name, **details})
-    fetched.unlink(missing_ok=True)  # the runner fetched it into a temporary folder of its own
-    return {"file": str(path.relative_to(engines.parent)), "key": key.fields(), "reused": False,
-            "onnx": Path(source).name, **details, "built_on": target.device}
+    opset = min((default_opset(v) for v in trt_versions), default=default_opset(None))
+    return min(opset, max_opset) if max_opset else opset
 
 
 # ---------------------------------------------------------------- the whole export
@@ -511,35 +426,22 @@ def take_images(source, spec: InputSpec, limit: int) -> tuple[torch.Tensor, torc
     return torch.cat(images)[:limit].contiguous(), torch.cat(labels)[:limit]
 
 
-def export(*, run: "str | Path", trt: bool = False, precision: Optional[str] = None, device: Optional[str] = None,
-           opset: Optional[int] = None, calib_images: Optional[int] = None, max_batch: Optional[int] = None,
-           dla_core: Optional[int] = None, workspace_mib: Optional[int] = None,
-           fold_bn: Optional[bool] = None) -> ExportResult:
-    """Export a run's final model; arguments left None come from the recipe's `export` section."""
-    folder = open_run(run)
-    recipe = load_recipe(folder.recipe)
-    options = resolve_options(recipe.export, trt=trt, precision=precision, device=device, opset=opset,
-                              calib_images=calib_images, max_batch=max_batch, dla_core=dla_core,
-                              workspace_mib=workspace_mib, fold_bn=fold_bn)
-    cfg = recipe.model
-    shapes = trt_build.shapes_for(INPUT_NAME, cfg.in_channels, cfg.input_size, options.max_batch)
-    target = choose_engine_target(options, folder.root, shapes) if options.trt else None  # fail before work
+def write_exports(folder: RunDir, recipe: Recipe, options: ExportOptions, *, opset: int) -> ExportResult:
+    """model.onnx (verified), and for int8 calib.npy + model.int8.onnx; export.json is the caller's to write."""
     job = prepare(folder, recipe, options)
-    info = write_onnx(job, target_opset(options, target))
+    info = write_onnx(job, opset)
     result = ExportResult(folder.root, folder.root / "model.onnx", folder.root / "export.json", info)
-    calib = None
-    if options.precision == "int8":
-        calib, info["int8"] = write_int8(job, result.onnx_path)
+    if FORMATS["onnx_int8"] in options.formats:
+        info["int8"] = write_int8(job, result.onnx_path)
         result.int8_path = folder.root / "model.int8.onnx"
-    if target is not None:
-        extra = {"qdq_onnx": result.int8_path, "calib": folder.root / "calib.npy" if calib is not None else None}
-        info["engine"] = export_engine(target, options, result.onnx_path, folder.root / "engines", shapes, calib,
-                                       extra if target.trt is None else {})
-        result.engine_path = folder.root / info["engine"]["file"]
-    info["files"] = {p.name: p.stat().st_size for p in (result.onnx_path, result.int8_path, result.engine_path,
-                                                         folder.root / "calib.npy") if p and p.is_file()}
-    write_text(result.info_path, json.dumps(info, indent=2) + "\n")
     return result
+
+
+def write_info(result: ExportResult) -> None:
+    """export.json, with the size of every file the export wrote."""
+    files = (result.onnx_path, result.int8_path, result.engine_path, result.run_dir / "calib.npy")
+    result.info["files"] = {p.name: p.stat().st_size for p in files if p and p.is_file()}
+    write_text(result.info_path, json.dumps(result.info, indent=2, default=str) + "\n")
 
 
 def prepare(folder: RunDir, recipe: Recipe, options: ExportOptions) -> ExportJob:
@@ -555,7 +457,7 @@ def write_onnx(job: ExportJob, opset: int) -> dict[str, Any]:
     import onnxruntime
     import onnxslim
 
-    from . import __version__
+    from .. import __version__
 
     options = job.options
     proto, folded = export_onnx(job.model, job.images[:2], opset=opset, fold_bn=options.fold_bn)
@@ -568,7 +470,7 @@ def write_onnx(job: ExportJob, opset: int) -> dict[str, Any]:
         "versions": {"edgecomp": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "onnxslim": onnxslim.__version__,
                      "python": platform.python_version()},
-        "precision": options.precision, "formats": [f.name for f in options.formats],
+        "precision": options.precision.value, "formats": [f.name for f in options.formats],
         "model": {"arch": job.recipe.model.arch, "macs": size.macs, "params": size.params},
         "aux": aux_summary(job.run.rows()),
         "fold_bn": {"enabled": options.fold_bn, "folded": folded},
@@ -578,17 +480,16 @@ def write_onnx(job: ExportJob, opset: int) -> dict[str, Any]:
     }
 
 
-def write_int8(job: ExportJob, fp32_path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def write_int8(job: ExportJob, fp32_path: Path) -> dict[str, Any]:
     """calib.npy from the training split, model.int8.onnx from it, and its accuracy on the validation images."""
     calib = take_images(job.data.train, job.spec, job.options.calib_images)[0].numpy().astype(np.float32)
     calib_path, int8_path = job.run.root / "calib.npy", job.run.root / "model.int8.onnx"
     atomic_write(calib_path, lambda temp: save_array(temp, calib))
     export_onnx_int8_qdq(fp32_path, int8_path, calib)
     accuracy = int8_accuracy(fp32_path, int8_path, job.images, job.labels)
-    return calib, {"file": int8_path.name, "calib_file": calib_path.name, "calib_images": len(calib),
-                   "calib_split": "train",
-                   "scheme": "Q/DQ, symmetric int8 activations and per-channel weights, float biases",
-                   **accuracy}
+    return {"file": int8_path.name, "calib_file": calib_path.name, "calib_images": len(calib),
+            "calib_split": "train", "scored_split": "val",
+            "scheme": "Q/DQ, symmetric int8 activations and per-channel weights, float biases", **accuracy}
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

@@ -1,6 +1,10 @@
-"""Run the target-side programs (`edgecomp/target/*.py`) on a device.
+"""Run the target-side programs (`edgecomp/deploy/target/*.py`) here or on a device.
 
-`HostRunner` runs them here with this Python (onnxruntime on the CPU).
+Both runners give the programs the same view: staged files under fixed, safe
+names in the run's working folder, so a program gets the same command line
+wherever it runs (the engine builder relies on it).
+`HostRunner` runs them here with this Python (onnxruntime on the CPU; TensorRT
+when installed), in a scratch folder of links to the staged files.
 `SshRunner` copies them and the artifacts with the system `scp` into
 `~/.cache/edgecomp/<run-id>/` on the device and runs them with the system
 `ssh`: `BatchMode=yes` (never a password prompt), `ConnectTimeout=10`, host
@@ -8,7 +12,9 @@ keys checked (`StrictHostKeyChecking=yes`; `accept-new` only when asked),
 the user's ~/.ssh/config honoured (no -F unless given in `ssh_options`),
 every remote argument quoted with `shlex.quote`. Staged files get fixed,
 safe names on the device, so local paths with spaces or quotes never reach
-a remote shell.
+a remote shell. A server without the SFTP subsystem (scp's protocol since
+OpenSSH 9) is detected and files then travel through the ssh channel itself
+(`cat`), which any OpenSSH server allows.
 
 Both return each program's JSON object and keep its stdout/stderr as
 `<log_dir>/<name>.json` and `<name>.log`. Failures are one-line errors:
@@ -30,8 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..errors import DeviceError, EdgecompError, RemoteError, UserInputError
 from .devices import Device, SshTarget
-from .errors import DeviceError, EdgecompError, RemoteError
 
 TARGET_DIR = Path(__file__).parent / "target"
 DEFAULT_REMOTE_ROOT = ".cache/edgecomp"  # relative to the remote home: no '~' to expand
@@ -86,7 +92,8 @@ class Runner:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        self.close(keep=error is not None)
+        # A failing program leaves its folder for a look; a refusal of the user's input has nothing to show.
+        self.close(keep=error is not None and not isinstance(error, UserInputError))
 
     def _finish(self, program: str, done: subprocess.CompletedProcess, tag: Optional[str],
                 log_dir: Optional[Path]) -> dict[str, Any]:
@@ -114,14 +121,19 @@ class HostRunner(Runner):
         self._scratch = tempfile.TemporaryDirectory(prefix="edgecomp-host-")
 
     def stage(self, path: Path, name: str) -> str:
-        return str(Path(path).resolve())
+        if not _SAFE_NAME.match(name):
+            raise ValueError(f"staged name {name!r} must be a safe file name")
+        link = Path(self._scratch.name) / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path(path).resolve())
+        return name
 
     def output(self, name: str) -> str:
-        return str(Path(self._scratch.name) / name)
+        return name
 
     def fetch(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(remote, local)
+        shutil.copyfile(Path(self._scratch.name) / remote, local)
 
     def run(self, program, args, *, tag=None, log_dir=None):
         command = [self.python, str(TARGET_DIR / f"{program}.py"), *args]
@@ -137,6 +149,9 @@ class HostRunner(Runner):
 
 
 # ---------------------------------------------------------------- ssh
+
+# scp (SFTP protocol, the default since OpenSSH 9) against an sshd without `Subsystem sftp`.
+SFTP_MISSING = "subsystem request failed"
 
 # ssh's own failures (exit code 255), by what its stderr says; first match wins.
 SSH_FAILURES = [
@@ -154,6 +169,8 @@ SSH_FAILURES = [
     ("Permission denied", True,
      "the key was not accepted (BatchMode: no password prompts); set up key login, e.g. ssh-copy-id"),
     ("Too many authentication failures", True, "too many authentication failures: use IdentitiesOnly"),
+    (SFTP_MISSING, True, "the ssh server has no SFTP subsystem (scp needs it since OpenSSH 9); "
+     "enable `Subsystem sftp` in its sshd_config"),
     ("not responding", False, "connection lost (the device stopped answering)"),
     ("Connection closed", False, "connection lost"),
     ("Connection reset", False, "connection lost"),
@@ -205,6 +222,7 @@ class SshRunner(Runner):
         self._queued: list[tuple[Path, str]] = []
         self._staged: dict[str, Path] = {}
         self._ready = False
+        self._legacy_scp = False  # set once the server turns out to have no SFTP subsystem
 
     # ---- command lines (pure: tested without a server)
 
@@ -214,7 +232,8 @@ class SshRunner(Runner):
 
     def scp_command(self, sources: list[str], destination: str) -> list[str]:
         port = ["-P", str(self.target.port)] if self.target.port else []
-        return ["scp", *self.options, *port, "--", *sources, destination]
+        legacy = ["-O"] if self._legacy_scp else []  # the scp protocol itself: no SFTP subsystem needed
+        return ["scp", *legacy, *self.options, *port, "--", *sources, destination]
 
     def remote_command(self, program: str, args: Sequence[str]) -> list[str]:
         """`cd DIR && python3 PROGRAM.py ARGS...` as words for `sh -c`, each quoted."""
@@ -257,9 +276,20 @@ class SshRunner(Runner):
                 link = Path(folder) / name
                 link.symlink_to(Path(path).resolve())
                 sources.append(str(link))
-            destination = f"{self.target.scp_host}:{self.remote_dir}/"
-            self._check(self._call(self.scp_command(sources, destination), "scp"))
+            self._scp(sources, f"{self.target.scp_host}:{self.remote_dir}/")
         self._queued = []
+
+    def _scp(self, sources: list[str], destination: str) -> None:
+        """scp; against a server without the SFTP subsystem, again with the original scp protocol (-O)."""
+        done = self._call(self.scp_command(sources, destination), "scp")
+        if done.returncode != 0 and SFTP_MISSING in done.stderr and not self._legacy_scp:
+            self._legacy_scp = True
+            done = self._call(self.scp_command(sources, destination), "scp -O")
+            if done.returncode != 0 and "unknown option" in done.stderr:
+                raise DeviceError(f"--device {self.label}: the ssh server has no SFTP subsystem, which this scp "
+                                  "needs, and this scp has no -O (the original protocol); enable "
+                                  "`Subsystem sftp` in the server's sshd_config")
+        self._check(done)
 
     def stage(self, path: Path, name: str) -> str:
         if not _SAFE_NAME.match(name):
@@ -275,8 +305,7 @@ class SshRunner(Runner):
     def fetch(self, remote: str, local: Path) -> None:
         self._prepare()
         local.parent.mkdir(parents=True, exist_ok=True)
-        source = f"{self.target.scp_host}:{self.remote_dir}/{remote}"
-        self._check(self._call(self.scp_command([source], str(local)), "scp"))
+        self._scp([f"{self.target.scp_host}:{self.remote_dir}/{remote}"], str(local))
 
     def run(self, program, args, *, tag=None, log_dir=None):
         self._prepare()
@@ -328,82 +357,3 @@ def make_runner(
         ssh_options=options, remote_python=remote_python or os.environ.get(REMOTE_PYTHON_ENV) or "python3",
         remote_root=os.environ.get(REMOTE_DIR_ENV) or DEFAULT_REMOTE_ROOT,
     )
-
-
-# ---------------------------------------------------------------- for `edgecomp export --trt --device`
-
-
-def build_engine_on_device(
-    *,
-    device: str,
-    onnx: Path,
-    precision: str,
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
-    workspace_mib: int = 1024,
-    dla_core: Optional[int] = None,
-    out_dir: Path,
-    qdq_onnx: Optional[Path] = None,
-    calib: Optional[Path] = None,
-    accept_new_host_key: bool = False,
-) -> dict[str, Any]:
-    """Build a TensorRT engine on the device (build.py) and fetch it; the contract edgecomp.exporter uses.
-
-    `shapes`: input name → (min, opt, max) full shapes; the batch is the only dynamic dimension.
-    int8 builds the Q/DQ model when given (its scales are in the graph), else calibrates on `calib`
-    (.npy or .npz of preprocessed float32 images). Returns `engine` (a local file in a new temporary
-    folder: the caller moves or copies it), `device_model`, `trt_version`, `dla_fallback`, `flags`.
-    """
-    import uuid
-
-    from .devices import resolve_device
-
-    target = resolve_device(device)
-    if target.is_local:
-        raise DeviceError(f"--device {device}: building on a device needs ssh://user@host[:port] "
-                          "or a profile with a connection")
-    fetched = Path(tempfile.mkdtemp(prefix="edgecomp-engine-")) / "model.engine"
-    run_id = f"build-{uuid.uuid4().hex[:10]}"
-    with tempfile.TemporaryDirectory(prefix="edgecomp-build-") as scratch, \
-            make_runner(target, accept_new_host_key=accept_new_host_key, run_id=run_id) as runner:
-        info = runner.run("info", [])
-        args = _build_args(runner, info, onnx, precision, shapes, workspace_mib, dla_core, qdq_onnx, calib,
-                           Path(scratch), target.label)
-        built = runner.run("build", args, log_dir=Path(out_dir) / "build-logs")
-        runner.fetch(runner.output("model.engine"), fetched)
-    flags = [precision] + ([f"dla:{dla_core}", "gpu_fallback"] if dla_core is not None else [])
-    return {"engine": str(fetched), "device_model": info.get("model") or target.label,
-            "trt_version": built.get("tensorrt") or info.get("tensorrt"), "dla_fallback": dla_core is not None,
-            "flags": flags}
-
-
-def _build_args(runner: Runner, info: dict[str, Any], onnx: Path, precision: str, shapes, workspace_mib: int,
-                dla_core: Optional[int], qdq_onnx: Optional[Path], calib: Optional[Path], scratch: Path,
-                label: str) -> list[str]:
-    if info.get("tensorrt"):
-        tool = "api"
-    elif info.get("trtexec"):
-        tool = "trtexec"
-    else:
-        raise DeviceError(f"--device {label}: no TensorRT there (neither the tensorrt module nor trtexec)")
-    source = qdq_onnx if precision == "int8" and qdq_onnx else onnx
-    args = ["--onnx", runner.stage(Path(source), "model.onnx"), "--engine", runner.output("model.engine"),
-            "--precision", precision, "--workspace-mb", str(workspace_mib), "--tool", tool]
-    for name, (_low, opt, high) in shapes.items():
-        args += ["--batch", str(opt[0]), "--max-batch", str(high[0]),
-                 "--shape", f"{name}:" + "x".join(str(d) for d in opt[1:])]
-    if dla_core is not None:
-        args += ["--dla", str(dla_core)]
-    if precision == "int8" and not qdq_onnx and calib is not None:
-        args += ["--calib", runner.stage(_as_npz(Path(calib), scratch), "calib.npz")]
-    return args
-
-
-def _as_npz(path: Path, scratch: Path) -> Path:
-    """build.py reads calibration images from an .npz with `images`; accept an .npy of them too."""
-    if path.suffix == ".npz":
-        return path
-    import numpy as np
-
-    target = scratch / "calib.npz"
-    np.savez(target, images=np.load(path, allow_pickle=False).astype(np.float32))
-    return target
