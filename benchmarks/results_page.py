@@ -9,6 +9,7 @@ over the seeds (sqrt(std_a²/n + std_b²/n)); otherwise the page says the claim 
 from __future__ import annotations
 
 import json
+import statistics
 import math
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def compare(table: str, better: str, worse: str, claim: str) -> str:
 
 def section(title: str, name: str, verdicts: list[str]) -> list[str]:
     text = (RESULTS / f"{name}.md").read_text().split("\n", 1)[1].strip()
-    return [f"## {title}", "", text, "", *[f"- {v}" for v in verdicts], ""]
+    return [f"### {title}", "", text, "", *[f"- {v}" for v in verdicts], ""]
 
 
 def study_section() -> list[str]:
@@ -51,13 +52,114 @@ def study_section() -> list[str]:
                f"{'holds' if trend == 'falls' else 'is not shown'} on this grid "
                f"(per-seed choices are in the table: a 1-epoch cell is noisy).")
     text = (RESULTS / "study_magnitude_vs_size.md").read_text().split("\n", 1)[1].strip()
-    return ["## (a) Best magnitude vs model size (finding A)", "", text, "", f"- {verdict}", ""]
+    return ["### (a) Best magnitude vs model size (finding A), one-epoch cells", "", text, "", f"- {verdict}", ""]
+
+
+CONVERGED = RESULTS / "converged"
+GATE_GAP = 0.03
+SIZES, MAGNITUDES, SEEDS = (1.0, 0.25, 0.1, 0.05), (0.0, 5.0, 10.0, 15.0), (0, 1, 2)
+
+
+def reference_section() -> list[str]:
+    ref = json.loads((RESULTS / "dense_reference" / "reference.json").read_text())
+    first = json.loads((RESULTS / "dense_reference" / "attempt1_m5_patience2.json").read_text())
+    return [
+        "## The dense reference", "",
+        f"Command: `{ref['command']}`", "",
+        f"ResNet-20 on Fashion-MNIST's training split ({ref['train_images']:,} images; {ref['val_images']:,} carved "
+        f"out for validation), crop + flip, SGD lr 0.1, trained until {ref['rule_text']}. It stopped after "
+        f"{ref['epochs']} epochs ({'plateau' if ref['converged'] else 'epoch cap, NOT converged'}): validation "
+        f"{ref['val_accuracy']:.4f}, **test {ref['test_accuracy']:.4f}** (full {ref['test_images']:,}-image test set), "
+        f"clean training accuracy {ref['train_accuracy_clean']:.4f}. Weights: `{ref['weights']}` "
+        f"(sha256 `{ref['weights_sha256'][:16]}…`), the quickstart's and the benchmarks' starting point.",
+        "",
+        f"A first attempt (RandAugment M = 5, patience 2) cut the learning rate after 5 epochs and underfit: "
+        f"test {first['test_accuracy']:.4f}, clean training accuracy {first['train_accuracy_clean']:.4f} "
+        f"(`benchmarks/results/dense_reference/attempt1_m5_patience2.json`).", "",
+    ]
+
+
+def _cells() -> dict[tuple[int, float, float], dict]:
+    cells = {}
+    for path in sorted(CONVERGED.glob("study-s*/cells/*.json")):
+        cell = json.loads(path.read_text())
+        cells[int(cell["seed"]), float(cell["size"]), float(cell["magnitude"])] = cell
+    return cells
+
+
+def regime_section() -> list[str]:
+    dense = {}
+    for seed in SEEDS:
+        path = CONVERGED / f"dense-s{seed}" / "reference.json"
+        if path.is_file():
+            dense[seed] = json.loads(path.read_text())
+    lines = ["## The study regime and its gate", "",
+             "Plan and decision rules, written before these runs: [`benchmarks/PLAN.md`](PLAN.md). Recipe: "
+             "`benchmarks/recipes/fmnist_regime_5k.yaml` (5,000 training images). Command: "
+             "`python benchmarks/study_converged.py`.", ""]
+    if not dense:
+        return lines + ["No dense model of the regime has finished yet: the gate is not measured, and no claim "
+                        "is tested.", ""]
+    lines += ["| seed | epochs | converged | clean train acc | val acc | test acc | train − val gap | gate (> 3 points) |",
+              "|---:|---:|:---:|---:|---:|---:|---:|:---:|"]
+    for seed, ref in dense.items():
+        gap = ref["train_val_gap"]
+        lines.append(f"| {seed} | {ref['epochs']} | {'yes' if ref['converged'] else 'no'} | "
+                     f"{ref['train_accuracy_clean']:.4f} | {ref['val_accuracy']:.4f} | {ref['test_accuracy']:.4f} | "
+                     f"{gap * 100:.1f} | {'pass' if gap > GATE_GAP else 'FAIL'} |")
+    missing = [s for s in SEEDS if s not in dense]
+    lines += ["", f"Seeds without a dense model yet: {missing}." if missing else "", ""]
+    return lines
+
+
+def converged_table() -> list[str]:
+    cells = _cells()
+    total = len(SIZES) * len(MAGNITUDES) * len(SEEDS)
+    lines = ["## (a) Converged accuracy per size and magnitude (finding A)", "",
+             f"{len(cells)} of {total} cells finished (sizes {', '.join(f'{s:g}' for s in SIZES)} of the dense MACs "
+             f"× M ∈ {{{', '.join(f'{m:g}' for m in MAGNITUDES)}}} × seeds {list(SEEDS)}; each cell trained to its "
+             "own validation plateau). Cells: validation mean (chooses) / test mean (reports), n seeds.", ""]
+    if not cells:
+        return lines + ["No cell has finished: table (a) has no result yet, and finding A is untested.", ""]
+    lines += ["| MACs ratio | " + " | ".join(f"M={m:g}" for m in MAGNITUDES) + " |",
+              "|---:|" + "---:|" * len(MAGNITUDES)]
+    for size in SIZES:
+        row = []
+        for m in MAGNITUDES:
+            done = [cells[k, size, m] for k in SEEDS if (k, size, m) in cells]
+            if not done:
+                row.append("–")
+                continue
+            val = statistics.fmean(c["val_accuracy"] for c in done)
+            test = statistics.fmean(c["test_accuracy"] for c in done)
+            row.append(f"{val:.4f} / {test:.4f} (n={len(done)})")
+        lines.append(f"| {size:g} | " + " | ".join(row) + " |")
+    verdict = ("the decision rule of PLAN.md needs every cell of every seed; until then finding A is **untested** "
+               "(no verdict is drawn from a partial grid)") if len(cells) < total else \
+        "all cells finished: apply PLAN.md's rule (not yet automated here)"
+    return lines + ["", f"- {verdict}.", ""]
 
 
 def main() -> None:
     speed = load("pipeline_speed")
     lines = [
         "# Results",
+        "",
+        "Regenerate this page with `python benchmarks/results_page.py`. Measured on a 2-core x86-64 CPU without "
+        "a GPU, on Fashion-MNIST (Debian's `dataset-fashion-mnist`).",
+        "",
+        "**Where the findings stand (2026-11-29).** The earlier runs (below, kept as a record) were made where "
+        "augmentation cannot help: a 4-epoch dense model below its own students, underfitting models, one-epoch "
+        "study cells, sizes only down to 25%. They are superseded. The new set-up: a dense reference trained to a "
+        "validation plateau, a data-limited regime admitted by a measured gate, study cells trained to their own "
+        "plateau down to 5% of the MACs, paired statistics over 3 seeds, decision rules written first "
+        "(`benchmarks/PLAN.md`). Its runs are in progress; where a table is incomplete it says so and draws no "
+        "verdict. Tables (b)–(e) have not been redone yet.",
+        "",
+        *reference_section(),
+        *regime_section(),
+        *converged_table(),
+        "## Earlier runs (2026-11-28), superseded",
         "",
         "Everything here was measured on a 2-core x86-64 CPU without a GPU, on Fashion-MNIST (Debian's "
         "`dataset-fashion-mnist`), with the quickstart's ResNet-20 at 28 px. Accuracies are deterministic per "

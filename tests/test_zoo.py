@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecomp.exporter import compare_onnx, export_onnx
+from edgecomp.deploy.export import compare_onnx, export_onnx
 from edgecomp.models import build_model
 from edgecomp.prune import ChannelShuffle, Size, measure_size, prune_to, traceable
 from edgecomp.recipe import ModelSection, PruneSection
