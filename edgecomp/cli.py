@@ -141,7 +141,10 @@ def _profile_text(p) -> str:
     """One profile, one field a line (80 columns)."""
     releases = [f"  JetPack {r.jetpack}: L4T {r.l4t}, TensorRT {r.tensorrt}, CUDA {r.cuda}" for r in p.jetpack_releases]
     power = f"{p.power_mode.name} (nvpmodel -m {p.power_mode.id})" if p.power_mode else "-"
-    lines = [f"name:        {p.name}", f"description: {p.description}", f"GPU:         {p.gpu_arch or '-'}",
+    import textwrap
+
+    description = textwrap.fill(f"description: {p.description}", 80, subsequent_indent=" " * 13)
+    lines = [f"name:        {p.name}", description, f"GPU:         {p.gpu_arch or '-'}",
              f"memory:      {f'{p.memory_gb:g} GB' if p.memory_gb else '-'}", f"DLA cores:   {p.dla_cores}",
              f"INT8:        {'yes' if p.int8 else 'no'}", f"max opset:   {p.max_onnx_opset or '-'}",
              f"power mode:  {power}", f"connection:  {p.connection or '-'}", "releases:", *(releases or ["  -"])]

@@ -164,11 +164,7 @@ ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "shufflenet_v2_x1_0"]
 
 @pytest.mark.parametrize("variant", ["dense", "pruned"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_export_reload_compare(arch, variant, rgb32, tmp_path, monkeypatch, request):
-    if variant == "pruned" and arch == "shufflenet_v2_x1_0":
-        request.applymarker(pytest.mark.xfail(
-            raises=ZeroDivisionError, strict=True,
-            reason="Torch-Pruning 1.6 cannot trace ShuffleNetV2's channel shuffle (update_reshape_index_mapping)"))
+def test_export_reload_compare(arch, variant, rgb32, tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = randomize_bn(build_model(ModelSection(arch=arch, input_size=32, num_classes=10)))
     if variant == "pruned":
