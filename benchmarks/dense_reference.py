@@ -59,8 +59,8 @@ def train_reference(recipe: Recipe, out: Path, weights: Optional[Path], rule: Pl
     spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
     objective = Objective(recipe.teacher, 1.0, None, label_smoothing=recipe.dense.optim.label_smoothing)
     magnitude = recipe.augment.schedule.dense
-    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.dense.optim, 0, recipe.seed,
-                   "dense", objective)
+    job = TrainJob(data=data.train, spec=spec, augment=Augmenter(recipe.augment), magnitude=magnitude,
+                   optim=recipe.dense.optim, epochs=0, seed=recipe.seed, label="dense", objective=objective)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = train_until_plateau(model, job, data.val, rule, out / "state.pt")

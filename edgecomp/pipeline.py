@@ -286,8 +286,9 @@ def _fit(ctx: Context, model: nn.Module, step: int, magnitude: float, epochs: in
     if epochs == 0:
         return []
     torch.manual_seed(_seed(ctx.recipe, step))
-    job = TrainJob(ctx.data.train, ctx.spec, ctx.augmenter, magnitude, optim, epochs, _seed(ctx.recipe, step),
-                   label, objective, strong_magnitude, ctx.dist)
+    job = TrainJob(data=ctx.data.train, spec=ctx.spec, augment=ctx.augmenter, magnitude=magnitude, optim=optim,
+                   epochs=epochs, seed=_seed(ctx.recipe, step), label=label, objective=objective,
+                   strong_magnitude=strong_magnitude, dist=ctx.dist)
     return train(model, job)
 
 

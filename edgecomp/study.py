@@ -120,8 +120,9 @@ def _train_dense(recipe: Recipe, model, data, spec) -> None:
     from .train import TrainJob, train
 
     magnitude = recipe.augment.schedule.dense
-    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.dense.optim, recipe.dense.epochs,
-                   recipe.seed * 1000, "dense", Objective(recipe.teacher))
+    job = TrainJob(data=data.train, spec=spec, augment=Augmenter(recipe.augment), magnitude=magnitude,
+                   optim=recipe.dense.optim, epochs=recipe.dense.epochs, seed=recipe.seed * 1000, label="dense",
+                   objective=Objective(recipe.teacher))
     train(model, job)
 
 
@@ -142,8 +143,9 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
     spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
     model = load_model_file(model_path, recipe.model)
     torch.manual_seed(recipe.seed)
-    job = TrainJob(data.train, spec, Augmenter(recipe.augment), magnitude, recipe.finetune.optim, 0,
-                   recipe.seed * 1000 + 1, f"s={size} M={magnitude}", Objective(recipe.teacher))
+    job = TrainJob(data=data.train, spec=spec, augment=Augmenter(recipe.augment), magnitude=magnitude,
+                   optim=recipe.finetune.optim, epochs=0, seed=recipe.seed * 1000 + 1, label=f"s={size} M={magnitude}",
+                   objective=Objective(recipe.teacher))
     result = train_until_plateau(model, job, data.val, PlateauRule(**rule), Path(state_path))
     val_accuracy = evaluate(model, data.val, spec)
     return {"size": size, "magnitude": magnitude, "seed": recipe.seed, "accuracy": val_accuracy,

@@ -52,7 +52,7 @@ def make_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimize
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainJob:
     """Everything one training stage needs besides the model."""
 

@@ -88,8 +88,8 @@ FINETUNE = textwrap.dedent("""
     spec = InputSpec.create(recipe.model, data.mean, data.std, torch.device("cpu"))
     torch.manual_seed(0)
     model = CifarResNet(20, 10, in_channels=1, width=4)
-    job = TrainJob(data.train, spec, Augmenter(recipe.augment), 9.0, recipe.finetune.optim, 1, 0, "step 3",
-                   Objective(recipe.teacher, 0.1))
+    job = TrainJob(data=data.train, spec=spec, augment=Augmenter(recipe.augment), magnitude=9.0,
+                   optim=recipe.finetune.optim, epochs=1, seed=0, label="step 3", objective=Objective(recipe.teacher, 0.1))
     history = train(model, job)
     assert torch.isfinite(torch.tensor(history[-1].loss))
     print("finished", history[-1].loss)

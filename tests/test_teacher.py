@@ -109,7 +109,8 @@ def test_filter_epoch_sees_every_sample(fashion, oracle):
     data = TensorBatches(images, labels, 50)
     cfg = TeacherSection(difficulty={"mode": "filter", "tau_dense": 0.2, "tau_min": 0.2})
     objective = Objective(cfg, 0.5, oracle)
-    job = TrainJob(data, spec, AUG, 20.0, OptimSettings(lr=0.01), 1, 0, "t", objective)
+    job = TrainJob(data=data, spec=spec, augment=AUG, magnitude=20.0, optim=OptimSettings(lr=0.01), epochs=1, seed=0,
+                   label="t", objective=objective)
     stats = train(Recorder(), job)
     assert stats[0].images == len(images)
     assert stats[0].teacher.filtered > 0 and stats[0].teacher.samples == len(images)
@@ -178,7 +179,8 @@ def test_teacher_is_frozen_and_runs_without_autograd(fashion):
     teacher = Teacher(source)
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     objective = Objective(TeacherSection(kd_weight=0.5, difficulty={"mode": "weight"}), 0.5, teacher)
-    job = TrainJob(TensorBatches(images, labels, 50), spec, AUG, 9.0, OptimSettings(lr=0.1), 2, 0, "t", objective)
+    job = TrainJob(data=TensorBatches(images, labels, 50), spec=spec, augment=AUG, magnitude=9.0,
+                   optim=OptimSettings(lr=0.1), epochs=2, seed=0, label="t", objective=objective)
     student = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
     train(student, job)
     after = teacher.model.state_dict()
