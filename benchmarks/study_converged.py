@@ -39,7 +39,8 @@ def parse_list(text: str, kind=float) -> list:
 
 def run_seed(seed: int, sizes: list[float], magnitudes: list[float], rule: PlateauRule) -> dict:
     sets = [f"seed={seed}"]
-    dense = train_reference(load_recipe(str(RECIPE), sets), RUNS / f"dense-s{seed}", RUNS / f"dense-s{seed}.pt", rule)
+    dense_recipe = load_recipe(str(RECIPE), sets + ["augment.policy=none"])  # the gate's model: crop + flip only
+    dense = train_reference(dense_recipe, RUNS / f"dense-s{seed}", RUNS / f"dense-s{seed}.pt", rule)
     recipe = load_recipe(str(RECIPE), sets + [f"dense.weights={RUNS / f'dense-s{seed}.pt'}", "dense.epochs=0"])
     result = study(recipe, sizes=sizes, magnitudes=magnitudes, rule=rule, out=RUNS / f"study-s{seed}",
                    workers=1, threads=2)

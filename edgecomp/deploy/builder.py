@@ -20,7 +20,8 @@ from typing import Any, Optional
 
 from ..errors import DeviceError, EdgecompError, UserInputError
 from ..precision import Precision, check_dla
-from .engines import EngineKey, Shapes, engine_key, file_sha256, find_engine, store_engine
+from ..rundir import sha256 as file_sha256
+from .engines import EngineKey, Shapes, engine_key, find_engine, store_engine
 from .runners import Runner
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}

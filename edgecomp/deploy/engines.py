@@ -72,14 +72,6 @@ def engine_key(*, device: str, trt_version: str, precision: Precision, shapes: S
     return EngineKey(device.strip(), trt_version.strip(), Precision(precision).value, profile, onnx_sha256, dla_core)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_engine(path: Path, wanted: EngineKey) -> None:
     """Refuse an engine whose key file is missing or names another device, version, precision, shape or model."""
     sidecar = Path(path).with_suffix(".json")
