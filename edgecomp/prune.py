@@ -27,8 +27,9 @@ from .errors import PruneError, PruneTargetError, RecipeError
 from .recipe import Importance, PruneSection
 
 MAX_CHANNEL_RATIO = 0.95  # the largest ratio the search tries
-SCAN_POINTS = 10  # coarse scan that brackets the ratio
-SEARCH_ITERATIONS = 6  # bisection inside the bracket: resolution 0.095 / 2**6 ≈ 0.0015 of the channels
+SEARCH_ITERATIONS = 9  # bisection on the ratio: resolution 0.95 / 2**9 ≈ 0.002 of the channels
+SCAN_POINTS = 10  # coarse scan that brackets the ratio when the largest ratio's plan misses
+SCAN_ITERATIONS = 6  # bisection inside that bracket: 0.095 / 2**6 ≈ 0.0015 of the channels
 TOP_UPS = 3  # further rounds when the exact count lands above the target
 REACH_SLACK = 0.02  # the estimate is within a fraction of a percent; refuse only clear misses
 
@@ -271,17 +272,18 @@ def deepest_plan(planner: Planner, by_macs: bool = True) -> list:
 def search_ratio(planner: Planner, fits: Callable[[Size], bool]) -> Optional[float]:
     """The smallest ratio (to the search's resolution) whose estimated size fits; None if none does.
 
-    A coarse scan first brackets it: plans are not monotone in the ratio everywhere (near the top
-    Torch-Pruning skips whole groups it may not empty, e.g. grouped convolutions, and plans less), so
-    the search may not start from the largest ratio. Bisection then refines inside the bracket."""
-    low = 0.0
-    for high in scan_ratios():
-        if fits(planner.estimate(planner.plan(high))):
-            break
-        low = high
-    else:
-        return None
-    for _ in range(SEARCH_ITERATIONS):
+    Bisection on [0, MAX_CHANNEL_RATIO] when the largest ratio's plan fits. Plans are not monotone in the
+    ratio everywhere, though: near the top Torch-Pruning may skip whole groups it may not empty (grouped
+    convolutions) and plan less, so when the top plan misses, a coarse scan brackets the ratio first."""
+    low, high = 0.0, MAX_CHANNEL_RATIO
+    if not fits(planner.estimate(planner.plan(high))):
+        for high in scan_ratios()[:-1]:
+            if fits(planner.estimate(planner.plan(high))):
+                break
+            low = high
+        else:
+            return None
+    for _ in range(SEARCH_ITERATIONS if low == 0.0 and high == MAX_CHANNEL_RATIO else SCAN_ITERATIONS):
         middle = (low + high) / 2
         low, high = (low, middle) if fits(planner.estimate(planner.plan(middle))) else (middle, high)
     return high
