@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 import yaml
 
@@ -53,16 +54,12 @@ def best_per_size(grid: dict[float, dict[float, float]]) -> dict[float, float]:
 
 
 def fit_linear(best: dict[float, float]) -> dict[str, float]:
-    """Least squares M = min + (dense - min) * s through (s, best M), clamped to 0..30."""
+    """Least squares M = min + (dense - min) * s through (s, best M) (numpy.polyfit), clamped to 0..30."""
     sizes = list(best)
     if len(set(sizes)) < 2:
         value = float(next(iter(best.values())))
         return {"dense": value, "min": value}
-    n = len(sizes)
-    mean_s, mean_m = sum(sizes) / n, sum(best.values()) / n
-    var = sum((s - mean_s) ** 2 for s in sizes)
-    slope = sum((s - mean_s) * (best[s] - mean_m) for s in sizes) / var
-    intercept = mean_m - slope * mean_s
+    slope, intercept = np.polyfit(np.array(sizes, dtype=float), np.array([best[s] for s in sizes], dtype=float), 1)
     clamp = lambda v: float(min(max(v, 0.0), MAX_MAGNITUDE))  # noqa: E731
     return {"dense": round(clamp(intercept + slope), 2), "min": round(clamp(intercept), 2)}
 
