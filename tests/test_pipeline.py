@@ -11,6 +11,7 @@ from edgecomp import compress
 from edgecomp.errors import RunDirError
 from edgecomp.models import load_model_file
 from edgecomp.recipe import load_recipe
+from edgecomp.rundir import RunDir
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
 ROW_KEYS = {"step", "macs", "params", "macs_ratio", "params_ratio", "magnitude", "accuracy", "test_accuracy",
@@ -90,7 +91,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, write_recipe, fashion
     proc = subprocess.Popen([sys.executable, "-m", "edgecomp", "compress", "--recipe", str(path), "--out",
                              str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not (killed / "checkpoints" / "step_001.pt").exists():
+    while 1 not in RunDir(killed).finished_steps():  # finished = listed in the manifest, not just written
         assert proc.poll() is None, "run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
