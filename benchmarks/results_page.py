@@ -67,7 +67,7 @@ def reference_section() -> list[str]:
         "## The dense reference", "",
         f"Command: `{ref['command']}`", "",
         f"ResNet-20 on Fashion-MNIST's training split ({ref['train_images']:,} images; {ref['val_images']:,} carved "
-        f"out for validation), crop + flip, SGD lr 0.1, trained until {ref['rule_text']}. It stopped after "
+        f"out for validation), crop + flip, SGD lr 0.1, plateau rule: {ref['rule_text']}. It stopped after "
         f"{ref['epochs']} epochs ({'plateau' if ref['converged'] else 'epoch cap, NOT converged'}): validation "
         f"{ref['val_accuracy']:.4f}, **test {ref['test_accuracy']:.4f}** (full {ref['test_images']:,}-image test set), "
         f"clean training accuracy {ref['train_accuracy_clean']:.4f}. Weights: `{ref['weights']}` "
@@ -183,14 +183,15 @@ def main() -> None:
         *section("(c) Plain vs rep vs heads at the smallest sizes (finding B)", "aux_plain_rep_heads", [
             compare("aux_plain_rep_heads", "rep", "linear", "rep branches trained on the strong view (M = 9) help"),
             compare("aux_plain_rep_heads", "heads", "linear", "auxiliary heads trained on the strong view help"),
-            f"Fine-tune throughput, same run (`benchmarks/results/pipeline_speed.md`): rep {speed['rep_ratio']:.2f}×"
-            f", heads {speed['heads_ratio']:.2f}× of plain."]),
+            f"Fine-tune throughput now (`benchmarks/results/pipeline_speed.md`, after the issue-12 speed work): "
+            f"rep {speed['rep_ratio']:.2f}×, heads {speed['heads_ratio']:.2f}× of plain."]),
         *section("(d) The teacher criteria (finding C)", "teacher_criteria", [
             compare("teacher_criteria", "linear_kd", "linear", "distillation from the dense model helps"),
             compare("teacher_criteria", "teacher_weight", "linear",
                     "the teacher-calibrated schedule with difficulty weights beats the linear schedule"),
             compare("teacher_criteria", "abc", "linear", "all of A+B+C together beat A alone"),
-            f"Teacher overhead on fine-tune throughput, same run: {speed['teacher_ratio']:.2f}× of plain."]),
+            f"Teacher overhead on fine-tune throughput now (confidence-drop difficulty: one more teacher pass): "
+            f"{speed['teacher_ratio']:.2f}× of plain."]),
         *section("(e) The full recipe vs a Torch-Pruning baseline", "full_vs_tp_baseline", [
             compare("full_vs_tp_baseline", "abc", "tp_baseline",
                     "the full recipe (teacher schedule + weights + KD + rep) beats Torch-Pruning with constant "
