@@ -124,7 +124,8 @@ def train_until_plateau(model: nn.Module, job: TrainJob, val: TensorBatches, rul
             epoch = len(curve)
             task = bar.add_task(f"{job.label} epoch {epoch + 1}", total=job.data.num_batches(), loss=0.0, rate=0.0)
             stats = train_epoch(model, job, optimizer, generator, epoch, _Ticker(bar, task, watchdog, epoch))
-            curve.append(evaluate(model, val, job.spec, f"{job.label} validation"))
+            with watchdog.paused():  # validation watches itself
+                curve.append(evaluate(model, val, job.spec, f"{job.label} validation"))
             losses.append(stats.loss)
             stop = plateau.step(curve[-1])
             log_epoch(job, epoch, stats, f", val {curve[-1]:.4f}, lr {optimizer.param_groups[0]['lr']:.2g}")

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 FACTOR = float(os.environ.get("EDGECOMP_WATCHDOG_FACTOR", 50))
 FLOOR_S = float(os.environ.get("EDGECOMP_WATCHDOG_FLOOR_S", 120))
@@ -43,6 +44,7 @@ class Watchdog:
         self._last = time.perf_counter()
         self._where = "before the first batch finished"
         self._stop = threading.Event()
+        self._paused = False
         self._thread: Optional[threading.Thread] = None
 
     def limit_s(self) -> float:
@@ -54,6 +56,15 @@ class Watchdog:
         now = time.perf_counter()
         self._recent.append(now - self._last)
         self._last, self._where = now, f"since {where} finished"
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Another loop (with its own watchdog) runs meanwhile, e.g. validation between epochs."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._last, self._paused = time.perf_counter(), False
 
     def __enter__(self) -> "Watchdog":
         self._last = time.perf_counter()
@@ -67,6 +78,8 @@ class Watchdog:
     def _watch(self) -> None:
         poll = min(1.0, self.floor_s / 10)
         while not self._stop.wait(poll):
+            if self._paused:
+                continue
             stalled = time.perf_counter() - self._last
             limit = self.limit_s()
             if stalled > limit:

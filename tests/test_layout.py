@@ -120,6 +120,16 @@ def test_watchdog_reports_a_stall_once():
     assert "step 3" in lines[0] and "since epoch 1, batch 3 finished" in lines[0] and "checkpoint" in lines[0]
 
 
+def test_watchdog_stays_quiet_while_paused():
+    lines = []
+    with Watchdog("step 2", factor=3, floor_s=0.3, first_s=5, on_hang=lines.append) as watchdog:
+        watchdog.beat("epoch 1, batch 1")
+        with watchdog.paused():  # a validation pass longer than the training limit
+            time.sleep(1.0)
+        watchdog.beat("epoch 2, batch 1")
+    assert lines == []
+
+
 def test_watchdog_stays_quiet_while_batches_arrive():
     lines = []
     with Watchdog("step 1", factor=3, floor_s=0.3, first_s=5, on_hang=lines.append) as watchdog:
