@@ -31,7 +31,6 @@ def test_stops_at_the_first_step_under_a_budget_between_two_steps(tmp_path, fash
     # the stopping rule, judged on this run's own measurements (host timings vary between runs):
     assert all(row["measured_latency_ms"] > budget for row in rows[:-1])  # no earlier step met it
     assert stop["measured_latency_ms"] <= budget or stop["step"] == 3  # it stopped there because it met it
-    assert stop["step"] >= 1  # the dense model, measured well above the budget, did not
     if stop["measured_latency_ms"] <= budget:
         assert "met at step" in result.report_path.read_text()
 
