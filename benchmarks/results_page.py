@@ -112,6 +112,17 @@ def regime_section() -> list[str]:
     return lines
 
 
+def gate_status() -> str:
+    gaps = {seed: json.loads(path.read_text())["train_val_gap"]
+            for seed in SEEDS if (path := CONVERGED / f"dense-s{seed}" / "reference.json").is_file()}
+    failed = [seed for seed, gap in gaps.items() if gap <= GATE_GAP]
+    if failed:
+        return (f"**The first regime failed its gate** (seed {failed[0]}: train − validation gap "
+                f"{gaps[failed[0]] * 100:.1f} points, threshold 3): its model underfits, so no claim was tested in "
+                "it, and a new regime has to be chosen by the gate first.")
+    return "Its runs are in progress; where a table is incomplete it says so and draws no verdict."
+
+
 def converged_table() -> list[str]:
     cells = _cells()
     total = len(SIZES) * len(MAGNITUDES) * len(SEEDS)
@@ -153,8 +164,7 @@ def main() -> None:
         "study cells, sizes only down to 25%. They are superseded. The new set-up: a dense reference trained to a "
         "validation plateau, a data-limited regime admitted by a measured gate, study cells trained to their own "
         "plateau down to 5% of the MACs, paired statistics over 3 seeds, decision rules written first "
-        "(`benchmarks/PLAN.md`). Its runs are in progress; where a table is incomplete it says so and draws no "
-        "verdict. Tables (b)–(e) have not been redone yet.",
+        "(`benchmarks/PLAN.md`). " + gate_status() + " Tables (b)–(e) have not been redone yet.",
         "",
         *reference_section(),
         *regime_section(),

@@ -41,6 +41,9 @@ def run_seed(seed: int, sizes: list[float], magnitudes: list[float], rule: Plate
     sets = [f"seed={seed}"]
     dense_recipe = load_recipe(str(RECIPE), sets + ["augment.policy=none"])  # the gate's model: crop + flip only
     dense = train_reference(dense_recipe, RUNS / f"dense-s{seed}", RUNS / f"dense-s{seed}.pt", rule)
+    if dense["train_val_gap"] <= GATE_GAP:  # PLAN.md: no claim is tested in a regime that fails its gate
+        raise SystemExit(f"seed {seed}: the gate fails (train - val gap {dense['train_val_gap']:.4f} <= {GATE_GAP}); "
+                         "no cell is run. Choose another regime first (a dated section in benchmarks/PLAN.md).")
     recipe = load_recipe(str(RECIPE), sets + [f"dense.weights={RUNS / f'dense-s{seed}.pt'}", "dense.epochs=0"])
     result = study(recipe, sizes=sizes, magnitudes=magnitudes, rule=rule, out=RUNS / f"study-s{seed}",
                    workers=1, threads=2)
