@@ -27,9 +27,8 @@ from .errors import PruneError, PruneTargetError, RecipeError
 from .recipe import Importance, PruneSection
 
 MAX_CHANNEL_RATIO = 0.95  # the largest ratio the search tries
-SEARCH_ITERATIONS = 9  # bisection on the ratio: resolution 0.95 / 2**9 ≈ 0.002 of the channels
+RATIO_RESOLUTION = 0.002  # bisection stops when the bracket is this narrow (of the channels)
 SCAN_POINTS = 10  # coarse scan that brackets the ratio when the largest ratio's plan misses
-SCAN_ITERATIONS = 6  # bisection inside that bracket: 0.095 / 2**6 ≈ 0.0015 of the channels
 TOP_UPS = 3  # further rounds when the exact count lands above the target
 REACH_SLACK = 0.02  # the estimate is within a fraction of a percent; refuse only clear misses
 
@@ -283,7 +282,7 @@ def search_ratio(planner: Planner, fits: Callable[[Size], bool]) -> Optional[flo
             low = high
         else:
             return None
-    for _ in range(SEARCH_ITERATIONS if low == 0.0 and high == MAX_CHANNEL_RATIO else SCAN_ITERATIONS):
+    while high - low > RATIO_RESOLUTION:
         middle = (low + high) / 2
         low, high = (low, middle) if fits(planner.estimate(planner.plan(middle))) else (middle, high)
     return high
