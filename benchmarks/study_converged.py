@@ -1,12 +1,14 @@
 """Table (a), redone: converged accuracy per (size, magnitude), 3 seeds, in the gated regime.
 
-    python benchmarks/study_converged.py [--seeds 0,1,2] [--sizes 1.0,0.25,0.1,0.05] [--magnitudes 0,5,10,15]
+    python benchmarks/study_converged.py [--recipe benchmarks/recipes/fmnist_regime_2k.yaml] [--seeds 0,1,2]
+        [--sizes 1.0,0.25,0.1,0.05] [--magnitudes 0,5,10,15] [--dense-patience 5] [--workers 2 --threads 1]
 
-For each seed: the regime's dense model (benchmarks/recipes/fmnist_regime_5k.yaml, M = 0) trained to a
-validation plateau (its gate figures: clean train accuracy, validation accuracy, gap), then
-`edgecomp.study` from it: every (size, M) cell fine-tuned to its own validation plateau. Everything is
-written under benchmarks/results/converged/ one file per finished cell (a killed run resumes), and the
-finished cells are summarised into benchmarks/results/study_converged.{json,md} after every seed.
+For each seed: the regime's dense model (crop + flip only) trained to a validation plateau (its gate
+figures: clean train accuracy, validation accuracy, gap). Every seed's gate is measured before any cell
+runs; if one fails, the script stops. Then `edgecomp.study` from each dense model: every (size, M) cell
+fine-tuned to its own validation plateau. Everything is written under
+benchmarks/results/converged/<recipe name>/, one file per finished cell (a killed run resumes), and the
+finished cells are summarised into benchmarks/results/study_converged.json after every seed.
 Decision rules: benchmarks/PLAN.md (written before these runs).
 """
 
@@ -28,8 +30,8 @@ from edgecomp.recipe import load_recipe  # noqa: E402
 from edgecomp.stats import mean_interval, paired_difference  # noqa: E402
 from edgecomp.study import study  # noqa: E402
 
-RECIPE = HERE / "recipes" / "fmnist_regime_5k.yaml"
-RUNS = HERE / "results" / "converged"  # cells committed as they land; size models and states ignored
+RECIPE = HERE / "recipes" / "fmnist_regime_2k.yaml"
+RESULTS = HERE / "results" / "converged"  # one folder per regime; cells committed as they land
 GATE_GAP = 0.03
 
 
@@ -37,16 +39,22 @@ def parse_list(text: str, kind=float) -> list:
     return [kind(v) for v in text.split(",") if v.strip()]
 
 
-def run_seed(seed: int, sizes: list[float], magnitudes: list[float], rule: PlateauRule) -> dict:
-    sets = [f"seed={seed}"]
-    dense_recipe = load_recipe(str(RECIPE), sets + ["augment.policy=none"])  # the gate's model: crop + flip only
-    dense = train_reference(dense_recipe, RUNS / f"dense-s{seed}", RUNS / f"dense-s{seed}.pt", rule)
+def gate(recipe_path: Path, runs: Path, seed: int, rule: PlateauRule) -> dict:
+    """The seed's dense model (crop + flip only) trained to its plateau; stops the script if the gate fails."""
+    dense_recipe = load_recipe(str(recipe_path), [f"seed={seed}", "augment.policy=none"])
+    dense = train_reference(dense_recipe, runs / f"dense-s{seed}", runs / f"dense-s{seed}.pt", rule)
     if dense["train_val_gap"] <= GATE_GAP:  # PLAN.md: no claim is tested in a regime that fails its gate
         raise SystemExit(f"seed {seed}: the gate fails (train - val gap {dense['train_val_gap']:.4f} <= {GATE_GAP}); "
                          "no cell is run. Choose another regime first (a dated section in benchmarks/PLAN.md).")
-    recipe = load_recipe(str(RECIPE), sets + [f"dense.weights={RUNS / f'dense-s{seed}.pt'}", "dense.epochs=0"])
-    result = study(recipe, sizes=sizes, magnitudes=magnitudes, rule=rule, out=RUNS / f"study-s{seed}",
-                   workers=1, threads=2)
+    print(f"seed {seed}: gate passes (train - val gap {dense['train_val_gap']:.4f})", flush=True)
+    return dense
+
+
+def run_seed(recipe_path: Path, runs: Path, seed: int, dense: dict, sizes: list[float], magnitudes: list[float],
+             rule: PlateauRule, workers: int, threads: int) -> dict:
+    sets = [f"seed={seed}", f"dense.weights={runs / f'dense-s{seed}.pt'}", "dense.epochs=0"]
+    result = study(load_recipe(str(recipe_path), sets), sizes=sizes, magnitudes=magnitudes, rule=rule,
+                   out=runs / f"study-s{seed}", workers=workers, threads=threads)
     summary = json.loads((result.out / "study.json").read_text())
     return {"dense": {k: dense[k] for k in ("epochs", "converged", "train_accuracy_clean", "val_accuracy",
                                               "test_accuracy", "train_val_gap", "val_curve")},
@@ -54,7 +62,8 @@ def run_seed(seed: int, sizes: list[float], magnitudes: list[float], rule: Plate
             "converged": summary["converged"], "best": summary["best"]}
 
 
-def summarise(per_seed: dict[int, dict], sizes: list[float], magnitudes: list[float], rule: PlateauRule) -> dict:
+def summarise(per_seed: dict[int, dict], sizes: list[float], magnitudes: list[float], rule: PlateauRule,
+              dense_rule: PlateauRule, recipe_path: Path) -> dict:
     seeds = sorted(per_seed)
     key = lambda v: str(float(v))  # noqa: E731
     table = {}
@@ -70,24 +79,37 @@ def summarise(per_seed: dict[int, dict], sizes: list[float], magnitudes: list[fl
         table[key(size)] = {"cells": row, "best_m_by_val": best_m,
                             "best_vs_m0_test": paired_difference(best, zero).as_dict() if zero else None}
     gaps = [per_seed[k]["dense"]["train_val_gap"] for k in seeds]
-    return {"seeds": seeds, "sizes": sizes, "magnitudes": magnitudes, "rule": rule.as_dict(),
-            "rule_text": rule.describe(), "gate": {"threshold": GATE_GAP, "train_val_gap": gaps,
+    return {"recipe": str(recipe_path.relative_to(HERE.parent)), "seeds": seeds, "sizes": sizes,
+            "magnitudes": magnitudes, "rule": rule.as_dict(), "rule_text": rule.describe(),
+            "dense_rule_text": dense_rule.describe(), "gate": {"threshold": GATE_GAP, "train_val_gap": gaps,
                                                    "passes": all(g > GATE_GAP for g in gaps)},
             "table": table, "per_seed": {str(k): v for k, v in per_seed.items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--sizes", default="1.0,0.25,0.1,0.05")
     parser.add_argument("--magnitudes", default="0,5,10,15")
+    parser.add_argument("--dense-patience", type=int, default=5, help="the dense models' plateau patience")
+    parser.add_argument("--dense-max-epochs", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2, help="cell processes in parallel")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per cell process")
     args = parser.parse_args()
     seeds, sizes, magnitudes = parse_list(args.seeds, int), parse_list(args.sizes), parse_list(args.magnitudes)
-    rule, per_seed = PlateauRule(patience=3), {}
+    recipe_path = args.recipe.resolve()
+    runs = RESULTS / load_recipe(str(recipe_path)).name
+    rule, dense_rule = PlateauRule(patience=3), PlateauRule(patience=args.dense_patience,
+                                                            max_epochs=args.dense_max_epochs)
+    dense = {seed: gate(recipe_path, runs, seed, dense_rule) for seed in seeds}  # every gate before any cell
+    per_seed = {}
     for seed in seeds:
-        per_seed[seed] = run_seed(seed, sizes, magnitudes, rule)
+        per_seed[seed] = run_seed(recipe_path, runs, seed, dense[seed], sizes, magnitudes, rule,
+                                  args.workers, args.threads)
         out = HERE / "results" / "study_converged.json"
-        out.write_text(json.dumps(summarise(per_seed, sizes, magnitudes, rule), indent=1) + "\n")
+        out.write_text(json.dumps(summarise(per_seed, sizes, magnitudes, rule, dense_rule, recipe_path),
+                                  indent=1) + "\n")
         print(f"seed {seed} done: {out}", flush=True)
 
 
