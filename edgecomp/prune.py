@@ -4,8 +4,10 @@ One step builds one Torch-Pruning pruner, ranks every channel once, and then
 searches the pruning ratio whose plan lands at or just below the target. The
 search runs on a MACs (params) estimate computed from the plan itself — each
 layer's dense count scaled by the channels the plan keeps — so it needs no
-forward pass; one exact count checks the pruned model. A missed estimate
-(exact count above the target) prunes a little more from there.
+forward pass, and a plan is a threshold on the scores sorted once, not a
+Torch-Pruning step; only the chosen plan becomes Torch-Pruning groups. One
+exact, per-layer count checks the pruned model and is the next round's profile.
+A missed estimate (exact count above the target) prunes a little more from there.
 
 Torch-Pruning cannot trace every torchvision network by itself; `traceable`
 swaps in equivalent, traceable modules for the duration of a step (see
@@ -14,6 +16,7 @@ ShuffleNetV2 below) and swaps the originals back afterwards.
 
 from __future__ import annotations
 
+import bisect
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -148,8 +151,57 @@ CUSTOM_PRUNERS = {ChannelShuffle: _FixedChannels()}
 # ---------------------------------------------------------------- the search
 
 
+class _Ranked:
+    """One Torch-Pruning group, ranked once: what `BasePruner._prune` computes for it before thresholding."""
+
+    def __init__(self, graph, group, ch_groups: int, imp: torch.Tensor):
+        self.root, self.fn = group[0].dep.target.module, group[0].dep.handler
+        self.ch_groups, self.size = ch_groups, len(imp) // ch_groups
+        self.imp = imp.view(ch_groups, -1).mean(dim=0).cpu() if ch_groups > 1 else imp.cpu()
+        self.order = torch.argsort(self.imp)  # once; Torch-Pruning sorts the same scores on every step
+        self.sorted = self.imp[self.order].tolist()
+        self.channels = (graph.get_out_channels if graph.is_out_channel_pruning_fn(self.fn)
+                         else graph.get_in_channels)(self.root)
+        rank = [0] * self.size
+        for position, index in enumerate(self.order.tolist()):
+            rank[index] = position
+        # every layer the group touches: its key for the estimate, the most it may lose (Torch-Pruning's
+        # `check_pruning_group`), and the prune rank of each of its indices' root channel, sorted — so the
+        # indices a plan removes there are those ranked below the group's count
+        self.deps = []
+        for item in group:
+            dep, out = item.dep, graph.is_out_channel_pruning_fn(item.dep.handler)
+            limits = []
+            if out:
+                limits.append(graph.get_out_channels(dep.target.module))
+            if graph.is_in_channel_pruning_fn(dep.handler):
+                limits.append(graph.get_in_channels(dep.target.module))
+            limit = min((c for c in limits if c is not None), default=None)
+            ranks = sorted(rank[r % self.size] for r in item.root_idxs)
+            self.deps.append(((dep.target.module, out), limit, ranks))
+
+    def removed(self, count: int) -> Optional[list]:
+        """(key, channels removed there) for each layer, or None where the group would empty a layer."""
+        cut = [(key, bisect.bisect_left(ranks, count)) for key, _, ranks in self.deps]
+        if any(limit is not None and limit <= n for (_, limit, _), (_, n) in zip(self.deps, cut)):
+            return None
+        return cut
+
+    def indices(self, count: int) -> list[int]:
+        picked = self.order[:count]
+        return torch.unique(torch.cat([picked + g * self.size for g in range(self.ch_groups)])).tolist()
+
+
 class Planner:
-    """One pruner and one ranking of the channels; plans for any ratio, and their estimated size."""
+    """One pruner and one ranking of the channels; plans for any ratio, and their estimated size.
+
+    Torch-Pruning's `step` re-walks the dependency graph, re-sorts every score and builds every group for
+    each ratio. Here the groups are walked and ranked once; a plan is then only a threshold on the sorted
+    scores and one count per group (`plan`), cheap enough for a bisection, and only the chosen plan becomes
+    Torch-Pruning groups (`groups`) — the same groups, index for index, as `BasePruner.step` at that ratio
+    with Torch-Pruning's rounding capped at max_layer_ratio (tests/test_prune.py checks this), less the
+    groups with no index that Torch-Pruning also yields, whose `prune()` changes nothing. round_to is always
+    set (PruneSection: >= 1), so, as in Torch-Pruning, a group's pruned indices are its `count` lowest."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor, cfg: PruneSection, keep: list[nn.Module],
                  dense: tuple[Size, dict, dict]):
@@ -159,39 +211,74 @@ class Planner:
             pruning_ratio=0.0, iterative_steps=1, max_pruning_ratio=cfg.max_layer_ratio, round_to=cfg.round_to,
             ignored_layers=keep, customized_pruners=CUSTOM_PRUNERS,
         )
-        self._scores: dict = {}
         self.max_layer_ratio = cfg.max_layer_ratio
-        rounded = self.pruner._round_to
-        self.pruner._round_to = lambda n, current, round_to: self._capped(rounded(n, current, round_to), current,
-                                                                          round_to)
-        ranked = self.pruner.estimate_importance
-        self.pruner.estimate_importance = lambda group: self._cached(group, ranked)
+        self.ranked = self._rank()
+        self._scores = sorted(score for ranked in self.ranked for score in ranked.sorted)
 
-    def _cached(self, group, ranked):
-        # the model does not change while plans are drawn: rank each group once, not once per ratio
-        key = (group[0].dep.target.module, group[0].dep.handler.__name__)
-        if key not in self._scores:
-            self._scores[key] = ranked(group)
-        return self._scores[key]
+    def _rank(self) -> list[_Ranked]:
+        # what `BasePruner._prune` does before it thresholds, for a CNN without attention heads or
+        # per-layer ratios (edgecomp sets neither): the model does not change while plans are drawn
+        pruner, ranked = self.pruner, []
+        for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                              root_module_types=pruner.root_module_types):
+            if not pruner._check_pruning_ratio(group):
+                continue
+            imp = pruner.estimate_importance(group)
+            if imp is not None:
+                ranked.append(_Ranked(pruner.DG, group, pruner._get_channel_groups(group), imp))
+        return ranked
 
-    def _capped(self, n_pruned: int, current: int, round_to: int) -> int:
-        # Torch-Pruning checks max_pruning_ratio only between iterative steps; in one step it would empty a
-        # layer (and then skip its group). Keep at least (1 - max_layer_ratio) of it, rounded up to round_to.
+    def round(self, n_pruned: int, current: int) -> int:
+        """Torch-Pruning's rounding to round_to, capped: it checks max_pruning_ratio only between iterative
+        steps, so in one step it would empty a layer (and then skip its group). Keep at least
+        (1 - max_layer_ratio) of it, rounded up to round_to."""
+        round_to = self.pruner.round_to
+        n_pruned = self.pruner._round_to(n_pruned, current, round_to)
         keep = -(-int(current * (1 - self.max_layer_ratio) + 0.999999) // round_to) * round_to
         return max(0, min(n_pruned, current - max(keep, 1)))
 
     def plan(self, ratio: float) -> list:
-        self.pruner.current_step, self.pruner.per_step_pruning_ratio = 0, [0.0, ratio]
-        return list(self.pruner.step(interactive=True))
+        """(group, channels it removes, channels removed in each layer it touches) for every group the
+        pruner would prune at this ratio."""
+        plan = []
+        if self.pruner.global_pruning:
+            n_pruned = len(self._scores) - int(len(self._scores) * (1 - ratio))
+            if n_pruned <= 0:
+                return plan
+            threshold = self._scores[n_pruned - 1]
+        for ranked in self.ranked:
+            if self.pruner.global_pruning:
+                count = bisect.bisect_right(ranked.sorted, threshold)
+            else:
+                count = max(0, ranked.size - int(ranked.size * (1 - ratio)))
+            if count > 0 and self.pruner.round_to:
+                count = self.round(count, ranked.channels)
+            cut = ranked.removed(count) if count > 0 else None
+            if cut is not None:
+                plan.append((ranked, count, cut))
+        return plan
+
+    def groups(self, plan: list) -> list:
+        """The plan as Torch-Pruning groups, ready to `prune()`."""
+        graph, groups = self.pruner.DG, []
+        for ranked, count, _ in plan:
+            group = graph.get_pruning_group(ranked.root, ranked.fn, ranked.indices(count))
+            if graph.check_pruning_group(group):
+                groups.append(group)
+        return groups
+
+    @staticmethod
+    def _removed(plan: list) -> dict:
+        removed: dict = {}
+        for _, _, cut in plan:
+            for key, n in cut:
+                removed[key] = removed.get(key, 0) + n
+        return removed
 
     def estimate(self, plan: list) -> Size:
         """Each layer's dense MACs/params scaled by the share of its channels the plan keeps; layers without
         channels of their own (activations, pooling) follow the average scale."""
-        graph, removed = self.pruner.DG, {}
-        for group in plan:
-            for dep, idxs in group:
-                out = graph.is_out_channel_pruning_fn(dep.handler)
-                removed.setdefault((dep.target.module, out), set()).update(int(i) for i in idxs)
+        removed = self._removed(plan)
         scales = {m: self._scale(m, removed) for m in self.layer_macs}
         known = [m for m, s in scales.items() if s is not None]
         dense_known = sum(self.layer_macs[m] for m in known) or 1
@@ -202,11 +289,7 @@ class Planner:
 
     def unshrunk(self, plan: list, names: dict, count: int = 3) -> list[str]:
         """The largest layers (by dense MACs) the plan leaves at full width."""
-        removed = {}
-        for group in plan:
-            for dep, idxs in group:
-                out = self.pruner.DG.is_out_channel_pruning_fn(dep.handler)
-                removed.setdefault((dep.target.module, out), set()).update(int(i) for i in idxs)
+        removed = self._removed(plan)
         whole = [m for m in self.layer_macs if self._scale(m, removed) == 1.0 and m in names]
         return [names[m] for m in sorted(whole, key=lambda m: -self.layer_macs[m])[:count]]
 
@@ -216,17 +299,20 @@ class Planner:
         if handler is None or handler.get_out_channels(module) is None:
             return None
         out, inp = handler.get_out_channels(module), handler.get_in_channels(module) or 1
-        kept_out = 1 - len(removed.get((module, True), ())) / out
+        kept_out = 1 - removed.get((module, True), 0) / out
         if handler.prune_in_channels == handler.prune_out_channels:  # coupled: BN, depthwise conv, norms
-            return max(0.0, 1 - max(len(removed.get((module, k), ())) for k in (True, False)) / out)
-        return kept_out * (1 - len(removed.get((module, False), ())) / inp)
+            return max(0.0, 1 - max(removed.get((module, k), 0) for k in (True, False)) / out)
+        return kept_out * (1 - removed.get((module, False), 0) / inp)
 
 
 def dense_profile(model: nn.Module, example: torch.Tensor) -> tuple[Size, dict, dict]:
-    """The exact size and every leaf layer's share of it (Torch-Pruning's own counter)."""
+    """The exact size and every leaf layer's share of it (Torch-Pruning's own counter, one pass: it costs
+    what `measure_size` does, so a step's exact counts double as the next search's profile)."""
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         macs, params, layer_macs, layer_params = tp.utils.count_ops_and_params(model, example, layer_wise=True)
+    model.train(was_training)
     leaves = [m for m in model.modules() if not list(m.children())]
     return (Size(int(macs), int(params)), {m: layer_macs.get(m) or 0 for m in leaves},
             {m: layer_params.get(m) or 0 for m in leaves})
@@ -273,7 +359,8 @@ def search_ratio(planner: Planner, fits: Callable[[Size], bool]) -> Optional[flo
 
     Bisection on [0, MAX_CHANNEL_RATIO] when the largest ratio's plan fits. Plans are not monotone in the
     ratio everywhere, though: near the top Torch-Pruning may skip whole groups it may not empty (grouped
-    convolutions) and plan less, so when the top plan misses, a coarse scan brackets the ratio first."""
+    convolutions) and plan less, so when the top plan misses, a coarse scan brackets the ratio first.
+    Each probe is a `Planner.plan` (a threshold and a count per group), not a Torch-Pruning step."""
     low, high = 0.0, MAX_CHANNEL_RATIO
     if not fits(planner.estimate(planner.plan(high))):
         for high in scan_ratios()[:-1]:
@@ -302,18 +389,20 @@ def prune_to(
     reached = lambda size: (size.macs <= target.macs) if by_macs else (size.params <= target.params)  # noqa: E731
     keep = ignored_layers(model, cfg, num_classes)
     with traceable(model) as fixed:
-        size = measure_size(model, example)
+        profile = dense_profile(model, example)  # the exact size, and the first search's per-layer profile
         for _ in range(TOP_UPS + 1):
-            if reached(size):
-                return size
-            size, found = _prune_once(model, example, cfg, keep + fixed, reached, grad_fn, name)
+            if reached(profile[0]):
+                return profile[0]
+            profile, found = _prune_once(model, example, cfg, keep + fixed, reached, grad_fn, name, profile)
             if not found:  # even the deepest plan misses: more rounds would break max_layer_ratio
                 break
-    raise _unreachable(size, target, by_macs, name, cfg)
+    raise _unreachable(profile[0], target, by_macs, name, cfg)
 
 
-def _prune_once(model, example, cfg, keep, reached, grad_fn, name) -> tuple[Size, bool]:
-    """One pruner: find the ratio by estimate, prune, count exactly."""
+def _prune_once(model, example, cfg, keep, reached, grad_fn, name, profile) -> tuple[tuple[Size, dict, dict], bool]:
+    """One pruner: find the ratio by estimate, prune, count exactly (per layer: the next round's profile).
+    Two exact counts in a round that lands (the profile before, the count after), one pruner, one plan
+    turned into Torch-Pruning groups; tests/test_prune.py holds these counts."""
     if cfg.importance == Importance.taylor:
         if grad_fn is None:
             raise PruneError("taylor importance needs gradients (no grad_fn given)")
@@ -321,13 +410,13 @@ def _prune_once(model, example, cfg, keep, reached, grad_fn, name) -> tuple[Size
         grad_fn(model)
     model.eval()
     with torch_pruning_errors(model, name):
-        planner = Planner(model, example, cfg, keep, dense_profile(model, example))
+        planner = Planner(model, example, cfg, keep, profile)
         ratio = search_ratio(planner, reached)
         plan = deepest_plan(planner, cfg.target.macs is not None) if ratio is None else planner.plan(ratio)
-        for group in plan:
+        for group in planner.groups(plan):
             group.prune()
     model.zero_grad(set_to_none=True)
-    return measure_size(model, example), ratio is not None
+    return dense_profile(model, example), ratio is not None
 
 
 def _unreachable(size: Size, target: Size, by_macs: bool, name: str, cfg: PruneSection) -> PruneTargetError:

@@ -134,3 +134,79 @@ def test_ignored_layers_are_kept_and_unknown_ones_refused():
     assert model.layer3[0].conv1.out_channels == 64
     with pytest.raises(RecipeError, match="prune.ignored_layers: no module named 'nope'"):
         prune_to(model, example, cfg.model_copy(update={"ignored_layers": ["nope"]}), Size(1, 0), 10)
+
+
+def _signature(groups, names):
+    return sorted((names[g[0].dep.target.module], sorted((names.get(dep.target.module, "?"), dep.handler.__name__,
+                                                           tuple(int(i) for i in idxs)) for dep, idxs in g))
+                  for g in groups if len(g[0].idxs))
+
+
+@pytest.mark.parametrize("arch, size, channels, settings", [
+    ("cifar_resnet8", 28, 3, {"round_to": 8}),
+    ("toy_grouped", 28, 1, {"round_to": 4, "global_pruning": False}),
+    ("mobilenet_v2", 32, 3, {"round_to": 1, "importance": "lamp", "max_layer_ratio": 0.5}),
+])
+def test_plans_are_torch_pruning_steps_index_for_index(arch, size, channels, settings):
+    """A plan drawn from the scores ranked once is what Torch-Pruning's own step plans at that ratio (its
+    rounding capped as edgecomp caps it), and its estimate is that of Torch-Pruning's groups."""
+    import torch_pruning as tp
+
+    from edgecomp.prune import CUSTOM_PRUNERS, Planner, classifier_layers, dense_profile, make_importance
+
+    torch.manual_seed(0)
+    model = build_model(ModelSection(arch=arch, num_classes=10, in_channels=channels, input_size=size)).eval()
+    example = torch.zeros(1, channels, size, size)
+    cfg = PruneSection(target={"macs": 0.5}, **settings)
+    keep = classifier_layers(model, 10)
+    planner = Planner(model, example, cfg, keep, dense_profile(model, example))
+    reference = tp.pruner.BasePruner(
+        model, example, importance=make_importance(cfg.importance), global_pruning=cfg.global_pruning,
+        pruning_ratio=0.0, iterative_steps=1, max_pruning_ratio=cfg.max_layer_ratio, round_to=cfg.round_to,
+        ignored_layers=keep, customized_pruners=CUSTOM_PRUNERS)
+    reference._round_to = lambda n, current, round_to: planner.round(n, current)
+    names, pruned = {m: n for n, m in model.named_modules()}, 0
+    for ratio in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95):
+        reference.current_step, reference.per_step_pruning_ratio = 0, [0.0, ratio]
+        theirs = list(reference.step(interactive=True))
+        ours = planner.groups(planner.plan(ratio))
+        assert _signature(ours, names) == _signature(theirs, names), ratio
+        pruned += len(_signature(ours, names))
+    assert pruned  # not vacuous
+
+
+def test_one_step_costs_two_counts_one_pruner_and_one_built_plan(monkeypatch):
+    """The cost contract of a step that lands in one round: two exact MACs counts (the profile before, the
+    count after), one Torch-Pruning pruner (two walks of its graph: its own and the ranking), plans only as
+    cheap thresholds — one per bisection probe — and one plan turned into Torch-Pruning groups; no
+    Torch-Pruning `step`. A timing would be flaky on a shared machine; these counts are not."""
+    import math
+    from collections import Counter
+
+    import torch_pruning as tp
+
+    from edgecomp import prune
+
+    model, example, dense = setup("cifar_resnet8", 28, False)
+    calls = Counter()
+
+    def counted(name, owner, attribute):
+        original = getattr(owner, attribute)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, attribute, wrapper)
+
+    counted("exact count", tp.utils, "count_ops_and_params")
+    counted("pruner", tp.pruner.BasePruner, "__init__")
+    counted("step", tp.pruner.BasePruner, "step")
+    counted("graph walk", tp.dependency.DependencyGraph, "get_all_groups")
+    counted("plan", prune.Planner, "plan")
+    counted("built plan", prune.Planner, "groups")
+    reached = prune_to(model, example, PruneSection(target={"macs": 0.5}, round_to=8), Size(dense.macs // 2, 0), 10)
+    assert reached.macs <= dense.macs // 2
+    probes = 1 + math.ceil(math.log2(prune.MAX_CHANNEL_RATIO / prune.RATIO_RESOLUTION))  # the top plan, then bisection
+    assert calls == Counter({"exact count": 2, "pruner": 1, "graph walk": 2, "plan": probes + 1,  # + the one it prunes
+                             "built plan": 1})  # and no "step"
