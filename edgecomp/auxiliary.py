@@ -7,19 +7,17 @@ model. Two kinds:
 
 rep
     Every k×k Conv2d (k odd, >1) that is followed by a BatchNorm2d gets a
-    parallel 1×1 conv+BN branch (same stride and groups) and, where in = out
-    channels and stride 1, an identity BN branch (RepVGG / ACNet). The pair is
-    replaced by a `RepConvBN` in the conv's slot and nn.Identity in the BN's
-    slot. Branch BN scales start at 0, so attaching changes nothing. `detach`
-    fuses trunk, branches and their BNs (running statistics, eval semantics)
-    into one kernel and bias and writes them back into the ORIGINAL conv and BN
-    modules, so parameter names, counts and shapes are the plain model's.
-    The BN is kept (not turned into a biased conv) and re-expressed so that its
-    statistics stay true: its scale becomes the tracked output std of the
-    branched block, its shift the tracked output mean, its running mean/var
-    those of the new conv output. Eval output is exact; train-mode BN and
-    bn_scale / magnitude importance keep meaning what they mean for a plain
-    model, and attach→detach without training gives the plain weights back.
+    parallel 1×1 branch (same stride and groups) and, where in = out channels
+    and stride 1, an identity branch with a per-channel scale (ACNet / RepVGG
+    branches, made linear as in OREPA's online re-parameterisation: no BN of
+    their own). Trunk and branches are summed in kernel space and run as one
+    convolution, followed by the trunk's own BN, so a branched model trains at
+    the cost of a plain one. The pair is replaced by a `RepConvBN` in the
+    conv's slot and nn.Identity in the BN's slot. Branch weights start at 0, so
+    attaching changes nothing. `detach` writes the merged kernel into the
+    ORIGINAL conv and puts the BN back, so parameter names, counts and shapes
+    are the plain model's, the BN's statistics are those of the merged conv's
+    output (always were), and the fold is exact in train and eval mode.
 
 heads
     Auxiliary classifiers (average pool to at most 4×4, 1×1 conv + BN + ReLU,
@@ -76,7 +74,6 @@ MAX_HEADS = 3
 HEAD_MIN_WIDTH = 128  # a head's 1x1 conv width: enough capacity that early features need not be linearly separable
 HEAD_GRID = 4  # a head's input is pooled to at most 4x4 before its 1x1 conv
 STAGE_CONTAINERS = ("features", "trunk_output", "layers", "stages", "blocks")
-TRACK_MOMENTUM = 0.1
 
 
 class PlainModelError(EdgecompError, AssertionError):
@@ -122,14 +119,13 @@ def branchable(conv: nn.Module, bn: nn.Module) -> bool:
     )
 
 
-def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BN as y = scale * x + shift, in float64 (the fold must be exact in float32)."""
-    scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
-    return scale, bn.bias.double() - bn.running_mean.double() * scale
-
-
 class RepConvBN(nn.Module):
-    """trunk conv+BN  +  1x1 conv+BN  [+ identity BN]; the sum is one conv+BN after `fold`."""
+    """trunk conv  +  1x1 branch  [+ identity branch], summed in kernel space, then the trunk's BN.
+
+    The branches are linear (no BN of their own, as in OREPA's online re-parameterisation), so a training
+    forward is one convolution with the merged kernel: a branched model trains at the cost of a plain one,
+    and `fold` is exact by construction (the merged kernel is written into the trunk conv).
+    """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, identity: bool):
         super().__init__()
@@ -138,87 +134,39 @@ class RepConvBN(nn.Module):
         factory = {"device": conv.weight.device, "dtype": conv.weight.dtype}
         self.conv1x1 = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, groups=conv.groups,
                                  bias=False, **factory)
-        self.bn1x1 = self._zero_bn(conv.out_channels, factory)
+        nn.init.zeros_(self.conv1x1.weight)  # the branch adds exactly 0 until it is trained
         same_grid = conv.in_channels == conv.out_channels and conv.stride == (1, 1) and self.shift == (0, 0)
-        self.bn_id = self._zero_bn(conv.out_channels, factory) if identity and same_grid else None
-        # Output statistics of the whole block, tracked on the weak view: they become the folded BN's
-        # scale and shift. A plain trained BN's output has mean beta and std |gamma|: start there.
-        self.register_buffer("track_mean", bn.bias.detach().float().clone())
-        self.register_buffer("track_var", bn.weight.detach().float().square())
-        self.tracking = True  # off during the strong pass, whose statistics are never kept
+        self.id_scale = nn.Parameter(torch.zeros(conv.out_channels, **factory)) if identity and same_grid else None
+        if self.id_scale is not None:  # where the identity's weight sits in the k×k kernel: input c, its group
+            tap = torch.zeros_like(conv.weight)
+            channels = torch.arange(conv.out_channels, device=tap.device)
+            ch, cw = _centre(conv)
+            tap[channels, channels % (conv.in_channels // conv.groups), ch, cw] = 1.0
+            self.register_buffer("id_tap", tap, persistent=False)
 
-    @staticmethod
-    def _zero_bn(channels: int, factory: dict) -> nn.BatchNorm2d:
-        bn = nn.BatchNorm2d(channels, **factory)
-        nn.init.zeros_(bn.weight)  # the branch adds exactly 0 until it is trained
-        return bn
-
-    def branches(self) -> list[nn.Module]:
-        return [self.conv1x1, self.bn1x1] + ([self.bn_id] if self.bn_id is not None else [])
+    def branch_parameters(self) -> list[nn.Parameter]:
+        return [self.conv1x1.weight] + ([self.id_scale] if self.id_scale is not None else [])
 
     def branch_count(self) -> int:
-        return 1 + (self.bn_id is not None)
+        return 1 + (self.id_scale is not None)
+
+    def merged_kernel(self) -> torch.Tensor:
+        """The one k×k kernel equal to trunk + branches (the 1x1 weight sits at the centre tap)."""
+        (kh, kw), (ch, cw) = self.conv.kernel_size, _centre(self.conv)
+        kernel = self.conv.weight + F.pad(self.conv1x1.weight, (cw, kw - 1 - cw, ch, kh - 1 - ch))
+        if self.id_scale is not None:
+            kernel = kernel + self.id_tap * self.id_scale[:, None, None, None]
+        return kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn(self.conv(x))
-        shifted = F.pad(x, (self.shift[1], self.shift[1], self.shift[0], self.shift[0])) if any(self.shift) else x
-        y = y + self.bn1x1(self.conv1x1(shifted))
-        if self.bn_id is not None:
-            y = y + self.bn_id(x)
-        if self.training and self.tracking:
-            self._track(y.detach())
-        return y
-
-    @torch.no_grad()
-    def _track(self, y: torch.Tensor) -> None:
-        # E[y^2] - E[y]^2 with two plain reductions: torch.var_mean over dims (0, 2, 3) is ~60x slower on
-        # CPU and cost as much as the block's convolutions
-        y = y.float()
-        count = y.numel() // y.shape[1]
-        mean = y.mean(dim=(0, 2, 3))
-        var = ((y * y).mean(dim=(0, 2, 3)) - mean * mean).clamp_min(0) * (count / max(count - 1, 1))
-        self.track_mean.lerp_(mean, TRACK_MOMENTUM)
-        self.track_var.lerp_(var, TRACK_MOMENTUM)
-
-    @torch.no_grad()
-    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kernel and bias (float64) of one conv equal to the whole block in eval mode."""
-        scale, shift = _bn_affine(self.bn)
-        kernel = self.conv.weight.double() * scale[:, None, None, None]
-        bias = shift + (self.conv.bias.double() * scale if self.conv.bias is not None else 0)
-        ch, cw = _centre(self.conv)
-        scale, shift = _bn_affine(self.bn1x1)
-        kernel[:, :, ch, cw] += self.conv1x1.weight.double()[:, :, 0, 0] * scale[:, None]
-        bias = bias + shift
-        if self.bn_id is not None:
-            scale, shift = _bn_affine(self.bn_id)
-            channels = torch.arange(self.conv.out_channels, device=kernel.device)
-            per_group = self.conv.in_channels // self.conv.groups  # identity tap: input c, within its group
-            kernel[channels, channels % per_group, ch, cw] += scale
-            bias = bias + shift
-        return kernel, bias
+        return self.bn(self.conv._conv_forward(x, self.merged_kernel(), self.conv.bias))
 
     @torch.no_grad()
     def fold(self) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-        """Write the fused block into the trunk conv and BN (exact in eval mode) and return them.
-
-        BN(eval)(W'x + b0) = g'/s (W'x + b0 - m') + beta'  must equal  Kx + B.
-        Keep s (running var) and b0; pick g' = ±tracked std, beta' = tracked mean; then
-        W' = cK with c = s/g', m' = c(beta' - B) + b0.
-        """
-        kernel, bias = self.fused()
-        conv, bn = self.conv, self.bn
-        sign = torch.where(bn.weight.double() < 0, -1.0, 1.0)
-        gamma = sign * self.track_var.double().clamp_min(0).sqrt().clamp_min(1e-6)
-        beta = self.track_mean.double()
-        std = (bn.running_var.double() + bn.eps).sqrt()
-        c = std / gamma
-        b0 = conv.bias.double() if conv.bias is not None else 0
-        conv.weight.copy_(kernel * c[:, None, None, None])
-        bn.weight.copy_(gamma)
-        bn.bias.copy_(beta)
-        bn.running_mean.copy_(c * (beta - bias) + b0)
-        return conv, bn
+        """Write the merged kernel into the trunk conv and return the trunk's conv and BN (unchanged BN:
+        its statistics were always those of the merged conv's output)."""
+        self.conv.weight.copy_(self.merged_kernel())
+        return self.conv, self.bn
 
 
 # ---------------------------------------------------------------- rep: finding the pairs
@@ -396,20 +344,14 @@ class RepBranched(Branched):
         self.sites, self.blocks, self.trunk = sites, blocks, trunk
 
     def branch_parameters(self) -> list[nn.Parameter]:
-        return [p for block in self.blocks for branch in block.branches() for p in branch.parameters()]
+        return [p for block in self.blocks for p in block.branch_parameters()]
 
     def strong_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         params = {}
         if not self.trunk:  # default reading: only the branches learn from the strong view
             branch = {id(p) for p in self.branch_parameters()}
             params = {n: p.detach() for n, p in self.model.named_parameters() if id(p) not in branch}
-        for block in self.blocks:
-            block.tracking = False
-        try:
-            return [functional_call(self.model, {**params, **self._buffer_copies()}, (x,))]
-        finally:
-            for block in self.blocks:
-                block.tracking = True
+        return [functional_call(self.model, {**params, **self._buffer_copies()}, (x,))]
 
     def restore(self, fold: bool) -> None:
         for site, block in zip(self.sites, self.blocks):

@@ -190,7 +190,7 @@ def test_rep_folded_model_exports_exactly(gray28, tmp_path):
             param.normal_(0, 0.2)
         model.train()
         for _ in range(3):
-            model(gray28[0][:16])  # BN statistics of trunk and branches, block output tracking
+            model(gray28[0][:16])  # BN running statistics of the merged convs
     model.eval()
     expected = model(gray28[0][:8]).detach()
     plain, record = detach(branched)

@@ -1,0 +1,170 @@
+"""Tables (b)-(e), redone in regime 2: iterative pruning variants, paired by seed (benchmarks/PLAN.md).
+
+    python benchmarks/decisive.py --tables e --sizes 0.1,0.05 [--seeds 0,1,2] [--workers 2]
+    python benchmarks/decisive.py --summary-only
+
+Every run is `edgecomp compress` from the seed's gate dense model of regime 2 (dense.epochs 0), 3 pruning
+steps with linear MACs targets to the final size, 15 fine-tune epochs per step. M_d and M_s, the best
+magnitudes of table (a) at 100% and 5% by validation mean, come from benchmarks/results/study_converged.json.
+One JSON per finished run under benchmarks/results/converged/<regime>/decisive/ (a killed job resumes
+there; compress resumes a half-finished run from its own checkpoints under benchmarks/runs/decisive/).
+The summary, benchmarks/results/decisive.json, holds the paired differences (validation decides, test is
+reported beside) for every comparison the plan names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REGIME = "fmnist_regime_2k"
+RECIPE = HERE / "recipes" / f"{REGIME}.yaml"
+CELLS = HERE / "results" / "converged" / REGIME / "decisive"
+RUNS = HERE / "runs" / "decisive"
+STEPS, EPOCHS_PER_STEP, KD = 3, 15, 0.5
+
+# table -> (variants it needs, comparisons "a - b" it reports)
+TABLES = {
+    "b": (["const_dense", "const_small", "linear", "reversed"],
+          [("linear", "const_dense"), ("linear", "const_small"), ("linear", "reversed")]),
+    "c": (["linear", "rep", "rep_trunk", "heads"],
+          [("rep", "linear"), ("rep_trunk", "linear"), ("heads", "linear")]),
+    "d": (["linear", "kd", "teacher_drop", "teacher_wrong"],
+          [("kd", "linear"), ("teacher_drop", "linear"), ("teacher_wrong", "linear"),
+           ("teacher_drop", "teacher_wrong")]),
+    "e": (["tp_baseline", "full"], [("full", "tp_baseline")]),
+}
+
+
+def best_magnitudes() -> tuple[float, float]:
+    """(M_d, M_s): table (a)'s best magnitude at 100% and at 5% of the MACs, by validation mean."""
+    table = json.loads((HERE / "results" / "study_converged.json").read_text())["table"]
+    return float(table["1.0"]["best_m_by_val"]), float(table["0.05"]["best_m_by_val"])
+
+
+def step_ratios(final: float) -> list[float]:
+    """prune.schedule linear: the MACs target of each of the STEPS steps."""
+    return [1.0 - (1.0 - final) * step / STEPS for step in range(1, STEPS + 1)]
+
+
+def variant_sets(name: str, final: float, m_dense: float, m_small: float) -> list[str]:
+    """The recipe overrides of one variant (PLAN.md, regime 2)."""
+    linear = ["augment.schedule.kind=linear", f"augment.schedule.dense={m_dense}", f"augment.schedule.min={m_small}"]
+    teacher = ["augment.schedule.kind=teacher", f"augment.schedule.dense={m_dense}", "teacher.difficulty.mode=weight"]
+    per_step = [m_small + (m_dense - m_small) * s for s in step_ratios(final)]
+    table = {
+        "tp_baseline": ["augment.policy=none", "augment.schedule.kind=constant", "augment.schedule.dense=0"],
+        "const_dense": ["augment.schedule.kind=constant", f"augment.schedule.dense={m_dense}"],
+        "const_small": ["augment.schedule.kind=constant", f"augment.schedule.dense={m_small}"],
+        "linear": linear,
+        "reversed": ["augment.schedule.kind=steps", f"augment.schedule.dense={m_dense}",
+                     "augment.schedule.values=[" + ",".join(f"{m:g}" for m in reversed(per_step)) + "]"],
+        "rep": [*linear, "aux.kind=rep"],
+        "rep_trunk": [*linear, "aux.kind=rep", "aux.rep_trunk=true"],
+        "heads": [*linear, "aux.kind=heads"],
+        "kd": [*linear, f"teacher.kd_weight={KD}"],
+        "teacher_drop": [*teacher, "teacher.difficulty.criterion=drop"],
+        "teacher_wrong": [*teacher, "teacher.difficulty.criterion=wrong"],
+        "full": [*teacher, "teacher.difficulty.criterion=drop", f"teacher.kd_weight={KD}", "aux.kind=rep"],
+    }
+    return table[name]
+
+
+def cell_path(final: float, name: str, seed: int) -> Path:
+    return CELLS / f"s{final:.3f}_{name}_seed{seed}.json"
+
+
+def run_one(final: float, name: str, seed: int, m_dense: float, m_small: float) -> dict:
+    """One compress run in a worker process (one torch thread); returns what the cell file records."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+    import edgecomp
+    from edgecomp.console import console
+    from edgecomp.recipe import load_recipe
+
+    console.quiet = True
+    dense = HERE / "results" / "converged" / REGIME / f"dense-s{seed}.pt"
+    sets = [f"seed={seed}", f"dense.weights={dense}", "dense.epochs=0", f"prune.steps={STEPS}",
+            f"prune.target.macs={final}", f"finetune.epochs_per_step={EPOCHS_PER_STEP}",
+            *variant_sets(name, final, m_dense, m_small)]
+    start = time.perf_counter()
+    result = edgecomp.compress(load_recipe(str(RECIPE), sets), out=RUNS / f"s{final:.3f}" / f"{name}-s{seed}",
+                               resume=True)
+    final_row = result.final
+    return {"size": final, "variant": name, "seed": seed, "sets": sets, "wall_s": round(time.perf_counter() - start, 1),
+            "val_accuracy": final_row["accuracy"], "test_accuracy": final_row["test_accuracy"],
+            "macs_ratio": final_row["macs_ratio"], "magnitudes": [r.get("magnitude") for r in result.rows],
+            "dense_val_accuracy": result.dense["accuracy"], "dense_test_accuracy": result.dense["test_accuracy"]}
+
+
+def summarise(sizes: list[float], seeds: list[int]) -> dict:
+    from edgecomp.stats import paired_difference
+
+    cells = {}
+    for path in CELLS.glob("*.json"):
+        cell = json.loads(path.read_text())
+        cells[float(cell["size"]), cell["variant"], int(cell["seed"])] = cell
+    out = {"recipe": str(RECIPE.relative_to(HERE.parent)), "steps": STEPS, "epochs_per_step": EPOCHS_PER_STEP,
+           "seeds": seeds, "runs": {}, "comparisons": []}
+    for (size, name, seed), cell in sorted(cells.items()):
+        out["runs"].setdefault(f"{size:g}", {}).setdefault(name, {})[str(seed)] = {
+            k: cell[k] for k in ("val_accuracy", "test_accuracy", "macs_ratio", "magnitudes", "wall_s")}
+    for table, (_, comparisons) in TABLES.items():
+        for size in sizes:
+            for a, b in comparisons:
+                got = lambda v, key: {s: cells[size, v, s][key] for s in seeds if (size, v, s) in cells}  # noqa: E731
+                if not got(a, "val_accuracy") or not got(b, "val_accuracy") or \
+                        not set(got(a, "val_accuracy")) & set(got(b, "val_accuracy")):
+                    continue
+                out["comparisons"].append({
+                    "table": table, "size": size, "a": a, "b": b,
+                    "val": paired_difference(got(a, "val_accuracy"), got(b, "val_accuracy")).as_dict(),
+                    "test": paired_difference(got(a, "test_accuracy"), got(b, "test_accuracy")).as_dict()})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", default="e,b,c,d", help="tables to run, in order (b, c, d, e)")
+    parser.add_argument("--sizes", default="0.1,0.05", help="final MACs ratios")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--summary-only", action="store_true")
+    args = parser.parse_args()
+    sizes, seeds = [float(v) for v in args.sizes.split(",")], [int(v) for v in args.seeds.split(",")]
+    if not args.summary_only:
+        m_dense, m_small = best_magnitudes()
+        todo = []
+        for table in args.tables.split(","):
+            for size in sizes:
+                for name in TABLES[table][0]:
+                    for seed in seeds:
+                        if (size, name, seed) not in todo and not cell_path(size, name, seed).is_file():
+                            todo.append((size, name, seed))
+        print(f"M_d = {m_dense:g}, M_s = {m_small:g}; {len(todo)} runs to do", flush=True)
+        CELLS.mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_one, size, name, seed, m_dense, m_small) for size, name, seed in todo]
+            for future in as_completed(futures):
+                cell = future.result()
+                cell_path(cell["size"], cell["variant"], cell["seed"]).write_text(json.dumps(cell, indent=1) + "\n")
+                print(f"{cell['variant']} s={cell['size']:g} seed {cell['seed']}: val {cell['val_accuracy']:.4f} "
+                      f"test {cell['test_accuracy']:.4f} ({cell['wall_s']:.0f} s)", flush=True)
+    summary = summarise(sizes, seeds)
+    (HERE / "results" / "decisive.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"{len(summary['comparisons'])} comparisons: benchmarks/results/decisive.json")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent)) if str(HERE.parent) not in sys.path else None
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
