@@ -32,7 +32,8 @@ STEPS, EPOCHS_PER_STEP, KD = 3, 15, 0.5
 # table -> (variants it needs, comparisons "a - b" it reports)
 TABLES = {
     "b": (["const_dense", "const_small", "linear", "reversed"],
-          [("linear", "const_dense"), ("linear", "const_small"), ("linear", "reversed")]),
+          [("linear", "const_dense"), ("linear", "const_small"), ("linear", "reversed"),
+           ("const_small", "const_dense")]),
     "c": (["linear", "rep", "rep_trunk", "heads"],
           [("rep", "linear"), ("rep_trunk", "linear"), ("heads", "linear")]),
     "d": (["linear", "kd", "teacher_drop", "teacher_wrong"],

@@ -9,12 +9,16 @@ over the seeds (sqrt(std_a²/n + std_b²/n)); otherwise the page says the claim 
 from __future__ import annotations
 
 import json
-import statistics
 import math
+import statistics
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent))
+
+from edgecomp.stats import PairedDifference, paired_difference  # noqa: E402
 
 
 def load(name: str) -> dict:
@@ -55,7 +59,9 @@ def study_section() -> list[str]:
     return ["### (a) Best magnitude vs model size (finding A), one-epoch cells", "", text, "", f"- {verdict}", ""]
 
 
-CONVERGED = RESULTS / "converged"
+CONVERGED = RESULTS / "converged" / "fmnist_regime_2k"
+REGIMES = [("fmnist_regime_5k", "5,000 training images, dense lr 0.1, dense patience 3"),
+           ("fmnist_regime_2k", "2,000 training images, dense lr 0.05, dense patience 5")]
 GATE_GAP = 0.03
 SIZES, MAGNITUDES, SEEDS = (1.0, 0.25, 0.1, 0.05), (0.0, 5.0, 10.0, 15.0), (0, 1, 2)
 
@@ -79,6 +85,7 @@ def reference_section() -> list[str]:
     ]
 
 
+
 def _cells() -> dict[tuple[int, float, float], dict]:
     cells = {}
     for path in sorted(CONVERGED.glob("study-s*/cells/*.json")):
@@ -87,40 +94,81 @@ def _cells() -> dict[tuple[int, float, float], dict]:
     return cells
 
 
+def _dense(regime: str) -> dict[int, dict]:
+    paths = {seed: RESULTS / "converged" / regime / f"dense-s{seed}" / "reference.json" for seed in SEEDS}
+    return {seed: json.loads(path.read_text()) for seed, path in paths.items() if path.is_file()}
+
+
 def regime_section() -> list[str]:
-    dense = {}
-    for seed in SEEDS:
-        path = CONVERGED / f"dense-s{seed}" / "reference.json"
-        if path.is_file():
-            dense[seed] = json.loads(path.read_text())
     lines = ["## The study regime and its gate", "",
-             "Plan and decision rules, written before these runs: [`benchmarks/PLAN.md`](PLAN.md). Recipe: "
-             "`benchmarks/recipes/fmnist_regime_5k.yaml` (5,000 training images). Command: "
-             "`python benchmarks/study_converged.py`.", ""]
-    if not dense:
-        return lines + ["No dense model of the regime has finished yet: the gate is not measured, and no claim "
-                        "is tested.", ""]
-    lines += ["| seed | epochs | converged | clean train acc | val acc | test acc | train − val gap | gate (> 3 points) |",
-              "|---:|---:|:---:|---:|---:|---:|---:|:---:|"]
-    for seed, ref in dense.items():
-        gap = ref["train_val_gap"]
-        lines.append(f"| {seed} | {ref['epochs']} | {'yes' if ref['converged'] else 'no'} | "
-                     f"{ref['train_accuracy_clean']:.4f} | {ref['val_accuracy']:.4f} | {ref['test_accuracy']:.4f} | "
-                     f"{gap * 100:.1f} | {'pass' if gap > GATE_GAP else 'FAIL'} |")
-    missing = [s for s in SEEDS if s not in dense]
-    lines += ["", f"Seeds without a dense model yet: {missing}." if missing else "", ""]
+             "Plan and decision rules, written before these runs: [`benchmarks/PLAN.md`](PLAN.md). Command: "
+             "`python benchmarks/study_converged.py` (regime 2; regime 1 ran with `--recipe "
+             "benchmarks/recipes/fmnist_regime_5k.yaml` and dense patience 3). The dense models train with crop + "
+             "flip only; the gate is clean train − validation accuracy above 3 points for every seed.", "",
+             "| regime | seed | epochs | converged | clean train acc | val acc | test acc | train − val gap | gate |",
+             "|---|---:|---:|:---:|---:|---:|---:|---:|:---:|"]
+    for regime, words in REGIMES:
+        for seed, ref in _dense(regime).items():
+            gap = ref["train_val_gap"]
+            lines.append(f"| `{regime}` ({words}) | {seed} | {ref['epochs']} | {'yes' if ref['converged'] else 'no'} | "
+                         f"{ref['train_accuracy_clean']:.4f} | {ref['val_accuracy']:.4f} | {ref['test_accuracy']:.4f} | "
+                         f"{gap * 100:.1f} | {'pass' if gap > GATE_GAP else 'FAIL'} |")
+    missing = [s for s in SEEDS if s not in _dense("fmnist_regime_2k")]
+    lines += ["", f"Regime 2 seeds without a dense model yet: {missing}." if missing else "", ""]
     return lines
 
 
 def gate_status() -> str:
-    gaps = {seed: json.loads(path.read_text())["train_val_gap"]
-            for seed in SEEDS if (path := CONVERGED / f"dense-s{seed}" / "reference.json").is_file()}
-    failed = [seed for seed, gap in gaps.items() if gap <= GATE_GAP]
-    if failed:
-        return (f"**The first regime failed its gate** (seed {failed[0]}: train − validation gap "
-                f"{gaps[failed[0]] * 100:.1f} points, threshold 3): its model underfits, so no claim was tested in "
-                "it, and a new regime has to be chosen by the gate first.")
-    return "Its runs are in progress; where a table is incomplete it says so and draws no verdict."
+    gaps = {seed: ref["train_val_gap"] for seed, ref in _dense("fmnist_regime_2k").items()}
+    if len(gaps) < len(SEEDS):
+        return "Regime 1 failed its gate (its model underfit); regime 2's gate is not yet measured for every seed."
+    if any(gap <= GATE_GAP for gap in gaps.values()):
+        return "**Regime 2 failed its gate too**: no claim is tested in it."
+    return (f"Regime 1 failed its gate (its model underfit); **regime 2 passes it** for every seed (train − "
+            f"validation gaps {', '.join(f'{g * 100:.1f}' for g in gaps.values())} points).")
+
+
+def best_magnitude(cells: dict, size: float) -> float:
+    """PLAN.md: the magnitude with the best mean validation accuracy at this size (ties: the smaller M)."""
+    means = {m: statistics.fmean(cells[k, size, m]["val_accuracy"] for k in SEEDS) for m in MAGNITUDES}
+    return max(MAGNITUDES, key=lambda m: (round(means[m], 6), -m))
+
+
+def paired_test(cells: dict, size: float, a: float, b: float):
+    return paired_difference({k: cells[k, size, a]["test_accuracy"] for k in SEEDS},
+                             {k: cells[k, size, b]["test_accuracy"] for k in SEEDS})
+
+
+def finding_a_verdict(cells: dict) -> list[str]:
+    """PLAN.md's rule for finding A, applied mechanically to the finished grid."""
+    best = {size: best_magnitude(cells, size) for size in SIZES}
+    small, dense = best[0.05], best[1.0]
+    monotone = all(best[a] >= best[b] for a, b in zip(SIZES, SIZES[1:]))
+    at_small = paired_test(cells, 0.05, small, dense)
+    if small >= dense or at_small.high < 0:
+        verdict = "**fails**"
+    elif monotone and at_small.low > 0:
+        verdict = "**holds**"
+    else:
+        verdict = "is **not shown** (the ordering holds but the interval includes zero)"
+    matters = paired_test(cells, 1.0, dense, 0.0)
+    lines = [f"- Best magnitude by validation mean, M\\*(size): "
+             + ", ".join(f"{size:g}: {best[size]:g}" for size in SIZES) + ".",
+             f"- At 5%: test accuracy at M\\*(5%) = {small:g} minus at M\\*(100%) = {dense:g}: {fmt(at_small)}.",
+             f"- Finding A (smaller models prefer weaker augmentation) {verdict} by PLAN.md's rule.",
+             f"- Does augmentation matter at 100%? M\\*(100%) − M = 0 on test: {fmt(matters)}"
+             + (" (interval above zero: yes)." if matters.low > 0 else " (not shown above zero).")]
+    for size in SIZES[1:]:
+        if best[size] != 0.0:
+            lines.append(f"- At {size:g}: M\\*(size) = {best[size]:g} minus M = 0 on test: "
+                         f"{fmt(paired_test(cells, size, best[size], 0.0))}.")
+    return lines
+
+
+def fmt(diff) -> str:
+    if diff.n < 2:
+        return f"{diff.mean * 100:+.2f} points (n = {diff.n}, no interval)"
+    return f"{diff.mean * 100:+.2f} points [{diff.low * 100:+.2f}, {diff.high * 100:+.2f}] (n = {diff.n})"
 
 
 def converged_table() -> list[str]:
@@ -128,8 +176,10 @@ def converged_table() -> list[str]:
     total = len(SIZES) * len(MAGNITUDES) * len(SEEDS)
     lines = ["## (a) Converged accuracy per size and magnitude (finding A)", "",
              f"{len(cells)} of {total} cells finished (sizes {', '.join(f'{s:g}' for s in SIZES)} of the dense MACs "
-             f"× M ∈ {{{', '.join(f'{m:g}' for m in MAGNITUDES)}}} × seeds {list(SEEDS)}; each cell trained to its "
-             "own validation plateau). Cells: validation mean (chooses) / test mean (reports), n seeds.", ""]
+             f"× M ∈ {{{', '.join(f'{m:g}' for m in MAGNITUDES)}}} × seeds {list(SEEDS)}; each cell pruned from its "
+             "seed's gate model, then fine-tuned to its own validation plateau: stop when validation accuracy has "
+             "not improved by ≥ 0.001 for 4 epochs after the learning rate was cut twice by ×0.1, at most 60 "
+             "epochs). Cells: validation mean (chooses) / test mean (reports) / mean epochs, n seeds.", ""]
     if not cells:
         return lines + ["No cell has finished: table (a) has no result yet, and finding A is untested.", ""]
     lines += ["| MACs ratio | " + " | ".join(f"M={m:g}" for m in MAGNITUDES) + " |",
@@ -143,12 +193,47 @@ def converged_table() -> list[str]:
                 continue
             val = statistics.fmean(c["val_accuracy"] for c in done)
             test = statistics.fmean(c["test_accuracy"] for c in done)
-            row.append(f"{val:.4f} / {test:.4f} (n={len(done)})")
+            epochs = statistics.fmean(c["epochs"] for c in done)
+            row.append(f"{val:.4f} / {test:.4f} / {epochs:.0f} (n={len(done)})")
         lines.append(f"| {size:g} | " + " | ".join(row) + " |")
-    verdict = ("the decision rule of PLAN.md needs every cell of every seed; until then finding A is **untested** "
-               "(no verdict is drawn from a partial grid)") if len(cells) < total else \
-        "all cells finished: apply PLAN.md's rule (not yet automated here)"
-    return lines + ["", f"- {verdict}.", ""]
+    capped = [k for k, c in cells.items() if not c["converged"]]
+    lines += ["", f"Cells that hit the epoch cap (not converged): {len(capped)} of {len(cells)}.", ""]
+    if len(cells) < total:
+        return lines + ["- The decision rule of PLAN.md needs every cell of every seed; until then finding A is "
+                        "**untested** (no verdict is drawn from a partial grid).", ""]
+    return lines + finding_a_verdict(cells) + [""]
+
+
+DECISIVE_TITLES = {"b": "(b) Magnitude schedules in iterative pruning (finding A as a schedule)",
+                   "c": "(c) Auxiliary branches against none (finding B)",
+                   "d": "(d) The teacher: distillation and difficulty (finding C)",
+                   "e": "(e) The full recipe against a Torch-Pruning baseline"}
+
+
+def decisive_section() -> list[str]:
+    path = RESULTS / "decisive.json"
+    lines = ["## (b)–(e) in regime 2: iterative pruning, paired by seed", ""]
+    if not path.is_file():
+        return lines + ["Not run yet.", ""]
+    data = json.loads(path.read_text())
+    lines += [f"Command: `python benchmarks/decisive.py` (variants and rules: PLAN.md, regime 2). Every run prunes "
+              f"its seed's gate model in {data['steps']} steps to the final size with {data['epochs_per_step']} "
+              "fine-tune epochs per step. Differences are a − b in points, paired by seed, with 95% t intervals; "
+              "validation decides, test is reported beside.", ""]
+    for table, title in DECISIVE_TITLES.items():
+        rows = [c for c in data["comparisons"] if c["table"] == table]
+        lines += [f"### {title}", ""]
+        if not rows:
+            lines += ["Not run in this session.", ""]
+            continue
+        lines += ["| final MACs | a − b | val: a − b | test: a − b | val decides |", "|---:|---|---:|---:|---|"]
+        for c in rows:
+            val, test = (PairedDifference(**{**c[k], "seeds": tuple(c[k]["seeds"]),
+                                              "differences": tuple(c[k]["differences"])}) for k in ("val", "test"))
+            lines.append(f"| {c['size']:g} | `{c['a']}` − `{c['b']}` | {fmt(val)} | {fmt(test)} | "
+                         f"{val.verdict(c['a'], c['b'])} |")
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -164,11 +249,12 @@ def main() -> None:
         "study cells, sizes only down to 25%. They are superseded. The new set-up: a dense reference trained to a "
         "validation plateau, a data-limited regime admitted by a measured gate, study cells trained to their own "
         "plateau down to 5% of the MACs, paired statistics over 3 seeds, decision rules written first "
-        "(`benchmarks/PLAN.md`). " + gate_status() + " Tables (b)–(e) have not been redone yet.",
+        "(`benchmarks/PLAN.md`). " + gate_status(),
         "",
         *reference_section(),
         *regime_section(),
         *converged_table(),
+        *decisive_section(),
         "## Earlier runs (2026-11-28), superseded",
         "",
         "Everything here was measured on a 2-core x86-64 CPU without a GPU, on Fashion-MNIST (Debian's "

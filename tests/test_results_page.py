@@ -1,0 +1,55 @@
+"""The results page applies PLAN.md's rule for finding A mechanically: check it on worked grids."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+PAGE = Path(__file__).resolve().parents[1] / "benchmarks" / "results_page.py"
+
+
+@pytest.fixture(scope="module")
+def page():
+    spec = importlib.util.spec_from_file_location("results_page", PAGE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def grid(page, best: dict[float, float], gain: float, noise=(0.0, 0.001, -0.001)) -> dict:
+    """Cells whose accuracy peaks at best[size] by `gain` (per-seed offsets `noise`), else 0.80."""
+    cells = {}
+    for seed, offset in zip(page.SEEDS, noise):
+        for size in page.SIZES:
+            for m in page.MAGNITUDES:
+                acc = 0.80 + offset + (gain if m == best[size] else 0.0)
+                cells[seed, size, m] = {"val_accuracy": acc, "test_accuracy": acc}
+    return cells
+
+
+def verdict(lines: list[str]) -> str:
+    return next(line for line in lines if line.startswith("- Finding A"))
+
+
+def test_a_holds_when_the_best_magnitude_falls_with_size_and_the_small_model_gains(page):
+    cells = grid(page, {1.0: 10.0, 0.25: 10.0, 0.1: 5.0, 0.05: 0.0}, gain=0.02)
+    assert page.best_magnitude(cells, 0.05) == 0.0 and page.best_magnitude(cells, 1.0) == 10.0
+    assert "**holds**" in verdict(page.finding_a_verdict(cells))
+
+
+def test_a_fails_when_the_small_model_prefers_as_much_augmentation(page):
+    cells = grid(page, {1.0: 5.0, 0.25: 5.0, 0.1: 5.0, 0.05: 10.0}, gain=0.02)
+    assert "**fails**" in verdict(page.finding_a_verdict(cells))
+
+
+def test_a_is_not_shown_when_the_ordering_holds_but_the_seeds_disagree(page):
+    cells = grid(page, {1.0: 10.0, 0.25: 10.0, 0.1: 5.0, 0.05: 0.0}, gain=0.0005)
+    for seed in page.SEEDS:  # seed 1 prefers the dense magnitude at 5% on test: the interval spans zero
+        cells[seed, 0.05, 10.0]["test_accuracy"] += 0.004 if seed == 1 else 0.0
+    assert "**not shown**" in verdict(page.finding_a_verdict(cells))
+
+
+def test_ties_go_to_the_smaller_magnitude(page):
+    cells = grid(page, {1.0: 10.0, 0.25: 10.0, 0.1: 5.0, 0.05: 0.0}, gain=0.0)
+    assert all(page.best_magnitude(cells, size) == 0.0 for size in page.SIZES)
+    assert "**fails**" in verdict(page.finding_a_verdict(cells))
