@@ -137,11 +137,10 @@ class RepConvBN(nn.Module):
         nn.init.zeros_(self.conv1x1.weight)  # the branch adds exactly 0 until it is trained
         same_grid = conv.in_channels == conv.out_channels and conv.stride == (1, 1) and self.shift == (0, 0)
         self.id_scale = nn.Parameter(torch.zeros(conv.out_channels, **factory)) if identity and same_grid else None
-        if self.id_scale is not None:  # where the identity's weight sits in the k×k kernel: input c, its group
-            tap = torch.zeros_like(conv.weight)
+        if self.id_scale is not None:  # the identity as a 1x1 kernel: output c reads input c (within its group)
+            tap = torch.zeros_like(self.conv1x1.weight)
             channels = torch.arange(conv.out_channels, device=tap.device)
-            ch, cw = _centre(conv)
-            tap[channels, channels % (conv.in_channels // conv.groups), ch, cw] = 1.0
+            tap[channels, channels % (conv.in_channels // conv.groups), 0, 0] = 1.0
             self.register_buffer("id_tap", tap, persistent=False)
 
     def branch_parameters(self) -> list[nn.Parameter]:
@@ -153,10 +152,10 @@ class RepConvBN(nn.Module):
     def merged_kernel(self) -> torch.Tensor:
         """The one k×k kernel equal to trunk + branches (the 1x1 weight sits at the centre tap)."""
         (kh, kw), (ch, cw) = self.conv.kernel_size, _centre(self.conv)
-        kernel = self.conv.weight + F.pad(self.conv1x1.weight, (cw, kw - 1 - cw, ch, kh - 1 - ch))
+        centre = self.conv1x1.weight  # both branches are 1x1: add them at that size, pad once
         if self.id_scale is not None:
-            kernel = kernel + self.id_tap * self.id_scale[:, None, None, None]
-        return kernel
+            centre = centre + self.id_tap * self.id_scale[:, None, None, None]
+        return self.conv.weight + F.pad(centre, (cw, kw - 1 - cw, ch, kh - 1 - ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv._conv_forward(x, self.merged_kernel(), self.conv.bias))
