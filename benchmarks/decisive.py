@@ -26,6 +26,7 @@ RECIPE = HERE / "recipes" / f"{REGIME}.yaml"
 CELLS = HERE / "results" / "converged" / REGIME / "decisive"
 RUNS = HERE / "runs" / "decisive"
 STEPS, EPOCHS_PER_STEP, KD = 3, 15, 0.5
+STRONG = 10.0  # the auxiliary strong view (PLAN.md, amendment after table (a): the default would equal M_d = 0)
 
 # table -> (variants it needs, comparisons "a - b" it reports)
 TABLES = {
@@ -64,13 +65,14 @@ def variant_sets(name: str, final: float, m_dense: float, m_small: float) -> lis
         "linear": linear,
         "reversed": ["augment.schedule.kind=steps", f"augment.schedule.dense={m_dense}",
                      "augment.schedule.values=[" + ",".join(f"{m:g}" for m in reversed(per_step)) + "]"],
-        "rep": [*linear, "aux.kind=rep"],
-        "rep_trunk": [*linear, "aux.kind=rep", "aux.rep_trunk=true"],
-        "heads": [*linear, "aux.kind=heads"],
+        "rep": [*linear, "aux.kind=rep", f"aux.strong_magnitude={STRONG}"],
+        "rep_trunk": [*linear, "aux.kind=rep", "aux.rep_trunk=true", f"aux.strong_magnitude={STRONG}"],
+        "heads": [*linear, "aux.kind=heads", f"aux.strong_magnitude={STRONG}"],
         "kd": [*linear, f"teacher.kd_weight={KD}"],
         "teacher_drop": [*teacher, "teacher.difficulty.criterion=drop"],
         "teacher_wrong": [*teacher, "teacher.difficulty.criterion=wrong"],
-        "full": [*teacher, "teacher.difficulty.criterion=drop", f"teacher.kd_weight={KD}", "aux.kind=rep"],
+        "full": [*teacher, "teacher.difficulty.criterion=drop", f"teacher.kd_weight={KD}", "aux.kind=rep",
+                 f"aux.strong_magnitude={STRONG}"],
     }
     return table[name]
 
@@ -112,8 +114,10 @@ def summarise(sizes: list[float], seeds: list[int]) -> dict:
     for path in CELLS.glob("*.json"):
         cell = json.loads(path.read_text())
         cells[float(cell["size"]), cell["variant"], int(cell["seed"])] = cell
+    m_dense, m_small = best_magnitudes()
     out = {"recipe": str(RECIPE.relative_to(HERE.parent)), "steps": STEPS, "epochs_per_step": EPOCHS_PER_STEP,
-           "seeds": seeds, "runs": {}, "comparisons": []}
+           "strong_magnitude": STRONG, "m_dense": m_dense, "m_small": m_small, "seeds": seeds, "runs": {},
+           "comparisons": []}
     for (size, name, seed), cell in sorted(cells.items()):
         out["runs"].setdefault(f"{size:g}", {}).setdefault(name, {})[str(seed)] = {
             k: cell[k] for k in ("val_accuracy", "test_accuracy", "macs_ratio", "magnitudes", "wall_s")}
@@ -144,6 +148,9 @@ def main() -> None:
         m_dense, m_small = best_magnitudes()
         todo = []
         for table in args.tables.split(","):
+            if table == "b" and m_dense == m_small:  # PLAN.md: every schedule is the same constant
+                print(f"table (b) is vacuous: M_d = M_s = {m_dense:g}; not run", flush=True)
+                continue
             for size in sizes:
                 for name in TABLES[table][0]:
                     for seed in seeds:

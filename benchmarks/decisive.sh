@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1  # two one-thread workers
 $PY benchmarks/decisive.py --tables e --sizes 0.1,0.05      # (e) at both sizes,
-$PY benchmarks/decisive.py --tables b,c,d --sizes 0.05      # then (b)-(d) at 5%,
+$PY benchmarks/decisive.py --tables b,c,d --sizes 0.05      # then (b)-(d) at 5% ((b) is skipped when M_d = M_s),
 $PY benchmarks/decisive.py --tables b,c,d --sizes 0.1       # then at 10%
 $PY benchmarks/decisive.py --summary-only --sizes 0.1,0.05
