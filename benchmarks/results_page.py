@@ -231,29 +231,78 @@ DECISIVE_TITLES = {"b": "(b) Magnitude schedules in iterative pruning (finding A
                    "e": "(e) The full recipe against a Torch-Pruning baseline"}
 
 
+def _diff(entry: dict) -> PairedDifference:
+    return PairedDifference(**{**entry, "seeds": tuple(entry["seeds"]), "differences": tuple(entry["differences"])})
+
+
+def decisive_means(data: dict) -> list[str]:
+    """Mean validation / test accuracy of every variant run, per final size."""
+    lines = ["| final MACs | variant | seeds | val acc (mean) | test acc (mean) | MACs ratio |", "|---:|---|---:|---:|---:|---:|"]
+    for size, variants in sorted(data["runs"].items(), key=lambda kv: -float(kv[0])):
+        for name, seeds in variants.items():
+            runs = list(seeds.values())
+            mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
+            lines.append(f"| {size} | `{name}` | {len(runs)} | {mean('val_accuracy'):.4f} | {mean('test_accuracy'):.4f} "
+                         f"| {mean('macs_ratio'):.3f} |")
+    return lines + [""]
+
+
+def decisive_verdicts(table: str, rows: list[dict], sizes: list[float]) -> list[str]:
+    """PLAN.md's rules for (c)-(e), decided on validation."""
+    by = {(c["a"], c["b"], c["size"]): _diff(c["val"]) for c in rows}
+    out = []
+    pairs = sorted({(c["a"], c["b"]) for c in rows})
+    for a, b in pairs:
+        done = [size for size in sizes if (a, b, size) in by]
+        above = [size for size in done if by[a, b, size].low > 0]
+        below = [size for size in done if by[a, b, size].high < 0]
+        if table == "e":
+            goal = all(by[a, b, size].mean >= 0.01 and by[a, b, size].low > 0 for size in done)
+            out.append(f"- `{a}` against `{b}` at {', '.join(f'{s:g}' for s in done)}: goal (+1 point, interval above "
+                       f"zero, at every size) {'**met**' if goal and len(done) == len(sizes) else '**not met**'}"
+                       + (f"; `{a}` is worse at {', '.join(f'{s:g}' for s in below)}" if below else "") + ".")
+        elif a != "teacher_drop" or b != "teacher_wrong":
+            keep = bool(done) and len(above) == len(done)  # PLAN.md: above zero at every size run
+            out.append(f"- `{a}` against `{b}`: interval above zero at {len(above)} of {len(done)} sizes run "
+                       f"(of {len(sizes)} planned) → {'a default' if keep else '**not** a default'}"
+                       + (f"; worse at {', '.join(f'{s:g}' for s in below)}" if below else "") + ".")
+        else:
+            winner = "drop" if above and not below else ("wrong" if below and not above else None)
+            out.append("- Difficulty criterion: " + (f"**{winner}** wins" if winner else
+                                                     "neither wins (interval includes zero); `drop` stays the default,"
+                                                     " as the measure of what the augmentation did") + ".")
+    return out
+
+
 def decisive_section() -> list[str]:
     path = RESULTS / "decisive.json"
     lines = ["## (b)–(e) in regime 2: iterative pruning, paired by seed", ""]
     if not path.is_file():
         return lines + ["Not run yet.", ""]
     data = json.loads(path.read_text())
-    lines += [f"Command: `python benchmarks/decisive.py` (variants and rules: PLAN.md, regime 2). Every run prunes "
-              f"its seed's gate model in {data['steps']} steps to the final size with {data['epochs_per_step']} "
-              "fine-tune epochs per step. Differences are a − b in points, paired by seed, with 95% t intervals; "
-              "validation decides, test is reported beside.", ""]
+    sizes = sorted({float(s) for s in data["runs"]}, reverse=True)
+    lines += [f"Command: `bash benchmarks/decisive.sh` (variants and rules: PLAN.md, regime 2 and its amendment). "
+              f"Every run prunes its seed's gate model in {data['steps']} steps to the final size with "
+              f"{data['epochs_per_step']} fine-tune epochs per step; weak view RandAugment at M_d = {data['m_dense']:g} "
+              f"→ M_s = {data['m_small']:g}, auxiliary strong view M = {data['strong_magnitude']:g}. Differences are "
+              "a − b in points, paired by seed, with 95% t intervals; validation decides, test is reported beside.",
+              "", *decisive_means(data)]
     for table, title in DECISIVE_TITLES.items():
         rows = [c for c in data["comparisons"] if c["table"] == table]
         lines += [f"### {title}", ""]
+        if table == "b" and data["m_dense"] == data["m_small"]:
+            lines += [f"Not run: table (a) chose M = {data['m_dense']:g} at every size, so every schedule of the plan "
+                      "is the same constant (PLAN.md, amendment). Finding A as a schedule has nothing to test here.", ""]
+            continue
         if not rows:
             lines += ["Not run in this session.", ""]
             continue
         lines += ["| final MACs | a − b | val: a − b | test: a − b | val decides |", "|---:|---|---:|---:|---|"]
         for c in rows:
-            val, test = (PairedDifference(**{**c[k], "seeds": tuple(c[k]["seeds"]),
-                                              "differences": tuple(c[k]["differences"])}) for k in ("val", "test"))
+            val, test = _diff(c["val"]), _diff(c["test"])
             lines.append(f"| {c['size']:g} | `{c['a']}` − `{c['b']}` | {fmt(val)} | {fmt(test)} | "
                          f"{val.verdict(c['a'], c['b'])} |")
-        lines.append("")
+        lines += ["", *decisive_verdicts(table, rows, [0.1, 0.05]), ""]
     return lines
 
 
