@@ -181,9 +181,10 @@ class MagnitudeSchedule(Section):
 
 class AugmentSection(Section):
     policy: Policy = Field(
-        Policy.randaugment,
+        Policy.none,  # benchmarks/RESULTS.md: no RandAugment magnitude beat M = 0 at any size, so crop + flip
         description="randaugment (torchvision's RandAugment at magnitude M, op for op), trivialaugment (one op "
-        "per image at a whole level drawn uniformly in 0..M) or none",
+        "per image at a whole level drawn uniformly in 0..M) or none (default: crop + flip only, what "
+        "benchmarks/RESULTS.md supports)",
     )
     num_ops: int = Field(2, ge=1, le=8, description="RandAugment: operations applied to each image")
     erasing: bool = Field(

@@ -61,7 +61,7 @@ def test_recipe_check_prints_the_resolved_recipe(write_recipe):
     result = run_cli("recipe", "check", str(path), "--set", "prune.steps=4")
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
-    assert resolved["prune"]["steps"] == 4 and resolved["augment"]["policy"] == "randaugment"
+    assert resolved["prune"]["steps"] == 4 and resolved["augment"]["policy"] == "none"  # the default: crop + flip
 
 
 def test_recipe_check_finds_shipped_recipes(tmp_path):
