@@ -262,9 +262,14 @@ def decisive_verdicts(table: str, rows: list[dict], sizes: list[float]) -> list[
                        f"zero, at every size) {'**met**' if goal and len(done) == len(sizes) else '**not met**'}"
                        + (f"; `{a}` is worse at {', '.join(f'{s:g}' for s in below)}" if below else "") + ".")
         elif a != "teacher_drop" or b != "teacher_wrong":
-            keep = bool(done) and len(above) == len(done)  # PLAN.md: above zero at every size run
+            # PLAN.md: a default only with an interval above zero at both planned sizes (10% and 5%)
+            if done and len(above) == len(done) < len(sizes):
+                status = ("**passes where it ran**; not a default until the other size "
+                          f"({', '.join(f'{s:g}' for s in sizes if s not in done)}) has run too")
+            else:
+                status = "a default" if done and len(above) == len(sizes) else "**not** a default"
             out.append(f"- `{a}` against `{b}`: interval above zero at {len(above)} of {len(done)} sizes run "
-                       f"(of {len(sizes)} planned) → {'a default' if keep else '**not** a default'}"
+                       f"(of {len(sizes)} planned) → {status}"
                        + (f"; worse at {', '.join(f'{s:g}' for s in below)}" if below else "") + ".")
         else:
             winner = "drop" if above and not below else ("wrong" if below and not above else None)
