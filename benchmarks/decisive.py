@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="0.1,0.05", help="final MACs ratios")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--variants", help="only these variants of the tables (comma-separated); default all")
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args()
     sizes, seeds = [float(v) for v in args.sizes.split(",")], [int(v) for v in args.seeds.split(",")]
@@ -153,6 +154,8 @@ def main() -> None:
                 continue
             for size in sizes:
                 for name in TABLES[table][0]:
+                    if args.variants and name not in args.variants.split(","):
+                        continue
                     for seed in seeds:
                         if (size, name, seed) not in todo and not cell_path(size, name, seed).is_file():
                             todo.append((size, name, seed))
