@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: leaves a core to benchmarks/study_grid.py
-common=(--recipe quickstart.yaml --seeds 0 1 2 --share-dense --group findings --set data.train_subset=8000)
+common=(--recipe quickstart.yaml --seeds 0 1 2 --share-dense --group findings --set data.train_subset=8000
+        --set augment.policy=randaugment)  # the default when these ran; quickstart and the default are now crop + flip
 constant=(--variant constant augment.schedule.kind=constant)
 linear=(--variant linear augment.schedule.kind=linear)
 

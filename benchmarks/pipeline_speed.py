@@ -46,7 +46,7 @@ def setup():
     data = TensorBatches(images[:IMAGES], labels[:IMAGES], 128)
     cfg = ModelSection(arch="cifar_resnet20", in_channels=1, input_size=28)
     spec = InputSpec.create(cfg, (0.2860,), (0.3530,), torch.device("cpu"))
-    return data, cfg, spec, Augmenter(AugmentSection())
+    return data, cfg, spec, Augmenter(AugmentSection(policy="randaugment"))  # the default is crop + flip only
 
 
 def small_model(cfg, spec):

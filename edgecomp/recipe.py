@@ -419,6 +419,13 @@ class Recipe(Section):
                 f"under augment.schedule {sched.kind.value}; the strong view must be at least as strong (raise it, "
                 "or leave it null: per step the larger of the dense and the step's magnitude)"
             )
+        if self.augment.policy == Policy.none:  # the default since the benchmarks: crop + flip, no magnitude
+            needs = [f"aux.kind {self.aux.kind.value} (its strong view)"] if self.aux.kind != AuxKind.none else []
+            needs += ["augment.schedule.kind teacher (it calibrates magnitudes)"] if sched.kind == ScheduleKind.teacher \
+                else []
+            if needs:
+                raise ValueError(f"augment.policy: none applies no magnitude, but {' and '.join(needs)} needs one; "
+                                 "set augment.policy: randaugment")
         grid = self.teacher.calibration.grid
         if not grid or any(not 0 <= v <= MAX_MAGNITUDE for v in grid):
             raise ValueError(f"teacher.calibration.grid: needs magnitudes in 0..{MAX_MAGNITUDE}")

@@ -21,6 +21,7 @@ SIZE = 32
 FOLD_ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "toy_grouped"]
 ROUND_TO = {"toy_grouped": 4}  # its grouped conv cannot reach 50% MACs in steps of 8
 REP, HEADS = AuxSection(kind="rep"), AuxSection(kind="heads")
+RANDAUGMENT = {"policy": "randaugment"}  # aux needs a policy with a magnitude (the default is crop + flip)
 
 
 def model_cfg(arch):
@@ -402,10 +403,10 @@ def test_recipe_aux_section():
     from edgecomp.recipe import validate
 
     assert all(field.description for field in AuxSection.model_fields.values())
-    recipe = validate(tiny_recipe_dict(aux={"kind": "heads", "heads_at": ["layer1"], "head_kd": 0.3}))
+    recipe = validate(tiny_recipe_dict(aux={"kind": "heads", "heads_at": ["layer1"], "head_kd": 0.3}, augment=RANDAUGMENT))
     assert recipe.aux.kind.value == "heads" and recipe.aux.strong_magnitude is None and recipe.aux.kd_weight() == 0.3
     assert recipe.aux.loss_weight() == 0.05  # heads: a small default weight
-    rep = validate(tiny_recipe_dict(aux={"kind": "rep"}))
+    rep = validate(tiny_recipe_dict(aux={"kind": "rep"}, augment=RANDAUGMENT))
     assert rep.aux.loss_weight() == 1.0 and rep.aux.kd_weight() == 0.0
     for bad, field in [({"kind": "branches"}, "aux.kind"), ({"strong_magnitude": 31}, "aux.strong_magnitude"),
                        ({"head_kd": 1.5}, "aux.head_kd"), ({"weight": -1}, "aux.weight")]:
@@ -424,7 +425,7 @@ def test_recipe_aux_section():
 def test_strong_view_is_never_weaker_than_the_weak_view(schedule, strong, ok):
     from edgecomp.recipe import validate
 
-    data = tiny_recipe_dict(aux={"kind": "rep", "strong_magnitude": strong}, augment={"schedule": schedule})
+    data = tiny_recipe_dict(aux={"kind": "rep", "strong_magnitude": strong}, augment={**RANDAUGMENT, "schedule": schedule})
     if ok:
         validate(data)
     else:
@@ -436,5 +437,16 @@ def test_default_strong_magnitude_is_the_larger_of_dense_and_step():
     from edgecomp.pipeline import strong_magnitude
     from edgecomp.recipe import validate
 
-    recipe = validate(tiny_recipe_dict(aux={"kind": "heads"}, augment={"schedule": {"kind": "linear", "dense": 9}}))
+    recipe = validate(tiny_recipe_dict(aux={"kind": "heads"}, augment={**RANDAUGMENT, "schedule": {"kind": "linear", "dense": 9}}))
     assert strong_magnitude(recipe, 4.5) == 9 and strong_magnitude(recipe, 12.0) == 12.0
+
+
+@pytest.mark.parametrize("sections, names", [
+    ({"aux": {"kind": "rep"}}, "aux.kind rep"),
+    ({"augment": {"schedule": {"kind": "teacher", "dense": 9}}}, "augment.schedule.kind teacher"),
+])
+def test_the_default_policy_has_no_magnitude_for_a_strong_view_or_a_teacher_schedule(sections, names):
+    from edgecomp.recipe import validate
+
+    with pytest.raises(RecipeError, match=f"augment.policy: none applies no magnitude, but {names}"):
+        validate(tiny_recipe_dict(**sections))

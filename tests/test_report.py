@@ -38,7 +38,7 @@ def figures_named(text: str) -> set[str]:
 def full_run(tmp_path_factory, fashion_root):
     """A tiny real run through every command: compress and export with the Python API, bench through the CLI."""
     recipe = tiny_recipe(data={"train_subset": 256}, dense={"epochs": 1},
-                         augment={"schedule": {"kind": "teacher", "dense": 9}},
+                         augment={"policy": "randaugment", "schedule": {"kind": "teacher", "dense": 9}},
                          teacher={"calibration": {"samples": 32, "grid": [0, 15, 30]}},
                          device={"latency_iterations": LATENCY_ITERATIONS})
     root = edgecomp.compress(recipe, out=tmp_path_factory.mktemp("report") / "run").run_dir

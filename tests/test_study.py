@@ -9,6 +9,8 @@ from edgecomp.recipe import validate
 from edgecomp.study import best_per_size, fit_linear, recipe_snippet, study
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
+RANDAUGMENT = {"policy": "randaugment"}  # the default policy (none) has no magnitude to study
+
 
 def synthetic_grid(dense=12.0, minimum=2.0):
     """Accuracy peaks at M = min + (dense - min) * s: the fit must find that line again."""
@@ -39,7 +41,7 @@ def test_snippet_loads_into_a_valid_recipe():
 
 
 def test_small_real_study_resumes(tmp_path, fashion_root):
-    recipe = tiny_recipe()
+    recipe = tiny_recipe(augment=RANDAUGMENT)
     seen = []
     rule = PlateauRule(max_epochs=2)
     result = study(recipe, sizes=[1.0, 0.5], magnitudes=[0.0, 10.0], rule=rule, out=tmp_path / "s", workers=2,
@@ -65,7 +67,7 @@ def test_small_real_study_resumes(tmp_path, fashion_root):
 
 
 def test_study_refuses_a_size_below_the_round_to_floor(tmp_path):
-    recipe = tiny_recipe(prune={"round_to": 8})
+    recipe = tiny_recipe(prune={"round_to": 8}, augment=RANDAUGMENT)
     with pytest.raises(UserInputError, match=r"prune.target.macs: 0.05 is below 0\.\d+, the smallest cifar_resnet8 at round_to 8"):
         study(recipe, sizes=[1.0, 0.05], magnitudes=[0.0], out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
@@ -73,9 +75,12 @@ def test_study_refuses_a_size_below_the_round_to_floor(tmp_path):
 
 def test_study_bad_input(tmp_path, write_recipe):
     with pytest.raises(UserInputError, match="--sizes"):
-        study(tiny_recipe(), sizes=[1.5], magnitudes=[0.0], out=tmp_path / "x")
+        study(tiny_recipe(augment=RANDAUGMENT), sizes=[1.5], magnitudes=[0.0], out=tmp_path / "x")
     with pytest.raises(UserInputError, match="--magnitudes"):
-        study(tiny_recipe(), sizes=[0.5], magnitudes=[31.0], out=tmp_path / "x")
-    path = write_recipe(tiny_recipe_dict())
+        study(tiny_recipe(augment=RANDAUGMENT), sizes=[0.5], magnitudes=[31.0], out=tmp_path / "x")
+    with pytest.raises(UserInputError, match="augment.policy: none applies no magnitude"):
+        study(tiny_recipe(), sizes=[0.5], magnitudes=[0.0, 5.0], out=tmp_path / "x")  # the default policy
+    assert not (tmp_path / "x").exists()
+    path = write_recipe(tiny_recipe_dict(augment=RANDAUGMENT))
     result = run_cli("study", "--recipe", str(path), "--sizes", "1.0,abc", "--out", str(tmp_path / "y"))
     assert result.returncode == 2 and "--sizes" in result.stderr and not (tmp_path / "y").exists()

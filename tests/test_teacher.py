@@ -191,7 +191,7 @@ def test_teacher_is_frozen_and_runs_without_autograd(fashion):
 
 
 def test_pipeline_with_teacher_schedule_weights_and_kd(tmp_path, fashion_root):
-    recipe = tiny_recipe(augment={"schedule": {"kind": "teacher", "dense": 9}},
+    recipe = tiny_recipe(augment={"policy": "randaugment", "schedule": {"kind": "teacher", "dense": 9}},
                          teacher={"kd_weight": 0.5, "difficulty": {"mode": "weight"},
                                   "calibration": {"samples": 64, "grid": [0, 10, 20, 30]}})
     result = compress(recipe, out=tmp_path / "t")
