@@ -1,6 +1,7 @@
-"""Tables (b)-(e), redone in regime 2: iterative pruning variants, paired by seed (benchmarks/PLAN.md).
+"""Tables (b)-(f), redone in regime 2: iterative pruning variants, paired by seed (benchmarks/PLAN.md).
 
     python benchmarks/decisive.py --tables e --sizes 0.1,0.05 [--seeds 0,1,2] [--workers 2]
+    python benchmarks/decisive.py --tables f --sizes 0.1,0.05   # exploratory (PLAN.md, table (f))
     python benchmarks/decisive.py --summary-only
 
 Every run is `edgecomp compress` from the seed's gate dense model of regime 2 (dense.epochs 0), 3 pruning
@@ -39,6 +40,8 @@ TABLES = {
           [("kd", "linear"), ("teacher_drop", "linear"), ("teacher_wrong", "linear"),
            ("teacher_drop", "teacher_wrong")]),
     "e": (["tp_baseline", "full"], [("full", "tp_baseline")]),
+    # exploratory, chosen after (c)-(e) (PLAN.md, table (f)): the weak view's own cost, and KD on crop + flip
+    "f": (["tp_baseline", "linear", "kd_plain"], [("linear", "tp_baseline"), ("kd_plain", "tp_baseline")]),
 }
 
 
@@ -58,8 +61,10 @@ def variant_sets(name: str, final: float, m_dense: float, m_small: float) -> lis
     linear = ["augment.schedule.kind=linear", f"augment.schedule.dense={m_dense}", f"augment.schedule.min={m_small}"]
     teacher = ["augment.schedule.kind=teacher", f"augment.schedule.dense={m_dense}", "teacher.difficulty.mode=weight"]
     per_step = [m_small + (m_dense - m_small) * s for s in step_ratios(final)]
+    baseline = ["augment.policy=none", "augment.schedule.kind=constant", "augment.schedule.dense=0"]
     table = {
-        "tp_baseline": ["augment.policy=none", "augment.schedule.kind=constant", "augment.schedule.dense=0"],
+        "tp_baseline": baseline,
+        "kd_plain": [*baseline, f"teacher.kd_weight={KD}"],
         "const_dense": ["augment.schedule.kind=constant", f"augment.schedule.dense={m_dense}"],
         "const_small": ["augment.schedule.kind=constant", f"augment.schedule.dense={m_small}"],
         "linear": linear,
@@ -137,7 +142,7 @@ def summarise(sizes: list[float], seeds: list[int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", default="e,b,c,d", help="tables to run, in order (b, c, d, e)")
+    parser.add_argument("--tables", default="e,b,c,d", help="tables to run, in order (b, c, d, e; f: exploratory)")
     parser.add_argument("--sizes", default="0.1,0.05", help="final MACs ratios")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)

@@ -228,7 +228,8 @@ def converged_table() -> list[str]:
 DECISIVE_TITLES = {"b": "(b) Magnitude schedules in iterative pruning (finding A as a schedule)",
                    "c": "(c) Auxiliary branches against none (finding B)",
                    "d": "(d) The teacher: distillation and difficulty (finding C)",
-                   "e": "(e) The full recipe against a Torch-Pruning baseline"}
+                   "e": "(e) The full recipe against a Torch-Pruning baseline",
+                   "f": "(f) Against the baseline's own augmentation (exploratory, chosen after (c)–(e))"}
 
 
 def _diff(entry: dict) -> PairedDifference:
@@ -261,6 +262,11 @@ def decisive_verdicts(table: str, rows: list[dict], sizes: list[float]) -> list[
             out.append(f"- `{a}` against `{b}` at {', '.join(f'{s:g}' for s in done)}: goal (+1 point, interval above "
                        f"zero, at every size) {'**met**' if goal and len(done) == len(sizes) else '**not met**'}"
                        + (f"; `{a}` is worse at {', '.join(f'{s:g}' for s in below)}" if below else "") + ".")
+        elif (a, b) == ("linear", "tp_baseline"):  # PLAN.md, table (f): reported, decides nothing
+            sign = "costs" if below else ("gains" if above else "shows no difference")
+            out.append(f"- RandAugment at M = 0, the weak view of (c) and (d), against crop + flip: {sign}"
+                       + (f" at {', '.join(f'{s:g}' for s in (below or above))}" if below or above else "")
+                       + "; (c) and (d) measure their mechanisms against it, not against the baseline.")
         elif a != "teacher_drop" or b != "teacher_wrong":
             # PLAN.md: a default only with an interval above zero at both planned sizes (10% and 5%)
             if done and len(above) == len(done) < len(sizes):

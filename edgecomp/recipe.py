@@ -167,12 +167,12 @@ class ScheduleKind(str, Enum):
 
 class MagnitudeSchedule(Section):
     kind: ScheduleKind = Field(
-        ScheduleKind.linear,
-        description="constant (M=dense always), linear in the MACs ratio s (M=min+(dense-min)*s), "
+        ScheduleKind.constant,  # benchmarks/RESULTS.md table (a): M = 0 was best at every size, none followed it
+        description="constant (default: M=dense always), linear in the MACs ratio s (M=min+(dense-min)*s), "
         "steps (one value per pruning step), teacher (largest M at which the teacher keeps "
         "teacher.calibration's accuracy target; dense stage: dense)",
     )
-    dense: float = Field(9.0, ge=0, le=MAX_MAGNITUDE, description="magnitude for the dense model (0..30)")
+    dense: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude for the dense model (0..30)")
     min: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude a model of size 0 would get (linear)")
     values: list[float] = Field(
         default_factory=list, description="steps: magnitude for pruning steps 1..N (length = prune.steps)"
@@ -412,6 +412,15 @@ class Recipe(Section):
             )
         if any(not 0 <= v <= MAX_MAGNITUDE for v in sched.values):
             raise ValueError(f"augment.schedule.values: every magnitude must be in 0..{MAX_MAGNITUDE}")
+        self._strong_view_checks()
+        grid = self.teacher.calibration.grid
+        if not grid or any(not 0 <= v <= MAX_MAGNITUDE for v in grid):
+            raise ValueError(f"teacher.calibration.grid: needs magnitudes in 0..{MAX_MAGNITUDE}")
+        return self
+
+    def _strong_view_checks(self) -> None:
+        """Branches and the teacher schedule need a magnitude, and branches a strong view above the weak one."""
+        sched = self.augment.schedule
         strong, weakest_bound = self.aux.strong_magnitude, _largest_weak_magnitude(sched)
         if self.aux.kind != AuxKind.none and strong is not None and strong < weakest_bound:
             raise ValueError(
@@ -426,10 +435,12 @@ class Recipe(Section):
             if needs:
                 raise ValueError(f"augment.policy: none applies no magnitude, but {' and '.join(needs)} needs one; "
                                  "set augment.policy: randaugment")
-        grid = self.teacher.calibration.grid
-        if not grid or any(not 0 <= v <= MAX_MAGNITUDE for v in grid):
-            raise ValueError(f"teacher.calibration.grid: needs magnitudes in 0..{MAX_MAGNITUDE}")
-        return self
+        if self.aux.kind != AuxKind.none and strong is None and weakest_bound == 0:
+            raise ValueError(
+                f"aux.strong_magnitude: null resolves to magnitude 0 at every step (augment.schedule never goes above "
+                f"0), so aux.kind {self.aux.kind.value} would train its branches on the weak view; set "
+                "aux.strong_magnitude (the benchmarks used 10)"
+            )
 
     def to_plain(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())

@@ -21,7 +21,9 @@ SIZE = 32
 FOLD_ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "toy_grouped"]
 ROUND_TO = {"toy_grouped": 4}  # its grouped conv cannot reach 50% MACs in steps of 8
 REP, HEADS = AuxSection(kind="rep"), AuxSection(kind="heads")
-RANDAUGMENT = {"policy": "randaugment"}  # aux needs a policy with a magnitude (the default is crop + flip)
+# aux needs a policy with a magnitude (the default is crop + flip) and a strong view above 0 (the default schedule is
+# constant 0): linear from 9 gives both
+RANDAUGMENT = {"policy": "randaugment", "schedule": {"kind": "linear", "dense": 9}}
 
 
 def model_cfg(arch):
@@ -431,6 +433,15 @@ def test_strong_view_is_never_weaker_than_the_weak_view(schedule, strong, ok):
     else:
         with pytest.raises(RecipeError, match=r"aux.strong_magnitude: .* is weaker than the weak view"):
             validate(data)
+
+
+def test_a_strong_view_that_resolves_to_zero_everywhere_is_a_recipe_error():
+    from edgecomp.recipe import validate
+
+    data = tiny_recipe_dict(aux={"kind": "rep"}, augment={"policy": "randaugment"})  # default schedule: constant 0
+    with pytest.raises(RecipeError, match=r"aux.strong_magnitude: null resolves to magnitude 0 at every step"):
+        validate(data)
+    validate(tiny_recipe_dict(aux={"kind": "rep", "strong_magnitude": 10}, augment={"policy": "randaugment"}))
 
 
 def test_default_strong_magnitude_is_the_larger_of_dense_and_step():

@@ -14,6 +14,14 @@ from edgecomp.recipe import load_recipe
 from edgecomp.rundir import RunDir
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
+# The shared run follows size on purpose (the default schedule is constant 0), so the rows show a falling magnitude
+SIZE_FOLLOWING = {"augment": {"policy": "randaugment", "schedule": {"kind": "linear", "dense": 9}}}
+
+
+def pipeline_recipe(**sections):
+    return tiny_recipe(**{**SIZE_FOLLOWING, **sections})
+
+
 ROW_KEYS = {"step", "macs", "params", "macs_ratio", "params_ratio", "magnitude", "accuracy", "test_accuracy",
             "latency_ms"}
 
@@ -21,7 +29,7 @@ ROW_KEYS = {"step", "macs", "params", "macs_ratio", "params_ratio", "magnitude",
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, fashion_root):
     out = tmp_path_factory.mktemp("run") / "tiny"
-    return compress(tiny_recipe(), out=out)
+    return compress(pipeline_recipe(), out=out)
 
 
 def test_run_directory_contract(tiny_run):
@@ -39,7 +47,7 @@ def test_run_directory_contract(tiny_run):
     assert rows[0]["magnitude"] > rows[-1]["magnitude"]  # linear schedule follows size
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert rows[0]["test_accuracy"] > 0.3  # two epochs on 512 real images beat chance (0.1)
-    assert load_recipe(root / "recipe.yaml") == tiny_recipe()
+    assert load_recipe(root / "recipe.yaml") == pipeline_recipe()
 
 
 def test_final_model_rebuilds_from_plain_data(tiny_run):
@@ -60,15 +68,15 @@ def test_report_lists_dense_and_every_step(tiny_run):
 def test_existing_run_is_not_overwritten(tiny_run):
     before = (tiny_run.run_dir / "metrics.jsonl").read_text()
     with pytest.raises(RunDirError, match="already holds a run"):
-        compress(tiny_recipe(), out=tiny_run.run_dir)
-    changed = tiny_recipe(seed=1)
+        compress(pipeline_recipe(), out=tiny_run.run_dir)
+    changed = pipeline_recipe(seed=1)
     with pytest.raises(RunDirError, match="recipe differs .* in seed"):
         compress(changed, out=tiny_run.run_dir, resume=True)
     assert (tiny_run.run_dir / "metrics.jsonl").read_text() == before
 
 
 def test_resume_of_a_finished_run_adds_no_rows(tiny_run):
-    again = compress(tiny_recipe(), out=tiny_run.run_dir, resume=True)
+    again = compress(pipeline_recipe(), out=tiny_run.run_dir, resume=True)
     assert [r["step"] for r in again.rows] == [0, 1, 2]
     assert again.rows == tiny_run.rows
 

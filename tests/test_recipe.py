@@ -21,6 +21,9 @@ def test_defaults_are_valid_and_off():
     assert recipe.aux.kind.value == "none"
     assert recipe.teacher.kd_weight == 0
     assert recipe.prune.round_to == 8
+    # what benchmarks/RESULTS.md supports: crop + flip, and a magnitude that does not follow size (M* = 0 everywhere)
+    assert recipe.augment.policy.value == "none"
+    assert recipe.augment.schedule.kind.value == "constant" and recipe.augment.schedule.dense == 0
 
 
 @pytest.mark.parametrize(

@@ -53,3 +53,43 @@ def test_ties_go_to_the_smaller_magnitude(page):
     cells = grid(page, {1.0: 10.0, 0.25: 10.0, 0.1: 5.0, 0.05: 0.0}, gain=0.0)
     assert all(page.best_magnitude(cells, size) == 0.0 for size in page.SIZES)
     assert "**fails**" in verdict(page.finding_a_verdict(cells))
+
+
+def comparison(a: str, b: str, size: float, gains: tuple[float, ...]) -> dict:
+    """A decisive.json comparison whose seeds gain `gains` (accuracy) for a over b on validation."""
+    from edgecomp.stats import paired_difference
+
+    base = {seed: 0.80 + 0.01 * seed for seed in range(len(gains))}
+    diff = paired_difference({s: base[s] + g for s, g in enumerate(gains)}, base).as_dict()
+    return {"a": a, "b": b, "size": size, "val": diff, "test": diff}
+
+
+CLEAR, NOISY = (0.010, 0.012, 0.011), (0.02, -0.015, 0.004)
+
+
+@pytest.mark.parametrize("gains, sizes_run, status", [
+    ({0.1: CLEAR, 0.05: CLEAR}, (0.1, 0.05), "→ a default"),
+    ({0.1: NOISY, 0.05: CLEAR}, (0.1, 0.05), "→ **not** a default"),
+    ({0.05: CLEAR}, (0.05,), "→ **passes where it ran**"),
+    ({0.05: NOISY}, (0.05,), "→ **not** a default"),
+])
+def test_a_mechanism_becomes_a_default_only_above_zero_at_both_sizes(page, gains, sizes_run, status):
+    rows = [comparison("kd", "linear", size, gains[size]) for size in sizes_run]
+    (line,) = page.decisive_verdicts("d", rows, [0.1, 0.05])
+    assert status in line
+
+
+def test_the_full_recipe_goal_needs_a_point_above_zero_at_every_size(page):
+    small = (0.004, 0.005, 0.006)  # above zero but under one point
+    met = [comparison("full", "tp_baseline", size, CLEAR) for size in (0.1, 0.05)]
+    assert "**met**" in page.decisive_verdicts("e", met, [0.1, 0.05])[0]
+    short = [comparison("full", "tp_baseline", 0.1, CLEAR), comparison("full", "tp_baseline", 0.05, small)]
+    assert "**not met**" in page.decisive_verdicts("e", short, [0.1, 0.05])[0]
+    assert "**not met**" in page.decisive_verdicts("e", met[:1], [0.1, 0.05])[0]  # one size run is not both
+
+
+def test_the_weak_views_own_cost_is_reported_not_decided(page):
+    rows = [comparison("linear", "tp_baseline", 0.05, tuple(-g for g in CLEAR)),
+            comparison("linear", "tp_baseline", 0.1, NOISY)]
+    (line,) = page.decisive_verdicts("f", rows, [0.1, 0.05])
+    assert "costs at 0.05" in line and "default" not in line
