@@ -2,6 +2,7 @@
 
     python benchmarks/decisive.py --tables e --sizes 0.1,0.05 [--seeds 0,1,2] [--workers 2]
     python benchmarks/decisive.py --tables f --sizes 0.1,0.05   # exploratory (PLAN.md, table (f))
+    python benchmarks/decisive.py --tables g --sizes 0.1,0.05   # confirmation on seeds 3-5 (PLAN.md)
     python benchmarks/decisive.py --summary-only
 
 Every run is `edgecomp compress` from the seed's gate dense model of regime 2 (dense.epochs 0), 3 pruning
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -43,6 +45,55 @@ TABLES = {
     # exploratory, chosen after (c)-(e) (PLAN.md, table (f)): the weak view's own cost, and KD on crop + flip
     "f": (["tp_baseline", "linear", "kd_plain"], [("linear", "tp_baseline"), ("kd_plain", "tp_baseline")]),
 }
+
+# PLAN.md, confirmation: seeds 0-2 choose the candidates, new seeds 3-5 judge them (table "g")
+SELECTION_SEEDS, CONFIRMATION_SEEDS = (0, 1, 2), (3, 4, 5)
+MECHANISMS = ["kd", "kd_plain", "rep", "rep_trunk", "heads", "teacher_drop", "teacher_wrong", "full"]
+CHOOSING_SIZE, CANDIDATES = 0.05, 2
+
+
+def load_cells() -> dict[tuple[float, str, int], dict]:
+    cells = {}
+    for path in CELLS.glob("s[0-9]*_seed*.json"):  # one file per run (confirmation.json is not one)
+        cell = json.loads(path.read_text())
+        cells[float(cell["size"]), cell["variant"], int(cell["seed"])] = cell
+    return cells
+
+
+def confirmation_candidates(cells: dict) -> list[str]:
+    """The mechanisms with the highest validation mean at 5% on seeds 0-2, above tp_baseline's (PLAN.md)."""
+    def mean(name: str) -> float | None:
+        found = [cells[CHOOSING_SIZE, name, s]["val_accuracy"] for s in SELECTION_SEEDS
+                 if (CHOOSING_SIZE, name, s) in cells]
+        return statistics.fmean(found) if len(found) == len(SELECTION_SEEDS) else None
+
+    base = mean("tp_baseline")
+    if base is None:  # tables (e) and (f) choose; nothing to confirm before they ran
+        return []
+    above = [name for name in MECHANISMS if (mean(name) or 0.0) > base]
+    return sorted(above, key=mean, reverse=True)[:CANDIDATES]
+
+
+def confirmation(cells: dict) -> dict:
+    """The candidates, chosen once and then frozen in CELLS/confirmation.json, and the gated new seeds."""
+    path = CELLS / "confirmation.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    missing = [f"{name} seed {s}" for name in ["tp_baseline", *MECHANISMS] for s in SELECTION_SEEDS
+               if (CHOOSING_SIZE, name, s) not in cells]
+    if missing:
+        raise SystemExit(f"confirmation: candidates are chosen only once every mechanism ran at 5% on seeds 0-2; "
+                         f"missing: {', '.join(missing)}")
+    gates_path = CELLS.parent / "gates.json"
+    gates = json.loads(gates_path.read_text()) if gates_path.is_file() else {}
+    if any(str(s) not in gates for s in CONFIRMATION_SEEDS):
+        raise SystemExit("confirmation: seeds 3-5 have no gate record; run "
+                         "`python benchmarks/study_converged.py --seeds 3,4,5 --gate-only` first")
+    chosen = {"candidates": confirmation_candidates(cells), "selection_seeds": list(SELECTION_SEEDS),
+              "seeds": [s for s in CONFIRMATION_SEEDS if gates[str(s)]["passes"]],
+              "dropped_seeds": [s for s in CONFIRMATION_SEEDS if not gates[str(s)]["passes"]]}
+    path.write_text(json.dumps(chosen, indent=1) + "\n")
+    return chosen
 
 
 def best_magnitudes() -> tuple[float, float]:
@@ -113,12 +164,7 @@ def run_one(final: float, name: str, seed: int, m_dense: float, m_small: float) 
 
 
 def summarise(sizes: list[float], seeds: list[int]) -> dict:
-    from edgecomp.stats import paired_difference
-
-    cells = {}
-    for path in CELLS.glob("*.json"):
-        cell = json.loads(path.read_text())
-        cells[float(cell["size"]), cell["variant"], int(cell["seed"])] = cell
+    cells = load_cells()
     m_dense, m_small = best_magnitudes()
     out = {"recipe": str(RECIPE.relative_to(HERE.parent)), "steps": STEPS, "epochs_per_step": EPOCHS_PER_STEP,
            "strong_magnitude": STRONG, "m_dense": m_dense, "m_small": m_small, "seeds": seeds, "runs": {},
@@ -126,23 +172,66 @@ def summarise(sizes: list[float], seeds: list[int]) -> dict:
     for (size, name, seed), cell in sorted(cells.items()):
         out["runs"].setdefault(f"{size:g}", {}).setdefault(name, {})[str(seed)] = {
             k: cell[k] for k in ("val_accuracy", "test_accuracy", "macs_ratio", "magnitudes", "wall_s")}
-    for table, (_, comparisons) in TABLES.items():
+    chosen_path = CELLS / "confirmation.json"
+    chosen = json.loads(chosen_path.read_text()) if chosen_path.is_file() else None  # frozen when (g) started
+    out["confirmation"] = chosen
+    confirm = [(c, "tp_baseline") for c in (chosen or {}).get("candidates", [])]
+    groups = [*((t, comparisons, seeds) for t, (_, comparisons) in TABLES.items())]
+    if chosen:
+        groups += [("g", confirm, chosen["seeds"]), ("g_pooled", confirm, (*chosen["selection_seeds"], *chosen["seeds"]))]
+    for table, comparisons, group_seeds in groups:
         for size in sizes:
             for a, b in comparisons:
-                got = lambda v, key: {s: cells[size, v, s][key] for s in seeds if (size, v, s) in cells}  # noqa: E731
-                if not got(a, "val_accuracy") or not got(b, "val_accuracy") or \
-                        not set(got(a, "val_accuracy")) & set(got(b, "val_accuracy")):
-                    continue
-                out["comparisons"].append({
-                    "table": table, "size": size, "a": a, "b": b,
-                    "val": paired_difference(got(a, "val_accuracy"), got(b, "val_accuracy")).as_dict(),
-                    "test": paired_difference(got(a, "test_accuracy"), got(b, "test_accuracy")).as_dict()})
+                entry = compare(cells, size, a, b, group_seeds)
+                if entry:
+                    out["comparisons"].append({"table": table, **entry})
+    judged = {(c["size"], c["a"]) for c in out["comparisons"] if c["table"] == "g"}  # pooled only beside a verdict
+    out["comparisons"] = [c for c in out["comparisons"] if c["table"] != "g_pooled" or (c["size"], c["a"]) in judged]
     return out
+
+
+def compare(cells: dict, size: float, a: str, b: str, seeds) -> dict | None:
+    """a - b paired over the seeds both have (None if they share none)."""
+    from edgecomp.stats import paired_difference
+
+    got = lambda v, key: {s: cells[size, v, s][key] for s in seeds if (size, v, s) in cells}  # noqa: E731
+    if not set(got(a, "val_accuracy")) & set(got(b, "val_accuracy")):
+        return None
+    return {"size": size, "a": a, "b": b,
+            "val": paired_difference(got(a, "val_accuracy"), got(b, "val_accuracy")).as_dict(),
+            "test": paired_difference(got(a, "test_accuracy"), got(b, "test_accuracy")).as_dict()}
+
+
+def runs_to_do(tables: list[str], sizes: list[float], seeds: list[int], variants: str | None,
+               vacuous_b: bool) -> list[tuple[float, str, int]]:
+    """(size, variant, seed) of every run the tables need that has no cell file yet, in table order."""
+    todo = []
+    for table in tables:
+        if table == "b" and vacuous_b:  # PLAN.md: M_d = M_s makes every schedule the same constant
+            print("table (b) is vacuous: M_d = M_s; not run", flush=True)
+            continue
+        if table != "g":
+            names, table_seeds = TABLES[table][0], seeds
+        else:  # PLAN.md, confirmation: candidates from seeds 0-2, judged on the new seeds that pass their gate
+            chosen = confirmation(load_cells())
+            print(f"confirmation candidates: {', '.join(chosen['candidates']) or 'none above tp_baseline'}; "
+                  f"seeds {chosen['seeds']}", flush=True)
+            names = ["tp_baseline", *chosen["candidates"]] if chosen["candidates"] else []
+            table_seeds = chosen["seeds"]
+        for size in sizes:
+            for name in names:
+                if variants and name not in variants.split(","):
+                    continue
+                for seed in table_seeds:
+                    if (size, name, seed) not in todo and not cell_path(size, name, seed).is_file():
+                        todo.append((size, name, seed))
+    return todo
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", default="e,b,c,d", help="tables to run, in order (b, c, d, e; f: exploratory)")
+    parser.add_argument("--tables", default="e,b,c,d",
+                        help="tables to run, in order (b, c, d, e; f: exploratory; g: confirmation on seeds 3-5)")
     parser.add_argument("--sizes", default="0.1,0.05", help="final MACs ratios")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
@@ -152,18 +241,7 @@ def main() -> None:
     sizes, seeds = [float(v) for v in args.sizes.split(",")], [int(v) for v in args.seeds.split(",")]
     if not args.summary_only:
         m_dense, m_small = best_magnitudes()
-        todo = []
-        for table in args.tables.split(","):
-            if table == "b" and m_dense == m_small:  # PLAN.md: every schedule is the same constant
-                print(f"table (b) is vacuous: M_d = M_s = {m_dense:g}; not run", flush=True)
-                continue
-            for size in sizes:
-                for name in TABLES[table][0]:
-                    if args.variants and name not in args.variants.split(","):
-                        continue
-                    for seed in seeds:
-                        if (size, name, seed) not in todo and not cell_path(size, name, seed).is_file():
-                            todo.append((size, name, seed))
+        todo = runs_to_do(args.tables.split(","), sizes, seeds, args.variants, m_dense == m_small)
         print(f"M_d = {m_dense:g}, M_s = {m_small:g}; {len(todo)} runs to do", flush=True)
         CELLS.mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -94,9 +94,11 @@ def _cells() -> dict[tuple[int, float, float], dict]:
     return cells
 
 
-def _dense(regime: str) -> dict[int, dict]:
-    paths = {seed: RESULTS / "converged" / regime / f"dense-s{seed}" / "reference.json" for seed in SEEDS}
-    return {seed: json.loads(path.read_text()) for seed, path in paths.items() if path.is_file()}
+def _dense(regime: str, seeds=SEEDS) -> dict[int, dict]:
+    """The gate records of these seeds' dense models (seeds=None: every seed that has one)."""
+    found = {int(path.parent.name.removeprefix("dense-s")): path
+             for path in (RESULTS / "converged" / regime).glob("dense-s*/reference.json")}
+    return {seed: json.loads(found[seed].read_text()) for seed in sorted(found) if seeds is None or seed in seeds}
 
 
 def regime_section() -> list[str]:
@@ -104,11 +106,12 @@ def regime_section() -> list[str]:
              "Plan and decision rules, written before these runs: [`benchmarks/PLAN.md`](PLAN.md). Command: "
              "`python benchmarks/study_converged.py` (regime 2; regime 1 ran with `--recipe "
              "benchmarks/recipes/fmnist_regime_5k.yaml` and dense patience 3). The dense models train with crop + "
-             "flip only; the gate is clean train − validation accuracy above 3 points for every seed.", "",
+             "flip only; the gate is clean train − validation accuracy above 3 points for every seed (seeds 3–5 of "
+             "regime 2: `--seeds 3,4,5 --gate-only`, the confirmation's new seeds).", "",
              "| regime | seed | epochs | converged | clean train acc | val acc | test acc | train − val gap | gate |",
              "|---|---:|---:|:---:|---:|---:|---:|---:|:---:|"]
     for regime, words in REGIMES:
-        for seed, ref in _dense(regime).items():
+        for seed, ref in _dense(regime, seeds=None).items():  # seeds 3-5: the confirmation's new seeds
             gap = ref["train_val_gap"]
             lines.append(f"| `{regime}` ({words}) | {seed} | {ref['epochs']} | {'yes' if ref['converged'] else 'no'} | "
                          f"{ref['train_accuracy_clean']:.4f} | {ref['val_accuracy']:.4f} | {ref['test_accuracy']:.4f} | "
@@ -229,92 +232,138 @@ DECISIVE_TITLES = {"b": "(b) Magnitude schedules in iterative pruning (finding A
                    "c": "(c) Auxiliary branches against none (finding B)",
                    "d": "(d) The teacher: distillation and difficulty (finding C)",
                    "e": "(e) The full recipe against a Torch-Pruning baseline",
-                   "f": "(f) Against the baseline's own augmentation (exploratory, chosen after (c)–(e))"}
+                   "f": "(f) Against the baseline's own augmentation (exploratory, chosen after (c)–(e))",
+                   "g": "(g) Confirmation on new seeds: the best mechanisms at 5% against the baseline"}
 
 
 def _diff(entry: dict) -> PairedDifference:
     return PairedDifference(**{**entry, "seeds": tuple(entry["seeds"]), "differences": tuple(entry["differences"])})
 
 
-def decisive_means(data: dict) -> list[str]:
-    """Mean validation / test accuracy of every variant run, per final size."""
+def decisive_means(data: dict, seeds: list[int]) -> list[str]:
+    """Mean validation / test accuracy of every variant run on these seeds, per final size."""
     lines = ["| final MACs | variant | seeds | val acc (mean) | test acc (mean) | MACs ratio |", "|---:|---|---:|---:|---:|---:|"]
     for size, variants in sorted(data["runs"].items(), key=lambda kv: -float(kv[0])):
-        for name, seeds in variants.items():
-            runs = list(seeds.values())
+        for name, by_seed in variants.items():
+            runs = [run for seed, run in by_seed.items() if int(seed) in seeds]
+            if not runs:
+                continue
             mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
             lines.append(f"| {size} | `{name}` | {len(runs)} | {mean('val_accuracy'):.4f} | {mean('test_accuracy'):.4f} "
                          f"| {mean('macs_ratio'):.3f} |")
     return lines + [""]
 
 
-def decisive_verdicts(table: str, rows: list[dict], sizes: list[float]) -> list[str]:
-    """PLAN.md's rules for (c)-(e), decided on validation."""
+def _sizes(sizes) -> str:
+    return ", ".join(f"{s:g}" for s in sizes)
+
+
+def decisive_verdicts(table: str, rows: list[dict], sizes: list[float], seeds_needed: int = 0) -> list[str]:
+    """PLAN.md's rules for (c)-(g), decided on validation (seeds_needed: (g)'s gated new seeds)."""
     by = {(c["a"], c["b"], c["size"]): _diff(c["val"]) for c in rows}
     out = []
-    pairs = sorted({(c["a"], c["b"]) for c in rows})
-    for a, b in pairs:
+    for a, b in sorted({(c["a"], c["b"]) for c in rows}):
         done = [size for size in sizes if (a, b, size) in by]
         above = [size for size in done if by[a, b, size].low > 0]
         below = [size for size in done if by[a, b, size].high < 0]
+        worse = f"; worse at {_sizes(below)}" if below else ""
         if table == "e":
-            goal = all(by[a, b, size].mean >= 0.01 and by[a, b, size].low > 0 for size in done)
-            out.append(f"- `{a}` against `{b}` at {', '.join(f'{s:g}' for s in done)}: goal (+1 point, interval above "
-                       f"zero, at every size) {'**met**' if goal and len(done) == len(sizes) else '**not met**'}"
-                       + (f"; `{a}` is worse at {', '.join(f'{s:g}' for s in below)}" if below else "") + ".")
+            goal = len(done) == len(sizes) and all(by[a, b, s].mean >= 0.01 and by[a, b, s].low > 0 for s in done)
+            out.append(f"- `{a}` against `{b}` at {_sizes(done)}: goal (+1 point, interval above zero, at every "
+                       f"size) {'**met**' if goal else '**not met**'}{worse}.")
+        elif table == "g":
+            complete = len(done) == len(sizes) and all(by[a, b, s].n >= seeds_needed for s in done)
+            out.append(_confirmation_line(a, b, above, done, complete) + worse + ".")
         elif (a, b) == ("linear", "tp_baseline"):  # PLAN.md, table (f): reported, decides nothing
-            sign = "costs" if below else ("gains" if above else "shows no difference")
-            out.append(f"- RandAugment at M = 0, the weak view of (c) and (d), against crop + flip: {sign}"
-                       + (f" at {', '.join(f'{s:g}' for s in (below or above))}" if below or above else "")
-                       + "; (c) and (d) measure their mechanisms against it, not against the baseline.")
-        elif a != "teacher_drop" or b != "teacher_wrong":
-            # PLAN.md: a default only with an interval above zero at both planned sizes (10% and 5%)
-            if done and len(above) == len(done) < len(sizes):
-                status = ("**passes where it ran**; not a default until the other size "
-                          f"({', '.join(f'{s:g}' for s in sizes if s not in done)}) has run too")
-            else:
-                status = "a default" if done and len(above) == len(sizes) else "**not** a default"
-            out.append(f"- `{a}` against `{b}`: interval above zero at {len(above)} of {len(done)} sizes run "
-                       f"(of {len(sizes)} planned) → {status}"
-                       + (f"; worse at {', '.join(f'{s:g}' for s in below)}" if below else "") + ".")
-        else:
+            effect = "; ".join([*([f"costs at {_sizes(below)}"] if below else []),
+                                *([f"gains at {_sizes(above)}"] if above else [])]) or "shows no difference"
+            out.append(f"- RandAugment at M = 0, the weak view of (c) and (d), against crop + flip: {effect}; (c) "
+                       "and (d) measure their mechanisms against it, not against the baseline.")
+        elif (a, b) == ("teacher_drop", "teacher_wrong"):
             winner = "drop" if above and not below else ("wrong" if below and not above else None)
             out.append("- Difficulty criterion: " + (f"**{winner}** wins" if winner else
                                                      "neither wins (interval includes zero); `drop` stays the default,"
                                                      " as the measure of what the augmentation did") + ".")
+        else:
+            out.append(f"- `{a}` against `{b}`: interval above zero at {len(above)} of {len(done)} sizes run "
+                       f"(of {len(sizes)} planned) → {_default_status(table, above, done, sizes)}{worse}.")
     return out
+
+
+def _default_status(table: str, above: list[float], done: list[float], sizes: list[float]) -> str:
+    """PLAN.md: a default only with an interval above zero at both planned sizes; (f) only proposes for (g)."""
+    if done and len(above) == len(done) < len(sizes):
+        return f"**passes where it ran**; not a default until the other size ({_sizes(set(sizes) - set(done))}) ran"
+    if done and len(above) == len(sizes):
+        return "passes on seeds 0–2; a default only if (g) confirms it on new seeds" if table == "f" else "a default"
+    return "**not** a default"
+
+
+def _confirmation_line(a: str, b: str, above: list[float], done: list[float], complete: bool) -> str:
+    """PLAN.md, confirmation: judged on the new seeds only, once every size has every gated seed."""
+    if not complete:
+        status = "**pending** (not every size has every new seed yet)"
+    elif len(above) == len(done):
+        status = "**confirmed: a default**"
+    else:
+        status = "**confirmed at 5% only: worth it there**" if above == [0.05] else "**not confirmed**"
+    return (f"- `{a}` against `{b}` on the new seeds: interval above zero at {_sizes(above) or 'no size'} of "
+            f"{_sizes(done)} → {status}")
 
 
 def decisive_section() -> list[str]:
     path = RESULTS / "decisive.json"
-    lines = ["## (b)–(e) in regime 2: iterative pruning, paired by seed", ""]
+    lines = ["## (b)–(g) in regime 2: iterative pruning, paired by seed", ""]
     if not path.is_file():
         return lines + ["Not run yet.", ""]
     data = json.loads(path.read_text())
-    sizes = sorted({float(s) for s in data["runs"]}, reverse=True)
-    lines += [f"Command: `bash benchmarks/decisive.sh` (variants and rules: PLAN.md, regime 2 and its amendment). "
-              f"Every run prunes its seed's gate model in {data['steps']} steps to the final size with "
-              f"{data['epochs_per_step']} fine-tune epochs per step; weak view RandAugment at M_d = {data['m_dense']:g} "
-              f"→ M_s = {data['m_small']:g}, auxiliary strong view M = {data['strong_magnitude']:g}. Differences are "
-              "a − b in points, paired by seed, with 95% t intervals; validation decides, test is reported beside.",
-              "", *decisive_means(data)]
+    lines += [f"Command: `bash benchmarks/decisive.sh` (variants and rules: PLAN.md, regime 2, its amendment, table (f) "
+              f"and the confirmation). Every run prunes its seed's gate model in {data['steps']} steps to the final "
+              f"size with {data['epochs_per_step']} fine-tune epochs per step; weak view RandAugment at M_d = "
+              f"{data['m_dense']:g} → M_s = {data['m_small']:g} (`tp_baseline` and `kd_plain`: crop + flip only), "
+              f"auxiliary strong view M = {data['strong_magnitude']:g}. Differences are a − b in points, paired by "
+              "seed, with 95% t intervals; validation decides, test is reported beside. Seeds "
+              f"{', '.join(map(str, data['seeds']))}:", "", *decisive_means(data, data["seeds"])]
     for table, title in DECISIVE_TITLES.items():
-        rows = [c for c in data["comparisons"] if c["table"] == table]
-        lines += [f"### {title}", ""]
-        if table == "b" and data["m_dense"] == data["m_small"]:
-            lines += [f"Not run: table (a) chose M = {data['m_dense']:g} at every size, so every schedule of the plan "
-                      "is the same constant (PLAN.md, amendment). Finding A as a schedule has nothing to test here.", ""]
-            continue
-        if not rows:
-            lines += ["Not run in this session.", ""]
-            continue
-        lines += ["| final MACs | a − b | val: a − b | test: a − b | val decides |", "|---:|---|---:|---:|---|"]
-        for c in rows:
-            val, test = _diff(c["val"]), _diff(c["test"])
-            lines.append(f"| {c['size']:g} | `{c['a']}` − `{c['b']}` | {fmt(val)} | {fmt(test)} | "
-                         f"{val.verdict(c['a'], c['b'])} |")
-        lines += ["", *decisive_verdicts(table, rows, [0.1, 0.05]), ""]
+        lines += [f"### {title}", "", *decisive_table(table, data), ""]
     return lines
+
+
+def decisive_table(table: str, data: dict) -> list[str]:
+    rows = [c for c in data["comparisons"] if c["table"] == table]
+    confirm = data.get("confirmation")
+    if table == "g" and confirm and not confirm["candidates"]:
+        return [f"Nothing to confirm: no mechanism's validation mean at 5% on seeds "
+                f"{', '.join(map(str, confirm['selection_seeds']))} is above `tp_baseline`'s (PLAN.md, confirmation)."]
+    if table == "b" and data["m_dense"] == data["m_small"]:
+        return [f"Not run: table (a) chose M = {data['m_dense']:g} at every size, so every schedule of the plan is the "
+                "same constant (PLAN.md, amendment). Finding A as a schedule has nothing to test here."]
+    if not rows:
+        return ["Not run in this session."]
+    lines = _confirmation_header(confirm, data) if table == "g" else []
+    lines += ["| final MACs | a − b | val: a − b | test: a − b | val decides |", "|---:|---|---:|---:|---|"]
+    for c in rows:
+        val, test = _diff(c["val"]), _diff(c["test"])
+        lines.append(f"| {c['size']:g} | `{c['a']}` − `{c['b']}` | {fmt(val)} | {fmt(test)} | "
+                     f"{val.verdict(c['a'], c['b'])} |")
+    needed = len(confirm["seeds"]) if table == "g" else 0
+    lines += ["", *decisive_verdicts(table, rows, [0.1, 0.05], seeds_needed=needed)]
+    pooled = [c for c in data["comparisons"] if c["table"] == "g_pooled"] if table == "g" else []
+    if pooled:
+        lines += ["", "Every seed pooled (a description only: seeds 0–2 chose the candidates):", ""]
+        lines += [f"- {c['size']:g}: `{c['a']}` − `{c['b']}` {fmt(_diff(c['val']))} on validation, "
+                  f"{fmt(_diff(c['test']))} on test." for c in pooled]
+    return lines
+
+
+def _confirmation_header(confirm: dict, data: dict) -> list[str]:
+    dropped = confirm["dropped_seeds"]
+    return [f"Candidates, chosen mechanically on seeds {', '.join(map(str, confirm['selection_seeds']))} (the two "
+            f"highest validation means at 5%, above `tp_baseline`'s): "
+            f"{', '.join(f'`{c}`' for c in confirm['candidates'])}. Judged on new seeds "
+            f"{', '.join(map(str, confirm['seeds']))}"
+            + (f" (seeds {', '.join(map(str, dropped))} failed their gate and are dropped)" if dropped else "")
+            + "; means there:", "", *decisive_means(data, confirm["seeds"])]
 
 
 def main() -> None:

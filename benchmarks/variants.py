@@ -1,6 +1,7 @@
 """Run recipe variants over seeds and commit mean ± std of what they reached.
 
     python benchmarks/variants.py --name schedule_ab --recipe quickstart.yaml --seeds 0 1 2 \
+        --set augment.policy=randaugment --set augment.schedule.dense=9 \
         --variant constant augment.schedule.kind=constant \
         --variant linear augment.schedule.kind=linear
 

@@ -435,11 +435,11 @@ class Recipe(Section):
             if needs:
                 raise ValueError(f"augment.policy: none applies no magnitude, but {' and '.join(needs)} needs one; "
                                  "set augment.policy: randaugment")
-        if self.aux.kind != AuxKind.none and strong is None and weakest_bound == 0:
+        if self.aux.kind != AuxKind.none and (strong if strong is not None else weakest_bound) == 0:
             raise ValueError(
-                f"aux.strong_magnitude: null resolves to magnitude 0 at every step (augment.schedule never goes above "
-                f"0), so aux.kind {self.aux.kind.value} would train its branches on the weak view; set "
-                "aux.strong_magnitude (the benchmarks used 10)"
+                f"aux.strong_magnitude: {'null' if strong is None else '0'} gives magnitude 0 at every step (augment."
+                f"schedule never goes above 0), so aux.kind {self.aux.kind.value} would train its branches on the weak "
+                "view; set aux.strong_magnitude above 0 (the benchmarks used 10)"
             )
 
     def to_plain(self) -> dict[str, Any]:

@@ -439,8 +439,11 @@ def test_a_strong_view_that_resolves_to_zero_everywhere_is_a_recipe_error():
     from edgecomp.recipe import validate
 
     data = tiny_recipe_dict(aux={"kind": "rep"}, augment={"policy": "randaugment"})  # default schedule: constant 0
-    with pytest.raises(RecipeError, match=r"aux.strong_magnitude: null resolves to magnitude 0 at every step"):
+    with pytest.raises(RecipeError, match=r"aux.strong_magnitude: null gives magnitude 0 at every step"):
         validate(data)
+    explicit = tiny_recipe_dict(aux={"kind": "rep", "strong_magnitude": 0}, augment={"policy": "randaugment"})
+    with pytest.raises(RecipeError, match=r"aux.strong_magnitude: 0 gives magnitude 0 at every step"):
+        validate(explicit)
     validate(tiny_recipe_dict(aux={"kind": "rep", "strong_magnitude": 10}, augment={"policy": "randaugment"}))
 
 

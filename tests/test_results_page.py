@@ -1,19 +1,13 @@
-"""The results page applies PLAN.md's rule for finding A mechanically: check it on worked grids."""
-
-import importlib.util
-from pathlib import Path
+"""The results page applies PLAN.md's rules mechanically (finding A, the decisive tables): check them on worked data."""
 
 import pytest
 
-PAGE = Path(__file__).resolve().parents[1] / "benchmarks" / "results_page.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def page():
-    spec = importlib.util.spec_from_file_location("results_page", PAGE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("results_page")
 
 
 def grid(page, best: dict[float, float], gain: float, noise=(0.0, 0.001, -0.001)) -> dict:
@@ -93,3 +87,28 @@ def test_the_weak_views_own_cost_is_reported_not_decided(page):
             comparison("linear", "tp_baseline", 0.1, NOISY)]
     (line,) = page.decisive_verdicts("f", rows, [0.1, 0.05])
     assert "costs at 0.05" in line and "default" not in line
+
+
+@pytest.mark.parametrize("gains, status", [
+    ({0.1: CLEAR, 0.05: CLEAR}, "**confirmed: a default**"),
+    ({0.1: NOISY, 0.05: CLEAR}, "**confirmed at 5% only: worth it there**"),
+    ({0.1: CLEAR, 0.05: NOISY}, "**not confirmed**"),
+    ({0.1: NOISY, 0.05: NOISY}, "**not confirmed**"),
+])
+def test_confirmation_on_new_seeds(page, gains, status):
+    rows = [comparison("kd_plain", "tp_baseline", size, gains[size]) for size in (0.1, 0.05)]
+    (line,) = page.decisive_verdicts("g", rows, [0.1, 0.05])
+    assert status in line
+
+
+def test_confirmation_is_pending_until_every_size_has_every_new_seed(page):
+    one_size = [comparison("kd_plain", "tp_baseline", 0.05, CLEAR)]
+    assert "**pending**" in page.decisive_verdicts("g", one_size, [0.1, 0.05], seeds_needed=3)[0]
+    two_seeds = [comparison("kd_plain", "tp_baseline", size, CLEAR[:2]) for size in (0.1, 0.05)]
+    assert "**pending**" in page.decisive_verdicts("g", two_seeds, [0.1, 0.05], seeds_needed=3)[0]
+
+
+def test_exploratory_table_only_proposes_for_the_confirmation(page):
+    rows = [comparison("kd_plain", "tp_baseline", size, CLEAR) for size in (0.1, 0.05)]
+    (line,) = page.decisive_verdicts("f", rows, [0.1, 0.05])
+    assert "a default only if (g) confirms it" in line
