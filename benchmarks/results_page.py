@@ -356,6 +356,21 @@ def decisive_table(table: str, data: dict) -> list[str]:
     return lines
 
 
+def confirmation_status() -> str:
+    """One sentence on table (g), the only place a mechanism can become a default against the baseline."""
+    path = RESULTS / "decisive.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    rows = [c for c in data.get("comparisons", []) if c["table"] == "g"]
+    if not rows:
+        return ""
+    lines = decisive_verdicts("g", rows, [0.1, 0.05], seeds_needed=len(data["confirmation"]["seeds"]))
+    confirmed = [line for line in lines if "**confirmed" in line]
+    if any("**pending**" in line for line in lines):
+        return " The confirmation on new seeds (table g) is still running."
+    return (f" On new seeds (table g), {len(confirmed)} of {len(lines)} candidates beat plain Torch-Pruning with "
+            "crop + flip" + ("" if confirmed else "; the shipped defaults are that baseline's settings") + ".")
+
+
 def _confirmation_header(confirm: dict, data: dict) -> list[str]:
     dropped = confirm["dropped_seeds"]
     return [f"Candidates, chosen mechanically on seeds {', '.join(map(str, confirm['selection_seeds']))} (the two "
@@ -379,7 +394,7 @@ def main() -> None:
         "study cells, sizes only down to 25%. They are superseded. The new set-up: a dense reference trained to a "
         "validation plateau, a data-limited regime admitted by a measured gate, study cells trained to their own "
         "plateau down to 5% of the MACs, paired statistics over 3 seeds, decision rules written first "
-        "(`benchmarks/PLAN.md`). " + gate_status(),
+        "(`benchmarks/PLAN.md`). " + gate_status() + confirmation_status(),
         "",
         *reference_section(),
         *regime_section(),
