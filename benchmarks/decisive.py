@@ -1,4 +1,4 @@
-"""Tables (b)-(f), redone in regime 2: iterative pruning variants, paired by seed (benchmarks/PLAN.md).
+"""Tables (b)-(g), redone in regime 2: iterative pruning variants, paired by seed (benchmarks/PLAN.md).
 
     python benchmarks/decisive.py --tables e --sizes 0.1,0.05 [--seeds 0,1,2] [--workers 2]
     python benchmarks/decisive.py --tables f --sizes 0.1,0.05   # exploratory (PLAN.md, table (f))
@@ -178,7 +178,8 @@ def summarise(sizes: list[float], seeds: list[int]) -> dict:
     confirm = [(c, "tp_baseline") for c in (chosen or {}).get("candidates", [])]
     groups = [*((t, comparisons, seeds) for t, (_, comparisons) in TABLES.items())]
     if chosen:
-        groups += [("g", confirm, chosen["seeds"]), ("g_pooled", confirm, (*chosen["selection_seeds"], *chosen["seeds"]))]
+        pooled_seeds = (*chosen["selection_seeds"], *chosen["seeds"])
+        groups += [("g", confirm, chosen["seeds"]), ("g_pooled", confirm, pooled_seeds)]
     for table, comparisons, group_seeds in groups:
         for size in sizes:
             for a, b in comparisons:
