@@ -258,9 +258,13 @@ def _sizes(sizes) -> str:
     return ", ".join(f"{s:g}" for s in sizes)
 
 
+def _by_pair(rows: list[dict]) -> dict[tuple[str, str, float], PairedDifference]:
+    return {(c["a"], c["b"], c["size"]): _diff(c["val"]) for c in rows}
+
+
 def decisive_verdicts(table: str, rows: list[dict], sizes: list[float], seeds_needed: int = 0) -> list[str]:
     """PLAN.md's rules for (c)-(g), decided on validation (seeds_needed: (g)'s gated new seeds)."""
-    by = {(c["a"], c["b"], c["size"]): _diff(c["val"]) for c in rows}
+    by = _by_pair(rows)
     out = []
     for a, b in sorted({(c["a"], c["b"]) for c in rows}):
         done = [size for size in sizes if (a, b, size) in by]
@@ -272,8 +276,9 @@ def decisive_verdicts(table: str, rows: list[dict], sizes: list[float], seeds_ne
             out.append(f"- `{a}` against `{b}` at {_sizes(done)}: goal (+1 point, interval above zero, at every "
                        f"size) {'**met**' if goal else '**not met**'}{worse}.")
         elif table == "g":
-            complete = len(done) == len(sizes) and all(by[a, b, s].n >= seeds_needed for s in done)
-            out.append(_confirmation_line(a, b, above, done, complete) + worse + ".")
+            verdict = confirmation_verdict(by, a, b, sizes, seeds_needed)
+            out.append(f"- `{a}` against `{b}` on the new seeds: interval above zero at {_sizes(above) or 'no size'} "
+                       f"of {_sizes(done)} → {CONFIRMATION_TEXT[verdict]}{worse}.")
         elif (a, b) == ("linear", "tp_baseline"):  # PLAN.md, table (f): reported, decides nothing
             effect = "; ".join([*([f"costs at {_sizes(below)}"] if below else []),
                                 *([f"gains at {_sizes(above)}"] if above else [])]) or "shows no difference"
@@ -299,24 +304,26 @@ def _default_status(table: str, above: list[float], done: list[float], sizes: li
     return "**not** a default"
 
 
-def _confirmation_line(a: str, b: str, above: list[float], done: list[float], complete: bool) -> str:
+CONFIRMATION_TEXT = {"pending": "**pending** (not every size has every new seed yet)",
+                     "default": "**confirmed: a default**", "small_only": "**confirmed at 5% only: worth it there**",
+                     "no": "**not confirmed**"}
+
+
+def confirmation_verdict(by: dict, a: str, b: str, sizes: list[float], seeds_needed: int) -> str:
     """PLAN.md, confirmation: judged on the new seeds only, once every size has every gated seed."""
-    if not complete:
-        status = "**pending** (not every size has every new seed yet)"
-    elif len(above) == len(done):
-        status = "**confirmed: a default**"
-    else:
-        status = "**confirmed at 5% only: worth it there**" if above == [0.05] else "**not confirmed**"
-    return (f"- `{a}` against `{b}` on the new seeds: interval above zero at {_sizes(above) or 'no size'} of "
-            f"{_sizes(done)} → {status}")
+    done = [size for size in sizes if (a, b, size) in by]
+    if len(done) < len(sizes) or any(by[a, b, size].n < seeds_needed for size in done):
+        return "pending"
+    above = [size for size in done if by[a, b, size].low > 0]
+    if len(above) == len(done):
+        return "default"
+    return "small_only" if above == [0.05] else "no"
 
 
-def decisive_section() -> list[str]:
-    path = RESULTS / "decisive.json"
+def decisive_section(data: dict | None) -> list[str]:
     lines = ["## (b)–(g) in regime 2: iterative pruning, paired by seed", ""]
-    if not path.is_file():
+    if data is None:
         return lines + ["Not run yet.", ""]
-    data = json.loads(path.read_text())
     lines += [f"Command: `bash benchmarks/decisive.sh` (variants and rules: PLAN.md, regime 2, its amendment, table (f) "
               f"and the confirmation). Every run prunes its seed's gate model in {data['steps']} steps to the final "
               f"size with {data['epochs_per_step']} fine-tune epochs per step; weak view RandAugment at M_d = "
@@ -356,18 +363,18 @@ def decisive_table(table: str, data: dict) -> list[str]:
     return lines
 
 
-def confirmation_status() -> str:
+def confirmation_status(data: dict | None) -> str:
     """One sentence on table (g), the only place a mechanism can become a default against the baseline."""
-    path = RESULTS / "decisive.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    rows = [c for c in data.get("comparisons", []) if c["table"] == "g"]
+    rows = [c for c in (data or {}).get("comparisons", []) if c["table"] == "g"]
     if not rows:
         return ""
-    lines = decisive_verdicts("g", rows, [0.1, 0.05], seeds_needed=len(data["confirmation"]["seeds"]))
-    confirmed = [line for line in lines if "**confirmed" in line]
-    if any("**pending**" in line for line in lines):
+    by, needed = _by_pair(rows), len(data["confirmation"]["seeds"])
+    pairs = sorted({(c["a"], c["b"]) for c in rows})
+    verdicts = [confirmation_verdict(by, a, b, [0.1, 0.05], needed) for a, b in pairs]
+    if "pending" in verdicts:
         return " The confirmation on new seeds (table g) is still running."
-    return (f" On new seeds (table g), {len(confirmed)} of {len(lines)} candidates beat plain Torch-Pruning with "
+    confirmed = [v for v in verdicts if v != "no"]
+    return (f" On new seeds (table g), {len(confirmed)} of {len(verdicts)} candidates beat plain Torch-Pruning with "
             "crop + flip" + ("" if confirmed else "; the shipped defaults are that baseline's settings") + ".")
 
 
@@ -383,6 +390,7 @@ def _confirmation_header(confirm: dict, data: dict) -> list[str]:
 
 def main() -> None:
     speed = load("pipeline_speed")
+    decisive = load("decisive") if (RESULTS / "decisive.json").is_file() else None
     lines = [
         "# Results",
         "",
@@ -394,12 +402,12 @@ def main() -> None:
         "study cells, sizes only down to 25%. They are superseded. The new set-up: a dense reference trained to a "
         "validation plateau, a data-limited regime admitted by a measured gate, study cells trained to their own "
         "plateau down to 5% of the MACs, paired statistics over 3 seeds, decision rules written first "
-        "(`benchmarks/PLAN.md`). " + gate_status() + confirmation_status(),
+        "(`benchmarks/PLAN.md`). " + gate_status() + confirmation_status(decisive),
         "",
         *reference_section(),
         *regime_section(),
         *converged_table(),
-        *decisive_section(),
+        *decisive_section(decisive),
         "## Earlier runs (2026-11-28), superseded",
         "",
         "Everything here was measured on a 2-core x86-64 CPU without a GPU, on Fashion-MNIST (Debian's "

@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from .convergence import PlateauRule
-from .recipe import MAX_MAGNITUDE, PruneTarget, Recipe, dump_recipe, validate
+from .recipe import MAX_MAGNITUDE, Policy, PruneTarget, Recipe, dump_recipe, validate
 from .errors import UserInputError
 from .report import save_figure
 from .rundir import save_tensors, write_text
@@ -201,7 +201,7 @@ def _check_inputs(recipe: Recipe, sizes: list[float], magnitudes: list[float], o
     bad_sizes = [s for s in sizes if not 0 < s <= 1]
     if not sizes or bad_sizes:
         raise UserInputError(f"--sizes: MACs ratios must be in (0, 1], got {bad_sizes or 'none'}")
-    if recipe.augment.policy.value == "none":  # every cell would train on the same crop + flip
+    if recipe.augment.policy == Policy.none:  # every cell would train on the same crop + flip
         raise UserInputError("augment.policy: none applies no magnitude, so a study would compare identical cells; "
                              "use --set augment.policy=randaugment (or trivialaugment)")
     bad = [m for m in magnitudes if not 0 <= m <= MAX_MAGNITUDE]

@@ -451,7 +451,7 @@ def test_default_strong_magnitude_is_the_larger_of_dense_and_step():
     from edgecomp.pipeline import strong_magnitude
     from edgecomp.recipe import validate
 
-    recipe = validate(tiny_recipe_dict(aux={"kind": "heads"}, augment={**RANDAUGMENT, "schedule": {"kind": "linear", "dense": 9}}))
+    recipe = validate(tiny_recipe_dict(aux={"kind": "heads"}, augment=RANDAUGMENT))  # linear from 9
     assert strong_magnitude(recipe, 4.5) == 9 and strong_magnitude(recipe, 12.0) == 12.0
 
 

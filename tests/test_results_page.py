@@ -112,3 +112,15 @@ def test_exploratory_table_only_proposes_for_the_confirmation(page):
     rows = [comparison("kd_plain", "tp_baseline", size, CLEAR) for size in (0.1, 0.05)]
     (line,) = page.decisive_verdicts("f", rows, [0.1, 0.05])
     assert "a default only if (g) confirms it" in line
+
+
+def test_the_headline_counts_confirmations_and_waits_for_pending_ones(page):
+    done = [comparison("kd_plain", "tp_baseline", size, CLEAR) for size in (0.1, 0.05)]
+    failed = [comparison("rep_trunk", "tp_baseline", size, NOISY) for size in (0.1, 0.05)]
+    data = {"confirmation": {"seeds": [3, 4, 5]}, "comparisons": [{"table": "g", **c} for c in done + failed]}
+    assert "1 of 2 candidates beat" in page.confirmation_status(data)
+    data["comparisons"] = [{"table": "g", **c} for c in failed]
+    assert "0 of 1 candidates" in page.confirmation_status(data) and "baseline's settings" in page.confirmation_status(data)
+    data["comparisons"] = [{"table": "g", **done[1]}]  # 10% not run yet
+    assert "still running" in page.confirmation_status(data)
+    assert page.confirmation_status(None) == ""
