@@ -145,8 +145,8 @@ def run_one(final: float, name: str, seed: int, m_dense: float, m_small: float) 
 
     torch.set_num_threads(1)
     import edgecomp
-    from edgecomp.console import console
-    from edgecomp.recipe import load_recipe
+    from edgecomp.core.console import console
+    from edgecomp.core.recipe import load_recipe
 
     console.quiet = True
     dense = HERE / "results" / "converged" / REGIME / f"dense-s{seed}.pt"

@@ -3,7 +3,7 @@
     python benchmarks/dense_reference.py --recipe RECIPE.yaml --out DIR [--weights FILE.pt]
 
 The recipe's model, data, `dense.optim` and augmentation (at `augment.schedule.dense`) are used; the
-stopping rule is `edgecomp.convergence.PlateauRule` (validation only). DIR gets `state.pt` after every
+stopping rule is `edgecomp.compression.convergence.PlateauRule` (validation only). DIR gets `state.pt` after every
 epoch (a killed run resumes there), then `reference.json`: the validation curve, training loss, the
 clean accuracy on the training images, validation and full-test accuracy, the train-val gap, seconds,
 the command, and the weights' sha256. `--weights` also writes the final model as an edgecomp model file
@@ -22,14 +22,14 @@ from typing import Optional
 
 import torch
 
-from edgecomp.augment import Augmenter
-from edgecomp.convergence import PlateauRule
-from edgecomp.data import TensorBatches, load_data
-from edgecomp.models import build_model, model_payload
-from edgecomp.objective import Objective
-from edgecomp.recipe import Recipe, load_recipe
-from edgecomp.rundir import save_tensors, sha256, write_text
-from edgecomp.train import InputSpec, TrainJob, evaluate, train_until_plateau
+from edgecomp.compression.augment import Augmenter
+from edgecomp.compression.convergence import PlateauRule
+from edgecomp.core.data import TensorBatches, load_data
+from edgecomp.core.models import build_model, model_payload
+from edgecomp.compression.objective import Objective
+from edgecomp.core.recipe import Recipe, load_recipe
+from edgecomp.core.rundir import save_tensors, sha256, write_text
+from edgecomp.compression.train import InputSpec, TrainJob, evaluate, train_until_plateau
 
 TRAIN_EVAL_CAP = 10_000  # clean training accuracy on at most this many training images
 

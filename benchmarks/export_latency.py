@@ -36,9 +36,9 @@ import onnxruntime
 import torch
 
 from edgecomp.deploy.export import check_fidelity, export_onnx, export_onnx_int8_qdq, ort_session
-from edgecomp.models import build_model
-from edgecomp.prune import Size, measure_size, prune_to
-from edgecomp.recipe import ModelSection, PruneSection
+from edgecomp.core.models import build_model
+from edgecomp.compression.prune import Size, measure_size, prune_to
+from edgecomp.core.recipe import ModelSection, PruneSection
 
 HERE = Path(__file__).resolve().parent
 BLOCK = 5  # iterations per variant before switching to the next one

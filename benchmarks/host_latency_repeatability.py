@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from edgecomp.models import TINY_MODELS
+from edgecomp.core.models import TINY_MODELS
 from edgecomp.deploy.runners import HostRunner
 
 HERE = Path(__file__).resolve().parent

@@ -1,6 +1,6 @@
 """The pipeline's own speed, side by side in one process (interleaved repeats, medians):
 
-1. fine-tune throughput of edgecomp's training loop (`edgecomp.train.train`: views, objective, progress bar,
+1. fine-tune throughput of edgecomp's training loop (`edgecomp.compression.train.train`: views, objective, progress bar,
    cosine LR) vs a plain PyTorch loop with the same model, data, optimizer and augmentation call;
    and the cost of findings B and C in that loop: with `rep` branches, with `heads`, and with the teacher
    (KD + difficulty weights), each as a ratio to the plain edgecomp loop, on the quickstart model pruned to
@@ -26,15 +26,15 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
-from edgecomp.augment import Augmenter
-from edgecomp.auxiliary import attach
-from edgecomp.data import TensorBatches, read_fashion_mnist
-from edgecomp.models import build_model
-from edgecomp.objective import Objective
-from edgecomp.prune import Size, measure_size, prune_to
-from edgecomp.recipe import AugmentSection, AuxSection, ModelSection, OptimSettings, PruneSection, TeacherSection
-from edgecomp.teacher import Teacher
-from edgecomp.train import InputSpec, TrainJob, console, make_optimizer, train
+from edgecomp.compression.augment import Augmenter
+from edgecomp.compression.auxiliary import attach
+from edgecomp.core.data import TensorBatches, read_fashion_mnist
+from edgecomp.core.models import build_model
+from edgecomp.compression.objective import Objective
+from edgecomp.compression.prune import Size, measure_size, prune_to
+from edgecomp.core.recipe import AugmentSection, AuxSection, ModelSection, OptimSettings, PruneSection, TeacherSection
+from edgecomp.compression.teacher import Teacher
+from edgecomp.compression.train import InputSpec, TrainJob, console, make_optimizer, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AUX_VARIANTS = {"rep": AuxSection(kind="rep"), "rep_trunk": AuxSection(kind="rep", rep_trunk=True),

@@ -1,6 +1,6 @@
 """The cost of one edgecomp pruning step against one plain Torch-Pruning call, side by side in one process.
 
-edgecomp: `edgecomp.prune.prune_to` to 50% of the dense MACs (one pruner, a ratio search on a per-layer MACs
+edgecomp: `edgecomp.compression.prune.prune_to` to 50% of the dense MACs (one pruner, a ratio search on a per-layer MACs
 estimate, one exact count). Plain Torch-Pruning: what a user writes by hand to the same target — build one
 `BasePruner` with the pruning ratio edgecomp's search found, `step()` once, count MACs once to see where it
 landed. Same model, weights, importance (l2), round_to 8, classifier ignored. Repeats interleaved; medians.
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 import torch_pruning as tp
 
-from edgecomp.models import build_model
-from edgecomp.prune import Planner, Size, classifier_layers, dense_profile, measure_size, prune_to, search_ratio
-from edgecomp.recipe import ModelSection, PruneSection
+from edgecomp.core.models import build_model
+from edgecomp.compression.prune import Planner, Size, classifier_layers, dense_profile, measure_size, prune_to, search_ratio
+from edgecomp.core.recipe import ModelSection, PruneSection
 
 CASES = [("cifar_resnet20", 32, 5), ("resnet50", 224, 3)]  # arch, input px, repeats
 RESULTS = Path(__file__).parent / "results"

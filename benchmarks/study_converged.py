@@ -6,7 +6,7 @@
 
 For each seed: the regime's dense model (crop + flip only) trained to a validation plateau (its gate
 figures: clean train accuracy, validation accuracy, gap). Every seed's gate is measured before any cell
-runs; if one fails, the script stops. Then `edgecomp.study` from each dense model: every (size, M) cell
+runs; if one fails, the script stops. Then `edgecomp.compression.study` from each dense model: every (size, M) cell
 fine-tuned to its own validation plateau. Everything is written under
 benchmarks/results/converged/<recipe name>/, one file per finished cell (a killed run resumes), and the
 finished cells are summarised into benchmarks/results/study_converged.json after every seed.
@@ -26,10 +26,10 @@ sys.path.insert(0, str(HERE))
 
 from dense_reference import train_reference  # noqa: E402
 
-from edgecomp.convergence import PlateauRule  # noqa: E402
-from edgecomp.recipe import load_recipe  # noqa: E402
+from edgecomp.compression.convergence import PlateauRule  # noqa: E402
+from edgecomp.core.recipe import load_recipe  # noqa: E402
 from edgecomp.stats import mean_interval, paired_difference  # noqa: E402
-from edgecomp.study import study  # noqa: E402
+from edgecomp.compression.study import study  # noqa: E402
 
 RECIPE = HERE / "recipes" / "fmnist_regime_2k.yaml"
 RESULTS = HERE / "results" / "converged"  # one folder per regime; cells committed as they land

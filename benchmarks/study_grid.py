@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import edgecomp
-from edgecomp.recipe import load_recipe
-from edgecomp.study import best_per_size, fit_linear, study
+from edgecomp.core.recipe import load_recipe
+from edgecomp.compression.study import best_per_size, fit_linear, study
 
 HERE = Path(__file__).resolve().parent
 SEEDS, SIZES, MAGNITUDES, EPOCHS = [0, 1, 2], [1.0, 0.5, 0.25], [0.0, 5.0, 10.0, 15.0, 20.0], 1

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import edgecomp
-from edgecomp.recipe import load_recipe
+from edgecomp.core.recipe import load_recipe
 
 HERE = Path(__file__).resolve().parent
 

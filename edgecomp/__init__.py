@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 def compress(recipe, *, out=None, resume=False):
     """Run a compression recipe (a Recipe, or a path / shipped name); returns a CompressResult."""
-    from .pipeline import compress as _compress
-    from .recipe import Recipe, load_recipe
+    from .compression.pipeline import compress as _compress
+    from .core.recipe import Recipe, load_recipe
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import EdgecompError, UserInputError
+from .core.errors import EdgecompError, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compress CNNs for Jetson-class devices.")
 recipe_app = typer.Typer(no_args_is_help=True, help="Check recipes and print their schema.")
@@ -47,8 +47,8 @@ def compress(
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last finished step"),
 ) -> None:
     """Prune and fine-tune a network as the recipe says."""
-    from .pipeline import compress as run_compress
-    from .recipe import load_recipe
+    from .compression.pipeline import compress as run_compress
+    from .core.recipe import load_recipe
 
     try:
         result = run_compress(load_recipe(recipe, set_), out=out, resume=resume)
@@ -60,7 +60,7 @@ def compress(
 @app.command()
 def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: newest under runs/)")):
     """Render a run's report.md and plots again from its metrics."""
-    from .recipe import load_recipe
+    from .core.recipe import load_recipe
     from .report import render
 
     try:
@@ -89,7 +89,7 @@ def export(
 ) -> None:
     """Export a run's model: verified ONNX, Q/DQ INT8 ONNX, TensorRT engine."""
     from .deploy.delivery import export as run_export
-    from .errors import ExportError
+    from .core.errors import ExportError
 
     try:
         result = run_export(run=run or _newest_run(), trt=trt, precision=precision, device=device, opset=opset,
@@ -205,9 +205,9 @@ def study(
     out: Optional[Path] = typer.Option(None, "--out", help="study directory (default runs/<name>-study)"),
 ) -> None:
     """Which magnitude suits which model size: grid, best M per size, heatmap, fitted linear schedule."""
-    from .recipe import load_recipe
-    from .convergence import PlateauRule
-    from .study import study as run_study, summary_table
+    from .core.recipe import load_recipe
+    from .compression.convergence import PlateauRule
+    from .compression.study import study as run_study, summary_table
 
     parsed = load_recipe(recipe, set_)
     try:
@@ -216,7 +216,7 @@ def study(
     except ValueError:
         raise UserInputError("--sizes/--magnitudes: give comma-separated numbers, e.g. 1.0,0.5") from None
     target = out or Path("runs") / f"{parsed.name}-study"
-    from .console import console, progress
+    from .core.console import console, progress
 
     with progress() as bar:
         task = bar.add_task("study cells", total=len(size_list) * len(magnitude_list), loss=0.0, rate=0.0)
@@ -240,7 +240,7 @@ def recipe_check(
     set_: List[str] = typer.Option([], "--set", help="override a field: key.path=value"),
 ) -> None:
     """Validate a recipe and print it resolved (all defaults filled in)."""
-    from .recipe import dump_recipe, load_recipe
+    from .core.recipe import dump_recipe, load_recipe
 
     try:
         typer.echo(dump_recipe(load_recipe(file, set_)), nl=False)
@@ -251,7 +251,7 @@ def recipe_check(
 @recipe_app.command("schema")
 def recipe_schema() -> None:
     """Print the recipe's JSON Schema (every field with its description)."""
-    from .recipe import recipe_schema as schema
+    from .core.recipe import recipe_schema as schema
 
     typer.echo(json.dumps(schema(), indent=2))
 

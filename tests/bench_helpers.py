@@ -17,7 +17,7 @@ def export_onnx(path: Path, arch: str = "cifar_resnet8", width: int = 8, in_chan
     """A small CIFAR-ResNet with random weights, exported as the brief says (opset 17, dynamic batch)."""
     import torch
 
-    from edgecomp.models import TINY_MODELS
+    from edgecomp.core.models import TINY_MODELS
 
     torch.manual_seed(0)
     model = TINY_MODELS[arch](num_classes=10, in_channels=in_channels, width=width).eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgecomp.recipe import FASHION_MNIST_ROOT, Recipe, validate
+from edgecomp.core.recipe import FASHION_MNIST_ROOT, Recipe, validate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,12 @@ import torchvision.transforms.v2 as T2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from edgecomp.augment import (
+from edgecomp.compression.augment import (
     BINS, NAMES, OPS, Augmenter, OpParams, apply_round, magnitude_table, op_magnitudes, ops_for,
 )
-from edgecomp.data import nchw_strides, read_fashion_mnist
-from edgecomp.errors import RecipeError
-from edgecomp.recipe import AugmentSection, validate
+from edgecomp.core.data import nchw_strides, read_fashion_mnist
+from edgecomp.core.errors import RecipeError
+from edgecomp.core.recipe import AugmentSection, validate
 
 TV_NAMES = {  # edgecomp name -> torchvision's RandAugment op name
     "identity": "Identity", "shear_x": "ShearX", "shear_y": "ShearY", "translate_x": "TranslateX",

@@ -7,13 +7,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecomp.auxiliary import (
+from edgecomp.compression.auxiliary import (
     HEADS_ATTR, PlainModelError, RepConvBN, assert_plain, attach, detach, find_stages, strong_loss,
 )
-from edgecomp.errors import RecipeError
-from edgecomp.models import build_model, model_from_payload, model_payload, model_structure
-from edgecomp.prune import Size, measure_size, prune_to
-from edgecomp.recipe import AuxSection, ModelSection, PruneSection
+from edgecomp.core.errors import RecipeError
+from edgecomp.core.models import build_model, model_from_payload, model_payload, model_structure
+from edgecomp.compression.prune import Size, measure_size, prune_to
+from edgecomp.core.recipe import AuxSection, ModelSection, PruneSection
 
 from conftest import tiny_recipe_dict
 
@@ -402,7 +402,7 @@ def test_rep_leaves_alone_a_conv_whose_output_is_used_beside_its_bn():
 
 
 def test_recipe_aux_section():
-    from edgecomp.recipe import validate
+    from edgecomp.core.recipe import validate
 
     assert all(field.description for field in AuxSection.model_fields.values())
     recipe = validate(tiny_recipe_dict(aux={"kind": "heads", "heads_at": ["layer1"], "head_kd": 0.3}, augment=RANDAUGMENT))
@@ -425,7 +425,7 @@ def test_recipe_aux_section():
     ({"kind": "teacher", "dense": 9}, 9, True),  # anchored: never above the dense magnitude
 ])
 def test_strong_view_is_never_weaker_than_the_weak_view(schedule, strong, ok):
-    from edgecomp.recipe import validate
+    from edgecomp.core.recipe import validate
 
     data = tiny_recipe_dict(aux={"kind": "rep", "strong_magnitude": strong}, augment={**RANDAUGMENT, "schedule": schedule})
     if ok:
@@ -436,7 +436,7 @@ def test_strong_view_is_never_weaker_than_the_weak_view(schedule, strong, ok):
 
 
 def test_a_strong_view_that_resolves_to_zero_everywhere_is_a_recipe_error():
-    from edgecomp.recipe import validate
+    from edgecomp.core.recipe import validate
 
     data = tiny_recipe_dict(aux={"kind": "rep"}, augment={"policy": "randaugment"})  # default schedule: constant 0
     with pytest.raises(RecipeError, match=r"aux.strong_magnitude: null gives magnitude 0 at every step"):
@@ -448,8 +448,8 @@ def test_a_strong_view_that_resolves_to_zero_everywhere_is_a_recipe_error():
 
 
 def test_default_strong_magnitude_is_the_larger_of_dense_and_step():
-    from edgecomp.pipeline import strong_magnitude
-    from edgecomp.recipe import validate
+    from edgecomp.compression.pipeline import strong_magnitude
+    from edgecomp.core.recipe import validate
 
     recipe = validate(tiny_recipe_dict(aux={"kind": "heads"}, augment=RANDAUGMENT))  # linear from 9
     assert strong_magnitude(recipe, 4.5) == 9 and strong_magnitude(recipe, 12.0) == 12.0
@@ -460,7 +460,7 @@ def test_default_strong_magnitude_is_the_larger_of_dense_and_step():
     ({"augment": {"schedule": {"kind": "teacher", "dense": 9}}}, "augment.schedule.kind teacher"),
 ])
 def test_the_default_policy_has_no_magnitude_for_a_strong_view_or_a_teacher_schedule(sections, names):
-    from edgecomp.recipe import validate
+    from edgecomp.core.recipe import validate
 
     with pytest.raises(RecipeError, match=f"augment.policy: none applies no magnitude, but {names}"):
         validate(tiny_recipe_dict(**sections))

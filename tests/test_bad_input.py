@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from edgecomp.cli import main
-from edgecomp.errors import RecipeError
-from edgecomp.recipe import apply_overrides, read_yaml, validate
+from edgecomp.core.errors import RecipeError
+from edgecomp.core.recipe import apply_overrides, read_yaml, validate
 from conftest import tiny_recipe_dict
 
 

@@ -13,9 +13,9 @@ from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx
 from conftest import tiny_recipe
 from edgecomp.deploy.artifacts import write_eval_data
 from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE, BenchResult, measure_latency_ms
-from edgecomp.models import build_model, model_payload
-from edgecomp.recipe import dump_recipe
-from edgecomp.rundir import RunDir, write_text
+from edgecomp.core.models import build_model, model_payload
+from edgecomp.core.recipe import dump_recipe
+from edgecomp.core.rundir import RunDir, write_text
 
 FAST = ("--iterations", "10", "--warmup", "2")
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "min", "max", "std"}

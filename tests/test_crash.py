@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from edgecomp.rundir import RunDir
+from edgecomp.core.rundir import RunDir
 from conftest import run_cli, tiny_recipe_dict
 
 VOLATILE = {"train_seconds", "train_throughput", "latency_ms"}

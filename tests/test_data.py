@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from edgecomp.data import adapt_batch, load_data, parse_idx, read_cifar, read_fashion_mnist, split_indices
-from edgecomp.errors import DataError
-from edgecomp.recipe import DataSection, ModelSection
+from edgecomp.core.data import adapt_batch, load_data, parse_idx, read_cifar, read_fashion_mnist, split_indices
+from edgecomp.core.errors import DataError
+from edgecomp.core.recipe import DataSection, ModelSection
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -31,17 +31,17 @@ from edgecomp.deploy import bench as deploy_bench, builder, delivery, engines, e
 from edgecomp.deploy.runners import HostRunner, Runner, SshRunner
 from edgecomp.deploy.devices import SshTarget, resolve_device
 from edgecomp.deploy.target import build as target_build
-from edgecomp.data import TensorBatches, load_data
-from edgecomp.errors import DeviceError, RemoteError, UserInputError
-from edgecomp.errors import EngineMismatchError, ExportError, ExportInputError
+from edgecomp.core.data import TensorBatches, load_data
+from edgecomp.core.errors import DeviceError, RemoteError, UserInputError
+from edgecomp.core.errors import EngineMismatchError, ExportError, ExportInputError
 from edgecomp.deploy.export import (check_fidelity, conv_bn_pairs, export_onnx, fold_batchnorm, ort_session,
                                    resolve_options, take_images, target_opset)
-from edgecomp.models import build_model, load_model_file, model_payload
-from edgecomp.prune import Size, measure_size, prune_to
-from edgecomp.recipe import AuxSection, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
-from edgecomp.rundir import RunDir, save_tensors, write_text
-from edgecomp.data import InputSpec
-from edgecomp.precision import Precision
+from edgecomp.core.models import build_model, load_model_file, model_payload
+from edgecomp.compression.prune import Size, measure_size, prune_to
+from edgecomp.core.recipe import AuxSection, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
+from edgecomp.core.rundir import RunDir, save_tensors, write_text
+from edgecomp.core.data import InputSpec
+from edgecomp.core.precision import Precision
 
 ATOL = 1e-4
 
@@ -178,9 +178,9 @@ def test_export_reload_compare(arch, variant, rgb32, tmp_path, monkeypatch):
 
 
 def test_rep_folded_model_exports_exactly(gray28, tmp_path):
-    if importlib.util.find_spec("edgecomp.auxiliary") is None:
+    if importlib.util.find_spec("edgecomp.compression.auxiliary") is None:
         pytest.skip("auxiliary.py not built")
-    from edgecomp.auxiliary import attach, detach
+    from edgecomp.compression.auxiliary import attach, detach
 
     torch.manual_seed(0)
     model = randomize_bn(build_model(ModelSection(arch="cifar_resnet8", in_channels=1, input_size=28)))
@@ -368,8 +368,8 @@ def test_arguments_resolve_over_the_recipe():
 
 
 def test_one_precision_default():
-    """The recipe, export and bench take their default from edgecomp.precision; build.py has none."""
-    from edgecomp.precision import DEFAULT_PRECISION
+    """The recipe, export and bench take their default from edgecomp.core.precision; build.py has none."""
+    from edgecomp.core.precision import DEFAULT_PRECISION
 
     assert ExportSection().precision is DEFAULT_PRECISION
     assert options(trt=True).precision is DEFAULT_PRECISION
@@ -755,7 +755,7 @@ def test_host_and_device_builds_run_the_same_command(tmp_path, monkeypatch):
 def test_int8_calibration_and_scoring_images_are_disjoint(quick_int8_export, tmp_path):
     """Calibration from the training split, scoring from validation: no image in both; bench.json says so."""
     from edgecomp.deploy.artifacts import write_eval_data
-    from edgecomp.recipe import load_recipe
+    from edgecomp.core.recipe import load_recipe
 
     run = quick_int8_export.run_dir
     calib = np.load(run / "calib.npy")

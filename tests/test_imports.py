@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edgecomp"
 TARGET_ALLOWED = {"numpy", "onnxruntime", "tensorrt", "cuda"}  # cuda: cuda-python, optional on the device
-COMPRESSION = {"edgecomp.train", "edgecomp.pipeline", "edgecomp.study", "edgecomp.distributed"}
+COMPRESSION = {"edgecomp.compression.train", "edgecomp.compression.pipeline", "edgecomp.compression.study", "edgecomp.compression.distributed"}
 
 
 def module_name(path: Path) -> str:
@@ -70,12 +70,12 @@ def test_target_programs_import_only_what_jetpack_ships(path):
 
 @pytest.mark.parametrize("name", ["recipe", "data", "precision", "errors", "console", "models"])
 def test_the_ground_never_imports_a_wing(name):
-    assert hits(PACKAGE / f"{name}.py", COMPRESSION | {"edgecomp.deploy", "edgecomp.cli"}) == []
+    assert hits(PACKAGE / "core" / f"{name}.py", COMPRESSION | {"edgecomp.deploy", "edgecomp.cli"}) == []
 
 
 def test_the_rule_reader_sees_imports():
     """The checks above would pass on a reader that finds nothing: it must find these."""
     assert "edgecomp.deploy.runners" in imports(PACKAGE / "deploy" / "bench.py")
-    assert "edgecomp.errors" in imports(PACKAGE / "deploy" / "builder.py")
+    assert "edgecomp.core.errors" in imports(PACKAGE / "deploy" / "builder.py")
     assert "edgecomp.deploy.target.runtime" in imports(PACKAGE / "deploy" / "target" / "build.py")
-    assert "edgecomp.train" in hits(PACKAGE / "pipeline.py", {"edgecomp.train"})
+    assert "edgecomp.compression.train" in hits(PACKAGE / "compression" / "pipeline.py", {"edgecomp.compression.train"})

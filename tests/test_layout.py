@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgecomp.augment import Augmenter
-from edgecomp.cpu_guard import risky_convs, unit_stride_1x1
-from edgecomp.data import nchw_strides
-from edgecomp.models import CifarResNet
-from edgecomp.recipe import AugmentSection, ModelSection
-from edgecomp.train import InputSpec
-from edgecomp.watchdog import Watchdog
+from edgecomp.compression.augment import Augmenter
+from edgecomp.compression.cpu_guard import risky_convs, unit_stride_1x1
+from edgecomp.core.data import nchw_strides
+from edgecomp.core.models import CifarResNet
+from edgecomp.core.recipe import AugmentSection, ModelSection
+from edgecomp.compression.train import InputSpec
+from edgecomp.compression.watchdog import Watchdog
 from conftest import REPO, run_cli, tiny_recipe_dict
 
 
@@ -38,7 +38,7 @@ def test_training_input_is_nchw(channels, magnitude):
 
 
 def test_random_crop_of_one_channel_is_not_channels_last():
-    from edgecomp.augment import random_crop
+    from edgecomp.compression.augment import random_crop
 
     images = torch.rand(4, 1, 28, 28)
     out = random_crop(images, torch.full((4, 2), 2), 2)
@@ -75,13 +75,13 @@ def test_unit_stride_guard_is_exact(layout):
 FINETUNE = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(int(sys.argv[1]))
-    from edgecomp.models import CifarResNet
-    from edgecomp.recipe import validate
-    from edgecomp.pipeline import _prepare  # noqa: F401 - the same imports the pipeline uses
-    from edgecomp.augment import Augmenter
-    from edgecomp.data import load_data
-    from edgecomp.objective import Objective
-    from edgecomp.train import InputSpec, TrainJob, train
+    from edgecomp.core.models import CifarResNet
+    from edgecomp.core.recipe import validate
+    from edgecomp.compression.pipeline import _prepare  # noqa: F401 - the same imports the pipeline uses
+    from edgecomp.compression.augment import Augmenter
+    from edgecomp.core.data import load_data
+    from edgecomp.compression.objective import Objective
+    from edgecomp.compression.train import InputSpec, TrainJob, train
     import yaml
     recipe = validate(yaml.safe_load(sys.argv[2]))
     data = load_data(recipe.data, recipe.model)
@@ -143,7 +143,7 @@ def test_watchdog_stays_quiet_while_batches_arrive():
 HANG_MODEL = textwrap.dedent("""
     import time
     import torch.nn as nn
-    from edgecomp.models import CifarResNet
+    from edgecomp.core.models import CifarResNet
 
     class HangsInFinetuning(CifarResNet):
         calls = 0

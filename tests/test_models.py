@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgecomp.errors import ModelError
-from edgecomp.models import build_model, load_model_file, model_from_payload, model_payload, load_state_file
-from edgecomp.prune import measure_size, prune_to, Size
-from edgecomp.recipe import ModelSection, PruneSection
+from edgecomp.core.errors import ModelError
+from edgecomp.core.models import build_model, load_model_file, model_from_payload, model_payload, load_state_file
+from edgecomp.compression.prune import measure_size, prune_to, Size
+from edgecomp.core.recipe import ModelSection, PruneSection
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
@@ -34,10 +34,10 @@ def test_unknown_model_suggests_close_names():
 
 
 def test_entry_point_models():
-    model = build_model(ModelSection(arch="edgecomp.models:CifarResNet", num_classes=4, kwargs={"depth": 8}))
+    model = build_model(ModelSection(arch="edgecomp.core.models:CifarResNet", num_classes=4, kwargs={"depth": 8}))
     assert model.fc.out_features == 4
     with pytest.raises(ModelError, match="cannot load entry point"):
-        build_model(ModelSection(arch="edgecomp.models:Nope"))
+        build_model(ModelSection(arch="edgecomp.core.models:Nope"))
     with pytest.raises(ModelError, match="model.kwargs"):
         build_model(ModelSection(arch="cifar_resnet8", kwargs={"colour": 1}))
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from edgecomp import compress
-from edgecomp.errors import RunDirError
-from edgecomp.models import load_model_file
-from edgecomp.recipe import load_recipe
-from edgecomp.rundir import RunDir
+from edgecomp.core.errors import RunDirError
+from edgecomp.core.models import load_model_file
+from edgecomp.core.recipe import load_recipe
+from edgecomp.core.rundir import RunDir
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
 # The shared run follows size on purpose (the default schedule is constant 0), so the rows show a falling magnitude
@@ -131,8 +131,8 @@ def test_divergence_stops_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
 def test_accuracy_collapse_is_refused():
     from types import SimpleNamespace
 
-    from edgecomp.errors import DivergenceError
-    from edgecomp.pipeline import _check_collapse
+    from edgecomp.core.errors import DivergenceError
+    from edgecomp.compression.pipeline import _check_collapse
 
     ctx = SimpleNamespace(recipe=tiny_recipe(), rows=[{"accuracy": 0.8}])
     _check_collapse(ctx, 1, 0.5)  # worse, but learning

@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgecomp.errors import PruneError, PruneTargetError, RecipeError
-from edgecomp.models import build_model
-from edgecomp.prune import Size, check_prunable, measure_size, prune_to
-from edgecomp.recipe import ModelSection, PruneSection
+from edgecomp.core.errors import PruneError, PruneTargetError, RecipeError
+from edgecomp.core.models import build_model
+from edgecomp.compression.prune import Size, check_prunable, measure_size, prune_to
+from edgecomp.core.recipe import ModelSection, PruneSection
 
 CASES = [  # arch, input size, small_input
     ("resnet18", 32, False),
@@ -152,7 +152,7 @@ def test_plans_are_torch_pruning_steps_index_for_index(arch, size, channels, set
     rounding capped as edgecomp caps it), and its estimate is that of Torch-Pruning's groups."""
     import torch_pruning as tp
 
-    from edgecomp.prune import CUSTOM_PRUNERS, Planner, classifier_layers, dense_profile, make_importance
+    from edgecomp.compression.prune import CUSTOM_PRUNERS, Planner, classifier_layers, dense_profile, make_importance
 
     torch.manual_seed(0)
     model = build_model(ModelSection(arch=arch, num_classes=10, in_channels=channels, input_size=size)).eval()
@@ -185,7 +185,7 @@ def test_one_step_costs_two_counts_one_pruner_and_one_built_plan(monkeypatch):
 
     import torch_pruning as tp
 
-    from edgecomp import prune
+    from edgecomp.compression import prune
 
     model, example, dense = setup("cifar_resnet8", 28, False)
     calls = Counter()

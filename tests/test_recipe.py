@@ -3,8 +3,8 @@ import json
 import pytest
 import yaml
 
-from edgecomp.errors import RecipeError
-from edgecomp.recipe import (
+from edgecomp.core.errors import RecipeError
+from edgecomp.core.recipe import (
     SHIPPED_RECIPES, Recipe, apply_overrides, dump_recipe, load_recipe, recipe_schema, resolve_recipe_path, validate,
 )
 from conftest import tiny_recipe_dict

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from edgecomp.models import MODEL_FORMAT, load_model_file
-from edgecomp.recipe import load_recipe
-from edgecomp.rundir import sha256
+from edgecomp.core.models import MODEL_FORMAT, load_model_file
+from edgecomp.core.recipe import load_recipe
+from edgecomp.core.rundir import sha256
 from conftest import REPO, run_cli, tiny_recipe_dict
 
 RECORD = REPO / "benchmarks" / "results" / "dense_reference" / "reference.json"

@@ -12,9 +12,9 @@ from torch import nn
 from PIL import Image
 
 import edgecomp
-from edgecomp.recipe import load_recipe
+from edgecomp.core.recipe import load_recipe
 from edgecomp.report import render
-from edgecomp.train import InputSpec, host_latency_ms
+from edgecomp.compression.train import InputSpec, host_latency_ms
 from conftest import run_cli, tiny_recipe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

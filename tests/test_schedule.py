@@ -1,7 +1,7 @@
 import pytest
 
-from edgecomp.recipe import MagnitudeSchedule
-from edgecomp.schedule import linear, magnitude_for, step_targets
+from edgecomp.core.recipe import MagnitudeSchedule
+from edgecomp.compression.schedule import linear, magnitude_for, step_targets
 
 
 def test_constant_ignores_size_and_step():

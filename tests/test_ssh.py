@@ -25,7 +25,7 @@ import pytest
 
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx, key_tree
 from edgecomp.deploy.devices import parse_ssh_url
-from edgecomp.errors import DeviceError
+from edgecomp.core.errors import DeviceError
 from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE
 from edgecomp.deploy.runners import SshRunner
 
@@ -259,9 +259,9 @@ def test_runner_without_sftp_falls_back_to_the_scp_protocol(sshd_without_sftp, t
 def tiny_run(root: Path) -> Path:
     """A run directory (recipe.yaml + model.pt of an untrained ResNet-8) without running compress."""
     from conftest import tiny_recipe
-    from edgecomp.models import build_model, model_payload
-    from edgecomp.recipe import dump_recipe
-    from edgecomp.rundir import save_tensors, write_text
+    from edgecomp.core.models import build_model, model_payload
+    from edgecomp.core.recipe import dump_recipe
+    from edgecomp.core.rundir import save_tensors, write_text
 
     recipe = tiny_recipe(data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
     write_text(root / "recipe.yaml", dump_recipe(recipe))

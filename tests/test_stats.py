@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from edgecomp.convergence import PlateauRule, stopping_epoch
+from edgecomp.compression.convergence import PlateauRule, stopping_epoch
 from edgecomp.stats import mean_interval, paired_difference
 
 

@@ -3,10 +3,10 @@ import json
 import pytest
 import yaml
 
-from edgecomp.convergence import PlateauRule
-from edgecomp.errors import UserInputError
-from edgecomp.recipe import validate
-from edgecomp.study import best_per_size, fit_linear, recipe_snippet, study
+from edgecomp.compression.convergence import PlateauRule
+from edgecomp.core.errors import UserInputError
+from edgecomp.core.recipe import validate
+from edgecomp.compression.study import best_per_size, fit_linear, recipe_snippet, study
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
 RANDAUGMENT = {"policy": "randaugment"}  # the default policy (none) has no magnitude to study

@@ -5,13 +5,13 @@ import torch
 import torch.nn as nn
 
 from edgecomp import compress
-from edgecomp.augment import Augmenter
-from edgecomp.data import TensorBatches, read_fashion_mnist
-from edgecomp.objective import Objective, Views
-from edgecomp.recipe import AugmentSection, CalibrationSection, ModelSection, OptimSettings, TeacherSection
-from edgecomp.schedule import choose_from_curve
-from edgecomp.teacher import Teacher, calibrate, difficulty, sample_weights, tau
-from edgecomp.train import InputSpec, TrainJob, train
+from edgecomp.compression.augment import Augmenter
+from edgecomp.core.data import TensorBatches, read_fashion_mnist
+from edgecomp.compression.objective import Objective, Views
+from edgecomp.core.recipe import AugmentSection, CalibrationSection, ModelSection, OptimSettings, TeacherSection
+from edgecomp.compression.schedule import choose_from_curve
+from edgecomp.compression.teacher import Teacher, calibrate, difficulty, sample_weights, tau
+from edgecomp.compression.train import InputSpec, TrainJob, train
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
 
@@ -209,7 +209,7 @@ def test_pipeline_with_teacher_schedule_weights_and_kd(tmp_path, fashion_root):
 
 
 def test_mismatched_teacher_checkpoint_exits_2(tmp_path, write_recipe, fashion_root):
-    from edgecomp.models import build_model
+    from edgecomp.core.models import build_model
 
     wrong_classes = build_model(ModelSection(arch="cifar_resnet8", num_classes=5, in_channels=1, input_size=28))
     classes_path = tmp_path / "teacher5.pt"
@@ -219,7 +219,7 @@ def test_mismatched_teacher_checkpoint_exits_2(tmp_path, write_recipe, fashion_r
     assert result.returncode == 2 and "teacher.weights" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
-    from edgecomp.models import model_payload
+    from edgecomp.core.models import model_payload
 
     rgb_cfg = ModelSection(arch="cifar_resnet8", num_classes=10, in_channels=3, input_size=28)
     shape_path = tmp_path / "teacher_rgb.pt"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import UserInputError
-from ..recipe import Recipe
+from ..core.errors import UserInputError
+from ..core.recipe import Recipe
 
 EVAL_MAX_IMAGES = 512
 EVAL_MAX_BYTES = 128 * 2**20  # at 224 px RGB, 512 float32 images would be 300 MB to copy
@@ -46,7 +46,7 @@ def write_eval_data(recipe: Recipe, path: Path, limit: int = EVAL_MAX_IMAGES) ->
     import numpy as np
     import torch
 
-    from ..data import InputSpec, load_data
+    from ..core.data import InputSpec, load_data
 
     bundle = load_data(recipe.data, recipe.model)
     spec = InputSpec.create(recipe.model, bundle.mean, bundle.std, torch.device("cpu"))
@@ -67,7 +67,7 @@ def write_eval_data(recipe: Recipe, path: Path, limit: int = EVAL_MAX_IMAGES) ->
 
 def dense_onnx(run: Path) -> Optional[Path]:
     """`<run>/dense.onnx`, exported from checkpoints/step_000.pt when the run has a dense step."""
-    from ..rundir import RunDir
+    from ..core.rundir import RunDir
 
     rundir = RunDir(run)
     if not any(row.get("step") == 0 for row in rundir.rows()):
@@ -84,8 +84,8 @@ def dense_onnx(run: Path) -> Optional[Path]:
 def export_dense(rundir, path: Path) -> None:
     """The dense model as ONNX through the same exporter as model.onnx (BN folded, opset 17, dynamic
     batch), rebuilt with the run's own recipe, written atomically."""
-    from ..models import model_from_payload
-    from ..recipe import load_recipe
+    from ..core.models import model_from_payload
+    from ..core.recipe import load_recipe
     from .export import save_plain_onnx
 
     cfg = load_recipe(rundir.recipe).model

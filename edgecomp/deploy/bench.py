@@ -27,11 +27,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..console import console
-from ..errors import DataError, EdgecompError, UserInputError
-from ..precision import DEFAULT_PRECISION, Precision, check_int8_support, parse_precision
-from ..recipe import ExportSection
-from ..rundir import write_text
+from ..core.console import console
+from ..core.errors import DataError, EdgecompError, UserInputError
+from ..core.precision import DEFAULT_PRECISION, Precision, check_int8_support, parse_precision
+from ..core.recipe import ExportSection
+from ..core.rundir import write_text
 from .artifacts import EVAL_SPLIT, dense_onnx, onnx_signature, write_eval_data
 from .builder import EngineRequest, obtain_engine
 from .devices import Device, resolve_device
@@ -208,7 +208,7 @@ def _run_job(run: Path, options: BenchOptions) -> Job:
 
 
 def _add_run_extras(job: Job, run: Path, scratch: Path, evaluate: bool) -> None:
-    from ..recipe import load_recipe
+    from ..core.recipe import load_recipe
 
     recipe = load_recipe(run / "recipe.yaml")
     job.precision, job.max_batch, job.device = recipe.export.precision, recipe.export.max_batch, recipe.device.name

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import DeviceError, EdgecompError, UserInputError
-from ..precision import Precision, check_dla
-from ..rundir import sha256 as file_sha256
+from ..core.errors import DeviceError, EdgecompError, UserInputError
+from ..core.precision import Precision, check_dla
+from ..core.rundir import sha256 as file_sha256
 from .engines import EngineKey, Shapes, engine_key, find_engine, store_engine
 from .runners import Runner
 

@@ -15,9 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import DeviceError, ExportInputError
-from ..precision import Precision, check_int8_support
-from ..recipe import Recipe, load_recipe
+from ..core.errors import DeviceError, ExportInputError
+from ..core.precision import Precision, check_int8_support
+from ..core.recipe import Recipe, load_recipe
 from .builder import EngineRequest, obtain_engine, tensorrt_facts
 from .devices import Device, resolve_device
 from .engines import ENGINE_DIR, shapes_for

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import EngineMismatchError
-from ..precision import Precision
-from ..rundir import atomic_write, write_text
+from ..core.errors import EngineMismatchError
+from ..core.precision import Precision
+from ..core.rundir import atomic_write, write_text
 
 ENGINE_FORMAT = "edgecomp-engine/1"
 ENGINE_DIR = "engines"

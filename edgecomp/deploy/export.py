@@ -31,13 +31,13 @@ import torch.nn as nn
 from packaging.version import Version
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..data import InputSpec, load_data
-from ..errors import ExportError, ExportInputError, RunDirError, UserInputError
-from ..models import load_model_file, set_submodule
-from ..precision import Precision, check_dla, parse_precision
-from ..prune import measure_size
-from ..recipe import ExportSection, Recipe
-from ..rundir import RunDir, atomic_write, write_text
+from ..core.data import InputSpec, load_data
+from ..core.errors import ExportError, ExportInputError, RunDirError, UserInputError
+from ..core.models import load_model_file, set_submodule
+from ..core.precision import Precision, check_dla, parse_precision
+from ..compression.prune import measure_size
+from ..core.recipe import ExportSection, Recipe
+from ..core.rundir import RunDir, atomic_write, write_text
 
 EXPORT_FORMAT = "edgecomp-export/1"
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "input", "logits", "batch"
@@ -399,7 +399,7 @@ class ExportJob:
     options: ExportOptions
     model: nn.Module
     spec: InputSpec
-    data: Any  # edgecomp.data.DataBundle
+    data: Any  # edgecomp.core.data.DataBundle
     images: torch.Tensor  # validation inputs, preprocessed exactly as in evaluation
     labels: torch.Tensor
 

@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import DeviceError, EdgecompError, RemoteError, UserInputError
+from ..core.errors import DeviceError, EdgecompError, RemoteError, UserInputError
 from .devices import Device, SshTarget
 
 TARGET_DIR = Path(__file__).parent / "target"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..rundir import RunDir, write_text
+from ..core.rundir import RunDir, write_text
 from .methods import methods_section
 from .plots import plot_int8, plot_latency, plot_magnitude, plot_pareto, plot_teacher_curves, save_figure
 from .sections import bench_section, compress_section, export_section, summary
@@ -63,7 +63,7 @@ def render(run_dir: Path, recipe) -> Path:
     run = RunDir(run_dir)
     rows = run.rows()
     if not rows or _missing(rows):
-        from ..errors import RunDirError
+        from ..core.errors import RunDirError
 
         problem = "no metrics.jsonl rows yet" if not rows else f"metrics.jsonl rows lack {', '.join(_missing(rows))}"
         raise RunDirError(f"--run: {run_dir} has {problem}")
@@ -77,6 +77,6 @@ def refresh(folder: Path) -> Optional[Path]:
     rows = run.rows() if run.recipe.is_file() else []
     if not rows or _missing(rows):
         return None
-    from ..recipe import load_recipe
+    from ..core.recipe import load_recipe
 
     return write_report(run, rows, load_recipe(run.recipe))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..rundir import RunDir
+from ..core.rundir import RunDir
 
 
 @dataclass

@@ -29,7 +29,7 @@ import yaml
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ...errors import DeviceError
+from ...core.errors import DeviceError
 
 PROFILE_DIR = Path(__file__).parent
 HOST = "host"

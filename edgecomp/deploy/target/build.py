@@ -35,7 +35,7 @@ except ImportError:
     from bench import tensorrt_version as decode_version
 
 TRTEXEC_PATHS = ["/usr/src/tensorrt/bin/trtexec"]
-PRECISIONS = ["fp32", "fp16", "int8"]  # the words of edgecomp.precision.Precision (this file imports no edgecomp)
+PRECISIONS = ["fp32", "fp16", "int8"]  # the words of edgecomp.core.precision.Precision (this file imports no edgecomp)
 
 
 def parse_shape_arg(text: str) -> tuple[str, list[int]]:

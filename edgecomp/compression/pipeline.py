@@ -19,15 +19,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import Augmenter
-from .data import DataBundle, load_data
+from ..core.data import DataBundle, load_data
 from .distributed import Dist, init_from_env
-from .errors import DivergenceError, RecipeError, RunDirError
-from .models import build_model, load_state_file, model_from_payload, model_payload, model_structure
+from ..core.errors import DivergenceError, RecipeError, RunDirError
+from ..core.models import build_model, load_state_file, model_from_payload, model_payload, model_structure
 from .objective import LossStats, Objective
 from .prune import Size, check_prunable, measure_size, prune_to
-from .recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
-from .report import write_report
-from .rundir import RunDir, save_tensors, write_text
+from ..core.recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
+from ..report import write_report
+from ..core.rundir import RunDir, save_tensors, write_text
 from .schedule import magnitude_for, step_targets
 from .teacher import Calibration, Teacher, calibrate, first_samples, load_teacher
 from .train import InputSpec, TrainJob, console, evaluate, host_latency_ms, train
@@ -111,7 +111,7 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
     example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
     check_prunable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
     if recipe.prune.target.latency_ms is not None:
-        from .deploy.devices import resolve_device
+        from ..deploy.devices import resolve_device
 
         device = resolve_device(recipe.prune.target.device)  # an unknown device fails before writing
         if device.is_local and device.profile is not None and device.profile.name != "host":
@@ -342,8 +342,8 @@ def _budget_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]
     target = ctx.recipe.prune.target
     if target.latency_ms is None or not ctx.dist.is_main:
         return {}
-    from .deploy.export import save_plain_onnx
-    from .deploy.bench import measure_latency_ms
+    from ..deploy.export import save_plain_onnx
+    from ..deploy.bench import measure_latency_ms
 
     with tempfile.TemporaryDirectory(prefix="edgecomp-budget-") as scratch:
         onnx_path = Path(scratch) / f"step_{step:03d}.onnx"

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from .errors import PruneError, PruneTargetError, RecipeError
-from .recipe import Importance, PruneSection
+from ..core.errors import PruneError, PruneTargetError, RecipeError
+from ..core.recipe import Importance, PruneSection
 
 MAX_CHANNEL_RATIO = 0.95  # the largest ratio the search tries
 RATIO_RESOLUTION = 0.002  # bisection stops when the bracket is this narrow (of the channels)

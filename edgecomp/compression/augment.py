@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .data import as_nchw
-from .recipe import MAX_MAGNITUDE, AugmentSection, Policy
+from ..core.data import as_nchw
+from ..core.recipe import MAX_MAGNITUDE, AugmentSection, Policy
 
 BINS = MAX_MAGNITUDE + 1
 NEAREST = InterpolationMode.NEAREST  # torchvision RandAugment's default; fill None = 0 outside the image

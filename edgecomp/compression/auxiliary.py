@@ -46,7 +46,7 @@ The strong-view pass (`Branched.strong_outputs`)
       never leak into the deployed BN, neither directly nor through a fold.
 
 Recommended loss per batch (weak view w, strong view s of the same images;
-edgecomp.objective implements it together with the teacher's terms):
+edgecomp.compression.objective implements it together with the teacher's terms):
     logits = model(w)
     loss = CE(logits, y)  [+ the teacher's KD, as without aux]
          + aux.weight * strong_loss(branched.strong_outputs(s), y, logits, aux.head_kd, T)
@@ -65,9 +65,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .errors import EdgecompError, ModelError, RecipeError
-from .models import model_structure, set_submodule
-from .recipe import AuxKind, AuxSection
+from ..core.errors import EdgecompError, ModelError, RecipeError
+from ..core.models import model_structure, set_submodule
+from ..core.recipe import AuxKind, AuxSection
 
 HEADS_ATTR = "aux_heads"  # where the heads live inside the model while attached
 MAX_HEADS = 3
@@ -462,7 +462,7 @@ def _attach_heads(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> H
 def strong_loss(outputs: list[torch.Tensor], labels: torch.Tensor, weak_logits: Optional[torch.Tensor] = None,
                 head_kd: float = 0.0, temperature: float = 4.0, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean over the strong outputs of CE + head_kd·KD from the main head's (detached) weak-view logits.
-    The pipeline's loss is `edgecomp.objective.Objective` (which adds the teacher terms); this is its
+    The pipeline's loss is `edgecomp.compression.objective.Objective` (which adds the teacher terms); this is its
     teacher-free core, for using the branches outside a run."""
     from .objective import kd_loss  # lazily: objective is the owner of the distillation term
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import RecipeError
 from .precision import DEFAULT_PRECISION, Precision
 
-SHIPPED_RECIPES = Path(__file__).parent / "recipes"
+SHIPPED_RECIPES = Path(__file__).parents[1] / "recipes"
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 MAX_MAGNITUDE = 30
 

@@ -8,7 +8,7 @@ recorded ratio — both are in every checkpoint.
 
 from __future__ import annotations
 
-from .recipe import MAX_MAGNITUDE, MagnitudeSchedule, ScheduleKind
+from ..core.recipe import MAX_MAGNITUDE, MagnitudeSchedule, ScheduleKind
 
 
 def constant(dense: float) -> float:

@@ -20,9 +20,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .errors import ModelError
-from .models import MODEL_FORMAT, build_model, load_state_file, model_from_payload, read_checkpoint
-from .recipe import CalibrationSection, DifficultySection, Recipe
+from ..core.errors import ModelError
+from ..core.models import MODEL_FORMAT, build_model, load_state_file, model_from_payload, read_checkpoint
+from ..core.recipe import CalibrationSection, DifficultySection, Recipe
 from .schedule import accuracy_target, choose_from_curve, monotone
 
 

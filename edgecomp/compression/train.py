@@ -17,16 +17,16 @@ import torch
 import torch.nn as nn
 
 from .augment import Augmenter
-from .console import console, progress
+from ..core.console import console, progress
 from .distributed import Dist
-from .errors import DivergenceError
-from .data import InputSpec, TensorBatches  # noqa: F401 - InputSpec: re-exported, it lives with the data
+from ..core.errors import DivergenceError
+from ..core.data import InputSpec, TensorBatches  # noqa: F401 - InputSpec: re-exported, it lives with the data
 from .objective import LossStats, Objective, Views
-from .recipe import OptimSettings, Optimizer
+from ..core.recipe import OptimSettings, Optimizer
 from .cpu_guard import unit_stride_1x1
 from .convergence import Plateau, PlateauRule
-from .models import read_checkpoint
-from .rundir import save_tensors
+from ..core.models import read_checkpoint
+from ..core.rundir import save_tensors
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 The dense model (the recipe's dense stage) is pruned once to each size; every
 (size, magnitude) cell then fine-tunes that pruned model at a constant
-magnitude until its validation accuracy plateaus (`edgecomp.convergence`: the
+magnitude until its validation accuracy plateaus (`edgecomp.compression.convergence`: the
 rule is stated there and recorded in every cell with the curve), so a cell
 measures the converged model a magnitude gives, not how fast a model re-adapts.
 Validation chooses (grid, best magnitude per size, fitted schedule); the test
@@ -29,10 +29,10 @@ import torch
 import yaml
 
 from .convergence import PlateauRule
-from .recipe import MAX_MAGNITUDE, Policy, PruneTarget, Recipe, dump_recipe, validate
-from .errors import UserInputError
-from .report import save_figure
-from .rundir import save_tensors, write_text
+from ..core.recipe import MAX_MAGNITUDE, Policy, PruneTarget, Recipe, dump_recipe, validate
+from ..core.errors import UserInputError
+from ..report import save_figure
+from ..core.rundir import save_tensors, write_text
 
 
 @dataclass
@@ -78,8 +78,8 @@ def _cell_name(size: float, magnitude: float) -> str:
 
 def _prepare_sizes(recipe: Recipe, sizes: list[float], out: Path) -> dict[float, Path]:
     """The dense model (trained or loaded as the recipe says) pruned once to each size, saved."""
-    from .data import load_data
-    from .models import build_model, load_state_file, model_payload
+    from ..core.data import load_data
+    from ..core.models import build_model, load_state_file, model_payload
     from .prune import Size, measure_size, prune_to
     from .train import InputSpec
 
@@ -129,8 +129,8 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
     plateau; validation accuracy (which chooses) and test accuracy (which only reports) of the final model."""
     torch.set_num_threads(threads)
     from .augment import Augmenter
-    from .data import load_data
-    from .models import load_model_file
+    from ..core.data import load_data
+    from ..core.models import load_model_file
     from .objective import Objective
     from .train import InputSpec, TrainJob, console, evaluate, train_until_plateau
 
@@ -183,8 +183,8 @@ def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], rule: 
 
 def _check_data_and_model(recipe: Recipe, smallest: float) -> None:
     """Data root, model name, weights file and the smallest size, checked before the study folder exists."""
-    from .data import load_data
-    from .models import build_model, load_state_file
+    from ..core.data import load_data
+    from ..core.models import build_model, load_state_file
     from .prune import check_prunable
 
     load_data(recipe.data, recipe.model)

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .errors import EdgecompError, RecipeError
+from ..core.errors import EdgecompError, RecipeError
 
 
 @dataclass(frozen=True)

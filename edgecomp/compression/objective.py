@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .recipe import DifficultyCriterion, DifficultyMode, TeacherSection, TeacherWrong
+from ..core.recipe import DifficultyCriterion, DifficultyMode, TeacherSection, TeacherWrong
 from .teacher import Teacher, difficulty, sample_weights, tau, teacher_wrong
 
 
