@@ -193,7 +193,7 @@ def summarise(sizes: list[float], seeds: list[int]) -> dict:
 
 def compare(cells: dict, size: float, a: str, b: str, seeds) -> dict | None:
     """a - b paired over the seeds both have (None if they share none)."""
-    from edgecomp.stats import paired_difference
+    from paired_stats import paired_difference
 
     got = lambda v, key: {s: cells[size, v, s][key] for s in seeds if (size, v, s) in cells}  # noqa: E731
     if not set(got(a, "val_accuracy")) & set(got(b, "val_accuracy")):

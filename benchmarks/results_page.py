@@ -16,9 +16,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # paired_stats, beside this script
 
-from edgecomp.stats import PairedDifference, paired_difference  # noqa: E402
+from paired_stats import PairedDifference, paired_difference  # noqa: E402
 
 
 def load(name: str) -> dict:

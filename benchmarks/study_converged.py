@@ -28,7 +28,7 @@ from dense_reference import train_reference  # noqa: E402
 
 from edgecomp.compression.convergence import PlateauRule  # noqa: E402
 from edgecomp.core.recipe import load_recipe  # noqa: E402
-from edgecomp.stats import mean_interval, paired_difference  # noqa: E402
+from paired_stats import mean_interval, paired_difference  # noqa: E402
 from edgecomp.compression.study import study  # noqa: E402
 
 RECIPE = HERE / "recipes" / "fmnist_regime_2k.yaml"

@@ -14,6 +14,7 @@ import yaml
 from edgecomp.core.recipe import FASHION_MNIST_ROOT, Recipe, validate
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks' helpers (paired_stats) are scripts' siblings
 
 
 def tiny_recipe_dict(**sections) -> dict:

@@ -51,7 +51,7 @@ def test_ties_go_to_the_smaller_magnitude(page):
 
 def comparison(a: str, b: str, size: float, gains: tuple[float, ...]) -> dict:
     """A decisive.json comparison whose seeds gain `gains` (accuracy) for a over b on validation."""
-    from edgecomp.stats import paired_difference
+    from paired_stats import paired_difference
 
     base = {seed: 0.80 + 0.01 * seed for seed in range(len(gains))}
     diff = paired_difference({s: base[s] + g for s, g in enumerate(gains)}, base).as_dict()

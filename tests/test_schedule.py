@@ -1,7 +1,8 @@
 import pytest
 
 from edgecomp.core.recipe import MagnitudeSchedule
-from edgecomp.compression.schedule import linear, magnitude_for, step_targets
+from edgecomp.compression.magnitude import linear, magnitude_for
+from edgecomp.compression.steps import step_targets
 
 
 def test_constant_ignores_size_and_step():

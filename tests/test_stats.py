@@ -5,7 +5,7 @@ import math
 import pytest
 
 from edgecomp.compression.convergence import PlateauRule, stopping_epoch
-from edgecomp.stats import mean_interval, paired_difference
+from paired_stats import mean_interval, paired_difference
 
 
 def test_paired_difference_worked_example():

@@ -9,7 +9,7 @@ from edgecomp.compression.augment import Augmenter
 from edgecomp.core.data import TensorBatches, read_fashion_mnist
 from edgecomp.compression.objective import Objective, Views
 from edgecomp.core.recipe import AugmentSection, CalibrationSection, ModelSection, OptimSettings, TeacherSection
-from edgecomp.compression.schedule import choose_from_curve
+from edgecomp.compression.teacher import choose_from_curve
 from edgecomp.compression.teacher import Teacher, calibrate, difficulty, sample_weights, tau
 from edgecomp.compression.train import InputSpec, TrainJob, train
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict

@@ -5,7 +5,8 @@
     train.py        the fine-tuning loop; distributed.py its DDP launcher
     convergence.py  the plateau rule; watchdog.py, cpu_guard.py keep long runs alive
     prune.py        Torch-Pruning plans to a MACs / params target
-    schedule.py     magnitude schedules (A)
+    steps.py        the fraction each pruning step keeps
+    magnitude.py    magnitude schedules (A)
     augment.py      batched RandAugment and views (A)
     auxiliary.py    training-only branches, folded or dropped at export (B)
     teacher.py      the dense model's difficulty judgement (C)

@@ -28,7 +28,8 @@ from .prune import Size, check_prunable, measure_size, prune_to
 from ..core.recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
 from ..report import write_report
 from ..core.rundir import RunDir, save_tensors, write_text
-from .schedule import magnitude_for, step_targets
+from .magnitude import magnitude_for
+from .steps import step_targets
 from .teacher import Calibration, Teacher, calibrate, first_samples, load_teacher
 from .train import InputSpec, TrainJob, console, evaluate, host_latency_ms, train
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import copy
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..core.errors import PruneError, PruneTargetError, RecipeError
+from ..core.models import Size, measure_size
 from ..core.recipe import Importance, PruneSection
 
 MAX_CHANNEL_RATIO = 0.95  # the largest ratio the search tries
@@ -34,21 +34,6 @@ RATIO_RESOLUTION = 0.002  # bisection stops when the bracket is this narrow (of 
 SCAN_POINTS = 10  # coarse scan that brackets the ratio when the largest ratio's plan misses
 TOP_UPS = 3  # further rounds when the exact count lands above the target
 REACH_SLACK = 0.02  # the estimate is within a fraction of a percent; refuse only clear misses
-
-
-@dataclass
-class Size:
-    macs: int
-    params: int
-
-
-def measure_size(model: nn.Module, example: torch.Tensor) -> Size:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, example)
-    model.train(was_training)
-    return Size(int(macs), int(params))
 
 
 def make_importance(kind: Importance):

@@ -23,7 +23,6 @@ import torch.nn as nn
 from ..core.errors import ModelError
 from ..core.models import MODEL_FORMAT, build_model, load_state_file, model_from_payload, read_checkpoint
 from ..core.recipe import CalibrationSection, DifficultySection, Recipe
-from .schedule import accuracy_target, choose_from_curve, monotone
 
 
 class Teacher:
@@ -158,3 +157,30 @@ def first_samples(source, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         if seen >= count:
             break
     return torch.cat(images)[:count], torch.cat(labels)[:count]
+
+
+# ---------------------------------------------------------------- the calibration curve
+
+
+def accuracy_target(dense_fraction: float, small_fraction: float, macs_ratio: float) -> float:
+    """Fraction of the teacher's clean accuracy to keep at size s: a smaller model asks for easier data.
+    Never below the dense fraction, so a smaller model is never asked for harder data than a larger one."""
+    ratio = min(max(macs_ratio, 0.0), 1.0)
+    small = max(small_fraction, dense_fraction)
+    return small + (dense_fraction - small) * ratio
+
+
+def monotone(curve: dict[float, float]) -> dict[float, float]:
+    """The curve made non-increasing in M (running minimum): sampling noise never lets a stronger
+    magnitude look easier than a weaker one."""
+    out, lowest = {}, float("inf")
+    for magnitude in sorted(curve):
+        lowest = min(lowest, curve[magnitude])
+        out[magnitude] = lowest
+    return out
+
+
+def choose_from_curve(curve: dict[float, float], clean_accuracy: float, target_fraction: float) -> float:
+    """Largest magnitude whose (monotone) teacher accuracy stays >= target_fraction x clean accuracy."""
+    passing = [m for m, acc in monotone(curve).items() if acc >= target_fraction * clean_accuracy - 1e-12]
+    return max(passing, default=0.0)

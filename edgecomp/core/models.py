@@ -9,11 +9,13 @@ modules, and loads the tensors — no pickled classes (weights_only=True).
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+import torch_pruning as tp
 
 from .errors import ModelError
 from .recipe import ModelSection
@@ -352,3 +354,20 @@ def _section_from_file(section: Any) -> ModelSection:
 
 def load_model_file(path: str | Path, cfg: ModelSection | None = None) -> nn.Module:
     return model_from_payload(read_checkpoint(path, "model file"), cfg)
+
+
+@dataclass
+class Size:
+    """MACs and parameters, as Torch-Pruning counts them."""
+
+    macs: int
+    params: int
+
+
+def measure_size(model: nn.Module, example: torch.Tensor) -> Size:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model, example)
+    model.train(was_training)
+    return Size(int(macs), int(params))

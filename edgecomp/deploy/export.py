@@ -33,9 +33,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..core.data import InputSpec, load_data
 from ..core.errors import ExportError, ExportInputError, RunDirError, UserInputError
-from ..core.models import load_model_file, set_submodule
+from ..core.models import load_model_file, measure_size, set_submodule
 from ..core.precision import Precision, check_dla, parse_precision
-from ..compression.prune import measure_size
 from ..core.recipe import ExportSection, Recipe
 from ..core.rundir import RunDir, atomic_write, write_text
 

@@ -35,34 +35,3 @@ def magnitude_for(cfg: MagnitudeSchedule, step: int, macs_ratio: float) -> float
     else:
         value = per_step(cfg.values, cfg.dense, step)
     return float(min(max(value, 0.0), MAX_MAGNITUDE))
-
-
-def step_targets(final: float, steps: int, geometric: bool) -> list[float]:
-    """Fraction of the dense size to keep after each pruning step 1..steps."""
-    if geometric:
-        return [final ** (k / steps) for k in range(1, steps + 1)]
-    return [1.0 - (1.0 - final) * k / steps for k in range(1, steps + 1)]
-
-
-def accuracy_target(dense_fraction: float, small_fraction: float, macs_ratio: float) -> float:
-    """Fraction of the teacher's clean accuracy to keep at size s: a smaller model asks for easier data.
-    Never below the dense fraction, so a smaller model is never asked for harder data than a larger one."""
-    ratio = min(max(macs_ratio, 0.0), 1.0)
-    small = max(small_fraction, dense_fraction)
-    return small + (dense_fraction - small) * ratio
-
-
-def monotone(curve: dict[float, float]) -> dict[float, float]:
-    """The curve made non-increasing in M (running minimum): sampling noise never lets a stronger
-    magnitude look easier than a weaker one."""
-    out, lowest = {}, float("inf")
-    for magnitude in sorted(curve):
-        lowest = min(lowest, curve[magnitude])
-        out[magnitude] = lowest
-    return out
-
-
-def choose_from_curve(curve: dict[float, float], clean_accuracy: float, target_fraction: float) -> float:
-    """Largest magnitude whose (monotone) teacher accuracy stays >= target_fraction x clean accuracy."""
-    passing = [m for m, acc in monotone(curve).items() if acc >= target_fraction * clean_accuracy - 1e-12]
-    return max(passing, default=0.0)
