@@ -32,7 +32,7 @@ def test_defaults_are_valid_and_off():
         ({"prune": {"steps": 0}}, "recipe error: prune.steps: must be >= 1 (got 0)"),
         ({"prune": {"target": {"macs": 1.0}}}, "prune.target.macs: must be < 1"),
         ({"prune": {"target": {"macs": 0.0}}}, "prune.target.macs: must be > 0"),
-        ({"prune": {"target": {}}}, "prune.target: give exactly one of macs or params"),
+        ({"prune": {"target": {}}}, "prune.target: give one of macs, params, latency or latency_ms"),
         ({"prune": {"importance": "magic"}}, "prune.importance: must be one of"),
         ({"model": {"num_classes": "ten"}}, "model.num_classes: "),
         ({"model": {"input_size": 8}}, "model.input_size: must be >= 16"),
