@@ -274,3 +274,19 @@ def test_onnx_node_names_give_the_module(node, module):
     import onnx
 
     assert module_of(onnx.helper.make_node("Conv", ["x", "w"], ["y"], name=node)) == module
+
+
+def test_the_torch_profiler_prices_every_layer_with_its_hooks():
+    """The CUDA path's bookkeeping (hooks, medians, paired rounds) on a CPU clock; CUDA events themselves run
+    only where benchmarks/gpu_check.sh runs."""
+    from edgecomp.deploy.latency.cuda import CpuClock, TorchProfiler
+
+    model, example = resnet8()
+    layers = read_layers(model, example)
+    profiler = TorchProfiler((1, 28, 28), iterations=4, warmup=1, device="cpu", clock=CpuClock())
+    observation = profiler.observe(model, layers)
+    assert all(observation.layer_ms[name] > 0 for name in layers)
+    assert sum(observation.layer_ms.values()) <= observation.run_ms
+    timed = profiler.compare([model, model], iterations=5)
+    assert timed["rounds"] == 5 and timed["ratios"][0]["p50"] == 1.0 and len(timed["models"]) == 2
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # the caller's model

@@ -25,6 +25,7 @@ from ..core.recipe import LatencyTarget, PruneSection, Runtime
 from ..core.rundir import write_text
 from ..deploy.devices import resolve_device
 from ..deploy.latency import LatencyTable, Observation, channel_counts, relative_error
+from ..deploy.latency.cuda import TorchProfiler
 from ..deploy.latency.profiles import Profiler, ProfileSettings
 from ..deploy.runners import make_runner
 from .latency_prune import Attempt, build_table, floor_ms, meet_budget
@@ -34,7 +35,7 @@ FLOOR_SLACK = 0.9  # the floor is a prediction: refuse only budgets clearly belo
 
 
 def settings_for(target: LatencyTarget, label: str) -> ProfileSettings:
-    runtime = "trtexec" if target.runtime == Runtime.tensorrt else "onnxruntime"
+    runtime = {Runtime.tensorrt: "trtexec", Runtime.torch: "torch"}.get(target.runtime, "onnxruntime")
     return ProfileSettings(device=label, runtime=runtime, precision=target.precision.value, batch=target.batch,
                            threads=target.threads, iterations=target.profile_iterations)
 
@@ -60,6 +61,11 @@ class LatencyRun:
 
     @contextmanager
     def profiler(self) -> Iterator[Profiler]:
+        """Profiles through the target-side programs (onnxruntime, trtexec), or in this process (torch)."""
+        if self.target.runtime == Runtime.torch:
+            yield TorchProfiler(self.input_shape, self.settings.batch, self.settings.iterations,
+                                precision=self.settings.precision)
+            return
         with make_runner(resolve_device(self.target.device), run_id="latency") as runner:
             yield Profiler(runner, self.settings, self.input_shape)
 

@@ -130,6 +130,7 @@ class ParamsTarget(Section):
 class Runtime(str, Enum):
     onnxruntime = "onnxruntime"
     tensorrt = "tensorrt"
+    torch = "torch"  # PyTorch on this machine's CUDA GPU
 
 
 class LatencyTarget(Section):
@@ -143,8 +144,8 @@ class LatencyTarget(Section):
         None, gt=0, description="absolute p50 latency (ms) to reach on the device: for a dedicated device; on a "
         "shared host an absolute figure moves with the load")
     device: str = Field("host", description="where latency is measured: host, a device profile, or ssh://...")
-    runtime: Runtime = Field(Runtime.onnxruntime, description="onnxruntime (CPU) or tensorrt (trtexec on the "
-                             "device: never run on real TensorRT yet)")
+    runtime: Runtime = Field(Runtime.onnxruntime, description="onnxruntime (CPU), tensorrt (trtexec on the "
+                             "device: never run on real TensorRT yet) or torch (PyTorch on this machine's CUDA GPU)")
     precision: Precision = Field(Precision.fp32, description="precision the runtime runs (onnxruntime: fp32)")
     batch: int = Field(1, ge=1, le=256, description="batch the latency is measured at")
     threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: its default, all cores); one "
@@ -168,6 +169,9 @@ class LatencyTarget(Section):
             raise ValueError("prune.target: give one of latency (a fraction of the dense latency) or latency_ms")
         if self.runtime == Runtime.onnxruntime and self.precision != Precision.fp32:
             raise ValueError("prune.target.precision: onnxruntime (CPU) prices fp32 only; use runtime tensorrt")
+        if self.runtime == Runtime.torch and (self.device != "host" or self.precision == Precision.int8):
+            raise ValueError("prune.target.runtime: torch measures on this machine's GPU, in fp32 or fp16 "
+                             "(device host); for a device use onnxruntime or tensorrt")
         return self
 
 

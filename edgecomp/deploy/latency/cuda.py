@@ -1,0 +1,149 @@
+"""Profiles and alternating timings under PyTorch on a CUDA GPU (prune.target.runtime: torch).
+
+The same two calls as profiles.Profiler (`observe`, `compare`), measured in this
+process: per layer with a CUDA event before and after each Conv2d / Linear
+(forward hooks; the median over iterations), whole runs with events around
+the forward pass. Eager PyTorch runs BatchNorm and activations as their own
+kernels: they land in `rest`. The clock is injectable so that the hook logic
+is tested on a CPU (`CpuClock`); on a GPU it is `CudaClock`. This path has run
+only where benchmarks/gpu_check.sh has run (see its results).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ...core.errors import DeviceError
+from .layers import Layer, channel_counts
+from .table import Observation
+
+
+class CudaClock:
+    """Marks are CUDA events; an interval is read once the device has finished."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def mark(self) -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def settle(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    @staticmethod
+    def ms(start: Any, end: Any) -> float:
+        return start.elapsed_time(end)
+
+
+class CpuClock:
+    """perf_counter marks: the same bookkeeping on a CPU (tests, or a profile of PyTorch on the CPU)."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def settle(self) -> None:
+        return None
+
+    @staticmethod
+    def ms(start: float, end: float) -> float:
+        return (end - start) * 1e3
+
+
+class TorchProfiler:
+    def __init__(self, input_shape: tuple[int, ...], batch: int = 1, iterations: int = 30, warmup: int = 5,
+                 precision: str = "fp32", device: str = "cuda", clock: Any = None):
+        self.input_shape, self.batch, self.iterations, self.warmup = input_shape, batch, iterations, warmup
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.clock = clock if clock is not None else CudaClock(self.device)
+        self.runtime_version = torch.version.cuda if self.device.type == "cuda" else torch.__version__
+        self.calls = 0
+
+    def check_runtime(self) -> dict[str, Any]:
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise DeviceError("prune.target.runtime: torch asked for, but this PyTorch sees no CUDA GPU "
+                              f"(torch {torch.__version__}, cuda {torch.version.cuda}); use runtime onnxruntime")
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return {"torch": torch.__version__, "cuda": torch.version.cuda, "device": name}
+
+    def _ready(self, model: nn.Module) -> tuple[nn.Module, torch.Tensor]:
+        ready = copy.deepcopy(model).eval().to(self.device, self.dtype)
+        return ready, torch.randn(self.batch, *self.input_shape, device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def observe(self, model: nn.Module, layers: dict[str, Layer]) -> Observation:
+        ready, x = self._ready(model)
+        marks: dict[str, list] = {name: [] for name in layers}
+        modules = dict(ready.named_modules())
+        hooks = [h for name in layers for h in self._hooks(modules[name], marks[name])]
+        runs, walls = [], []
+        try:
+            for index in range(self.warmup + self.iterations):
+                if index == self.warmup:  # what the warm-up runs marked is not kept
+                    for spans in marks.values():
+                        spans.clear()
+                started, begin = time.perf_counter(), self.clock.mark()
+                ready(x)
+                end = self.clock.mark()
+                self.clock.settle()
+                if index >= self.warmup:
+                    walls.append((time.perf_counter() - started) * 1e3)
+                    runs.append(self.clock.ms(begin, end))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        layer_ms = {name: statistics.median(self.clock.ms(a, b) for a, b in spans) for name, spans in marks.items()}
+        self.calls += 1
+        run_ms = statistics.median(runs)
+        counts = channel_counts(model)
+        return Observation({n: counts[n] for n in layers}, layer_ms, max(run_ms - sum(layer_ms.values()), 0.0),
+                           run_ms, statistics.median(walls))
+
+    def _hooks(self, module: nn.Module, spans: list) -> list:
+        pending: list = []
+
+        def before(_module, _inputs) -> None:
+            pending.append(self.clock.mark())
+
+        def after(_module, _inputs, _output) -> None:
+            spans.append((pending.pop(), self.clock.mark()))
+
+        return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+    @torch.no_grad()
+    def compare(self, models: list[nn.Module], iterations: int = 50) -> dict[str, Any]:
+        """Each round runs every model once; the same keys as the target-side compare.py."""
+        started = time.perf_counter()
+        ready = [self._ready(m) for m in models]
+        for model, x in ready:
+            for _ in range(self.warmup):
+                model(x)
+        rounds = np.zeros((iterations, len(ready)))
+        for r in range(iterations):
+            for i, (model, x) in enumerate(ready):
+                rounds[r, i] = self._time_one(lambda: model(x))
+        names = [f"model{i}" for i in range(len(models))]
+        ratios = rounds / rounds[:, :1]
+        return {"backend": "torch", "batch": self.batch, "rounds": iterations,
+                "models": [{"model": n, **{f"p{q}": float(np.percentile(rounds[:, i], q)) for q in (25, 50, 75)}}
+                           for i, n in enumerate(names)],
+                "ratios": [{"model": n, "p50": float(np.median(ratios[:, i])),
+                            "low": float(np.percentile(ratios[:, i], 2.5)),
+                            "high": float(np.percentile(ratios[:, i], 97.5))} for i, n in enumerate(names)],
+                "seconds": time.perf_counter() - started}
+
+    def _time_one(self, call: Callable[[], Any]) -> float:
+        begin = self.clock.mark()
+        call()
+        end = self.clock.mark()
+        self.clock.settle()
+        return self.clock.ms(begin, end)
