@@ -290,3 +290,28 @@ def test_the_torch_profiler_prices_every_layer_with_its_hooks():
     timed = profiler.compare([model, model], iterations=5)
     assert timed["rounds"] == 5 and timed["ratios"][0]["p50"] == 1.0 and len(timed["models"]) == 2
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # the caller's model
+
+
+def test_profiles_survive_a_dropped_connection_and_resume_goes_on(tmp_path, fashion_root, monkeypatch):
+    from edgecomp.core.errors import RemoteError
+
+    real, calls, dropped = Profiler.observe, [], []
+
+    def dropping(self, model, layers):
+        calls.append(1)
+        if len(calls) == 2 and not dropped:
+            dropped.append(1)
+            raise RemoteError("profile.py on host failed: connection dropped")
+        return real(self, model, layers)
+
+    monkeypatch.setattr(Profiler, "observe", dropping)
+    recipe = latency_recipe(0.95, max_replans=0)
+    with pytest.raises(RemoteError, match="connection dropped"):
+        compress(recipe, out=tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "latency").iterdir()) == ["profile_00.json"]
+    calls.clear()
+    result = compress(recipe, out=tmp_path / "run", resume=True)
+    assert len(calls) == 2  # profiles 1 and 2; profile 0 was read back
+    table = json.loads((result.run_dir / "latency" / "table.json").read_text())
+    assert table["record"]["profiles"] == 3 and table["record"]["profiles_read_back"] == 1
+    assert [row["step"] for row in result.rows] == [0, 1]
