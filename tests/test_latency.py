@@ -315,3 +315,46 @@ def test_profiles_survive_a_dropped_connection_and_resume_goes_on(tmp_path, fash
     table = json.loads((result.run_dir / "latency" / "table.json").read_text())
     assert table["record"]["profiles"] == 3 and table["record"]["profiles_read_back"] == 1
     assert [row["step"] for row in result.rows] == [0, 1]
+
+
+def test_compare_builds_each_trtexec_engine_once(monkeypatch, tmp_path):
+    """trtexec is not installable here: a stand-in records the command lines the documented flags give."""
+    from edgecomp.deploy.target import compare
+
+    from test_trtexec import TRT86
+
+    commands = []
+
+    class Done:
+        returncode, stdout, stderr = 0, TRT86, ""
+
+    monkeypatch.setattr(compare.target_bench, "find_tool", lambda *a: "/usr/bin/trtexec")
+    monkeypatch.setattr(compare.subprocess, "run", lambda command, **k: commands.append(command) or Done())
+    models = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    for model in models:
+        model.write_bytes(b"onnx")
+    args = compare.parser().parse_args(["--model", str(models[0]), "--model", str(models[1]), "--backend", "trtexec",
+                                        "--precision", "fp16", "--rounds", "2", "--iterations", "20"])
+    result = compare.run(args)
+    builds = [c for c in commands if any(a.startswith("--saveEngine=") for a in c)]
+    timings = [c for c in commands if any(a.startswith("--loadEngine=") for a in c)]
+    assert len(builds) == 2 and all("--fp16" in c and any(a.startswith("--onnx=") for a in c) for c in builds)
+    assert len(timings) == 4 and result["rounds"] == 2 and result["ratios"][1]["p50"] == 1.0
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"latency_ms": 2.0}, r"prune.target.latency_ms: 2 ms is at or above the dense cifar_resnet8's 1.000 ms"),
+    ({"latency_ms": 0.01}, r"prune.target.latency_ms: 0.01 ms is below 0\.\d+ ms, the predicted latency of the smallest"),
+    ({"latency": 0.05}, r"prune.target.latency: 0.05 is below 0\.\d+ of the dense latency"),
+])
+def test_budgets_out_of_reach_name_the_limit(target, message):
+    from edgecomp.compression.latency_run import LatencyRun, _check_floor
+    from edgecomp.core.errors import PruneTargetError
+
+    model, example = resnet8()
+    prune = PruneSection(steps=2, target=target, max_layer_ratio=0.5)
+    table = synthetic_table(model, example, 1, intercept=0.001)
+    run = LatencyRun(prune, ProfileSettings("host", "onnxruntime"), (1, 28, 28), table, 1.0,
+                     table.predict(counts_of(model, table)))
+    with pytest.raises(PruneTargetError, match=message):
+        _check_floor(run, model, example, 10, "cifar_resnet8")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -55,24 +56,38 @@ def compare_backends(args) -> np.ndarray:
     return np.asarray(rounds)
 
 
+def _trtexec(command: list[str]) -> dict[str, Any]:
+    done = subprocess.run(command, capture_output=True, text=True)
+    sys.stderr.write(done.stdout + done.stderr)
+    parsed = target_bench.parse_trtexec(done.stdout + done.stderr)
+    if done.returncode != 0:
+        reason = parsed["errors"][-1] if parsed["errors"] else f"exit code {done.returncode}"
+        raise RuntimeError(f"trtexec failed: {reason}")
+    return parsed
+
+
 def compare_trtexec(args) -> np.ndarray:
+    """Each ONNX model built once (--saveEngine), then `rounds` alternating timing runs of the engines."""
     trtexec = target_bench.find_tool("trtexec", target_bench.TRTEXEC_PATHS)
     if trtexec is None:
         raise RuntimeError("trtexec not found (looked on PATH and in /usr/src/tensorrt/bin)")
     flags = runtime.TRTEXEC_PRECISION[args.precision]
-    rounds = []
-    for _ in range(args.rounds):
-        row = []
-        for model in args.model:
-            command = target_bench.trtexec_command(trtexec, model, args.iterations, args.warmup, args.shape) + flags
-            done = subprocess.run(command, capture_output=True, text=True)
-            sys.stderr.write(done.stdout + done.stderr)
-            parsed = target_bench.parse_trtexec(done.stdout + done.stderr)
-            gpu = (parsed.get("gpu_compute_ms") or {}).get("p50")
-            if done.returncode != 0 or gpu is None:
-                raise RuntimeError(f"trtexec failed on {os.path.basename(model)} (exit code {done.returncode})")
-            row.append(gpu)
-        rounds.append(row)
+    engines = []
+    with tempfile.TemporaryDirectory(prefix="edgecomp-compare-") as scratch:
+        for index, model in enumerate(args.model):
+            engine = os.path.join(scratch, f"model{index}.engine")
+            _trtexec(target_bench.trtexec_command(trtexec, model, 1, 0, args.shape) + flags + [f"--saveEngine={engine}"])
+            engines.append(engine)
+        rounds = []
+        for _ in range(args.rounds):
+            row = []
+            for engine in engines:
+                parsed = _trtexec(target_bench.trtexec_command(trtexec, engine, args.iterations, args.warmup, args.shape))
+                gpu = (parsed.get("gpu_compute_ms") or {}).get("p50")
+                if gpu is None:
+                    raise RuntimeError(f"trtexec printed no GPU compute time for {os.path.basename(engine)}")
+                row.append(gpu)
+            rounds.append(row)
     return np.asarray(rounds)
 
 
