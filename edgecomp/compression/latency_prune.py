@@ -182,7 +182,8 @@ def plan_for_latency(planner: Planner, table: LatencyTable, model: nn.Module, bu
     """The plan that keeps the most importance within `budget_ms` as the table predicts it (or, when no plan
     fits, the deepest: `reached` False)."""
     names = {module: name for name, module in model.named_modules()}
-    base = {name: channel_counts(model)[name] for name in table.layers}
+    now = channel_counts(model)
+    base = {name: now[name] for name in table.layers}
     search = _Search(planner, table, names, base, max_layer_ratio)
     reached = search.run(budget_ms)
     return search.plan(reached)
