@@ -1,32 +1,48 @@
 """Assemble benchmarks/RESULTS.md from the committed results files (no figure is typed by hand).
 
-    python benchmarks/results_page.py
+    python benchmarks/results_page.py      # from the repository root, with edgecomp's environment
 
-Each verdict is mechanical: a difference of means counts only when it exceeds twice its standard error
-over the seeds (sqrt(std_a²/n + std_b²/n)); otherwise the page says the claim is not shown on this data.
-"""
+The current tables (the gated regime, PLAN.md) are decided by PLAN.md's rules on paired differences by seed
+with two-sided 95% Student-t intervals (benchmarks/paired_stats.py); every sentence that words a verdict is
+built here from the rule's code and the figures. A verdict that hangs on a margin smaller than the seed
+spread is worded "not supported in this regime", never "fails" or "holds". The superseded runs of
+2026-11-28 (benchmarks/archive/) keep the rule they were judged by then: a difference of means counted only
+when it exceeded twice its standard error over the seeds (sqrt(std_a²/n + std_b²/n)). The section on when
+the rules were committed is read from `git log`."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
+import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+ARCHIVE = HERE / "archive" / "results"  # the superseded runs of 2026-11-28 and their scripts' outputs
 sys.path.insert(0, str(HERE))  # paired_stats, beside this script
 
 from paired_stats import PairedDifference, paired_difference  # noqa: E402
 
 
-def load(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())
+def load(name: str, folder: Path = RESULTS) -> dict:
+    return json.loads((folder / f"{name}.json").read_text())
 
 
-def row(table: dict, variant: str) -> dict:
-    return next(r for r in load(table)["table"] if r["variant"] == variant)
+def row(table: str, variant: str) -> dict:
+    return next(r for r in load(table, ARCHIVE)["table"] if r["variant"] == variant)
+
+
+def archived_text(name: str) -> str:
+    """An archived results file's body, its recorded commands pointed at where the scripts live now."""
+    text = (ARCHIVE / f"{name}.md").read_text().split("\n", 1)[1].strip()
+    for script in ("variants.py", "study_grid.py", "findings.sh"):
+        text = text.replace(f"benchmarks/{script}", f"benchmarks/archive/{script}")
+    return text
 
 
 def compare(table: str, better: str, worse: str, claim: str) -> str:
@@ -41,12 +57,11 @@ def compare(table: str, better: str, worse: str, claim: str) -> str:
 
 
 def section(title: str, name: str, verdicts: list[str]) -> list[str]:
-    text = (RESULTS / f"{name}.md").read_text().split("\n", 1)[1].strip()
-    return [f"### {title}", "", text, "", *[f"- {v}" for v in verdicts], ""]
+    return [f"### {title}", "", archived_text(name), "", *[f"- {v}" for v in verdicts], ""]
 
 
 def study_section() -> list[str]:
-    data = load("study_magnitude_vs_size")
+    data = load("study_magnitude_vs_size", ARCHIVE)
     best = data["best_of_mean"]
     sizes = sorted(best, key=float, reverse=True)
     ordered = [best[s] for s in sizes]
@@ -55,8 +70,7 @@ def study_section() -> list[str]:
                f" — it {trend} as the model shrinks; finding A "
                f"{'holds' if trend == 'falls' else 'is not shown'} on this grid "
                f"(per-seed choices are in the table: a 1-epoch cell is noisy).")
-    text = (RESULTS / "study_magnitude_vs_size.md").read_text().split("\n", 1)[1].strip()
-    return ["### (a) Best magnitude vs model size (finding A), one-epoch cells", "", text, "", f"- {verdict}", ""]
+    return ["### (a) Best magnitude vs model size (finding A), one-epoch cells", "", archived_text("study_magnitude_vs_size"), "", f"- {verdict}", ""]
 
 
 CONVERGED = RESULTS / "converged" / "fmnist_regime_2k"
@@ -121,6 +135,15 @@ def regime_section() -> list[str]:
     return lines
 
 
+def finding_a_headline() -> str:
+    cells = _cells()
+    if len(cells) < len(SIZES) * len(MAGNITUDES) * len(SEEDS):
+        return " Finding A (table a) is untested until its grid is complete."
+    dense_helped = any(paired(cells, 1.0, m, 0.0).low > 0 for m in MAGNITUDES[1:])
+    return (f" Finding A (table a): **{finding_a_status(cells)}**"
+            + ("" if dense_helped else "; no RandAugment magnitude beat M = 0 even for the dense model") + ".")
+
+
 def gate_status() -> str:
     gaps = {seed: ref["train_val_gap"] for seed, ref in _dense("fmnist_regime_2k").items()}
     if len(gaps) < len(SEEDS):
@@ -133,60 +156,149 @@ def gate_status() -> str:
 
 def best_magnitude(cells: dict, size: float) -> float:
     """PLAN.md: the magnitude with the best mean validation accuracy at this size (ties: the smaller M)."""
-    means = {m: statistics.fmean(cells[k, size, m]["val_accuracy"] for k in SEEDS) for m in MAGNITUDES}
+    means = {m: val_mean(cells, size, m) for m in MAGNITUDES}
     return max(MAGNITUDES, key=lambda m: (round(means[m], 6), -m))
 
 
-def paired_test(cells: dict, size: float, a: float, b: float):
-    return paired_difference({k: cells[k, size, a]["test_accuracy"] for k in SEEDS},
-                             {k: cells[k, size, b]["test_accuracy"] for k in SEEDS})
+def val_mean(cells: dict, size: float, m: float) -> float:
+    return statistics.fmean(cells[k, size, m]["val_accuracy"] for k in SEEDS)
 
 
-def finding_a_verdict(cells: dict) -> list[str]:
-    """PLAN.md's rule for finding A, applied mechanically to the finished grid."""
-    best = {size: best_magnitude(cells, size) for size in SIZES}
+def paired(cells: dict, size: float, a: float, b: float, split: str = "val") -> PairedDifference:
+    key = f"{split}_accuracy"
+    return paired_difference({k: cells[k, size, a][key] for k in SEEDS}, {k: cells[k, size, b][key] for k in SEEDS})
+
+
+def paired_test(cells: dict, size: float, a: float, b: float) -> PairedDifference:
+    return paired(cells, size, a, b, split="test")
+
+
+def seed_spread(cells: dict, size: float, a: float, b: float) -> float:
+    """The seed spread of a − b: standard deviation over seeds of the paired validation differences."""
+    return statistics.stdev(paired(cells, size, a, b).differences)
+
+
+def contenders(cells: dict, size: float) -> list[float]:
+    """M*(size) and every magnitude behind it by less than the seed spread of their difference."""
+    best = best_magnitude(cells, size)
+    return [m for m in MAGNITUDES
+            if m == best or val_mean(cells, size, best) - val_mean(cells, size, m) < seed_spread(cells, size, best, m)]
+
+
+def rule_a(cells: dict, best: dict[float, float]) -> str:
+    """PLAN.md's rule for finding A, applied literally to a choice of M* per size: holds, fails or not shown."""
     small, dense = best[0.05], best[1.0]
     monotone = all(best[a] >= best[b] for a, b in zip(SIZES, SIZES[1:]))
     at_small = paired_test(cells, 0.05, small, dense)
     if small >= dense or at_small.high < 0:
-        verdict = "**fails**"
-    elif monotone and at_small.low > 0:
-        verdict = "**holds**"
-    else:
-        verdict = "is **not shown** (the ordering holds but the interval includes zero)"
+        return "fails"
+    return "holds" if monotone and at_small.low > 0 else "not shown"
+
+
+def close_calls(cells: dict, best: dict[float, float], literal: str) -> list[str]:
+    """The magnitudes the seeds cannot tell from M* that change the verdict when chosen instead, with figures
+    (every close call when only a combination of them changes it)."""
+    calls = [(size, m) for size in SIZES for m in contenders(cells, size) if m != best[size]]
+    pivotal = [(size, m) for size, m in calls if rule_a(cells, {**best, size: m}) != literal] or calls
+    out = []
+    for size, m in pivotal:
+        lead = val_mean(cells, size, best[size]) - val_mean(cells, size, m)
+        prefer = sum(d < 0 for d in paired(cells, size, best[size], m).differences)
+        out.append(f"at {size:.0%} of the MACs, M = {best[size]:g} leads M = {m:g} by {lead * 100:.2f} points on "
+                   f"validation (seed spread of that difference {seed_spread(cells, size, best[size], m) * 100:.2f} "
+                   f"points; {prefer} of {len(SEEDS)} seeds prefer M = {m:g})")
+    return out
+
+
+def finding_a_outcomes(cells: dict) -> tuple[str, list[str]]:
+    """The rule's literal verdict, and the other verdicts it gives with a close-call magnitude chosen instead."""
+    best = {size: best_magnitude(cells, size) for size in SIZES}
+    literal = rule_a(cells, best)
+    others = {rule_a(cells, dict(zip(SIZES, choice)))
+              for choice in itertools.product(*(contenders(cells, size) for size in SIZES))}
+    return literal, sorted(others - {literal})
+
+
+def finding_a_status(cells: dict) -> str:
+    """Finding A's status in a few words, for the page's headline."""
+    literal, others = finding_a_outcomes(cells)
+    return "not supported in this regime" if others else {"not shown": "not shown"}.get(literal, literal)
+
+
+def finding_a_verdict(cells: dict) -> list[str]:
+    """PLAN.md's rule for finding A, and how strongly the figures let the page word it.
+
+    The rule chooses M* per size by validation means. Where another magnitude is behind M* by less than the
+    seed spread of their difference, the seeds cannot tell them apart; if choosing it instead would change
+    the rule's verdict, the verdict hangs on noise and the page says "not supported in this regime"."""
+    best = {size: best_magnitude(cells, size) for size in SIZES}
+    small, dense = best[0.05], best[1.0]
+    literal, others = finding_a_outcomes(cells)
     lines = [f"- Best magnitude by validation mean, M\\*(size): "
              + ", ".join(f"{size:g}: {best[size]:g}" for size in SIZES) + "."]
     if small == dense:
         lines.append(f"- M\\*(5%) = M\\*(100%) = {small:g}: the small model prefers the same magnitude as the dense one.")
     else:
+        at_small = paired_test(cells, 0.05, small, dense)
         lines.append(f"- At 5%: test accuracy at M\\*(5%) = {small:g} minus at M\\*(100%) = {dense:g}: {fmt(at_small)}.")
-    lines.append(f"- Finding A (smaller models prefer weaker augmentation) {verdict} by PLAN.md's rule.")
-    lines.append("- Each magnitude against M = 0, paired by seed (validation / test), so the size of the effect is "
-                 "visible whatever the verdict:")
+    if others:
+        lines.append(f"- Finding A (smaller models prefer weaker augmentation): **not supported in this regime**. "
+                     f"PLAN.md's rule, applied literally, says \"{literal}\", but that verdict hangs on margins smaller "
+                     f"than the seed spread: {'; '.join(close_calls(cells, best, literal))}. With such a magnitude chosen instead, "
+                     "the same rule would say " + " or ".join(f'"{v}"' for v in others) + ".")
+    else:
+        words = {"fails": "**fails**", "holds": "**holds**",
+                 "not shown": "is **not shown** (the ordering holds but the interval includes zero)"}
+        lines.append(f"- Finding A (smaller models prefer weaker augmentation) {words[literal]} by PLAN.md's rule.")
+    lines += [augmentation_matters(cells),
+              "- Each magnitude against M = 0, paired by seed (validation / test), so the size of the effect is "
+              "visible whatever the verdict:"]
     for size in SIZES:
-        parts = []
-        for m in MAGNITUDES[1:]:
-            val = paired_difference({k: cells[k, size, m]["val_accuracy"] for k in SEEDS},
-                                    {k: cells[k, size, 0.0]["val_accuracy"] for k in SEEDS})
-            parts.append(f"M={m:g}: {fmt(val)} / {fmt(paired_test(cells, size, m, 0.0))}")
+        parts = [f"M={m:g}: {fmt(paired(cells, size, m, 0.0))} / {fmt(paired_test(cells, size, m, 0.0))}"
+                 for m in MAGNITUDES[1:]]
         lines.append(f"  - {size:g}: " + "; ".join(parts))
-    return lines + [reading(cells, best)]
+    return lines + reading(cells)
 
 
-def reading(cells: dict, best: dict[float, float]) -> str:
-    """What the grid says beyond the verdict: how the cost of the strongest magnitude moves with size."""
-    strongest = MAGNITUDES[-1]
-    cost = {size: statistics.fmean(cells[k, size, strongest]["val_accuracy"] - cells[k, size, 0.0]["val_accuracy"]
-                                   for k in SEEDS) for size in SIZES}
-    grows = all(cost[a] >= cost[b] for a, b in zip(SIZES, SIZES[1:]))
-    text = (f"- Reading: M = {strongest:g} against M = 0 on validation costs "
-            + ", ".join(f"{cost[size] * 100:+.2f}" for size in SIZES)
-            + f" points at sizes {', '.join(f'{size:g}' for size in SIZES)}")
-    text += " — strong augmentation hurts more the smaller the model" if grows else ""
-    if all(m == 0.0 for m in best.values()):
-        text += ("; but no magnitude beats M = 0 at any size, so in this regime less augmentation is better "
-                 "everywhere, and there is no size-dependent optimum for a schedule to follow")
-    return text + "."
+def augmentation_matters(cells: dict) -> str:
+    """PLAN.md: A is testable only where augmentation helps the dense model; say whether it does here."""
+    helps = [m for m in MAGNITUDES[1:]
+             if paired(cells, 1.0, m, 0.0).low > 0 or paired_test(cells, 1.0, m, 0.0).low > 0]
+    if helps:
+        return (f"- At 100% of the MACs, M = {', '.join(f'{m:g}' for m in helps)} beats M = 0 with an interval above "
+                "zero: augmentation helps the dense model in this regime.")
+    return ("- At 100% of the MACs no magnitude beats M = 0 with an interval above zero (validation or test): "
+            "augmentation does not help even the dense model here, so this regime can hardly test finding A.")
+
+
+def reading(cells: dict) -> list[str]:
+    """What the grid shows beyond the verdict, worded no stronger than its intervals."""
+    costs = {m: {size: paired(cells, size, m, 0.0) for size in SIZES} for m in MAGNITUDES[1:]}
+    shown = [f"M = {m:g} at {_sizes([s for s in SIZES if costs[m][s].high < 0])}"
+             for m in costs if any(costs[m][s].high < 0 for s in SIZES)]
+    gains = [f"M = {m:g} at {_sizes([s for s in SIZES if costs[m][s].low > 0])}"
+             for m in costs if any(costs[m][s].low > 0 for s in SIZES)]
+    lines = ["- Reading, on validation against M = 0: a cost is shown (interval below zero) for "
+             + ("; ".join(shown) if shown else "no magnitude at any size")
+             + "; a gain (interval above zero) for " + ("; ".join(gains) if gains else "no magnitude at any size") + "."]
+    for m, by_size in costs.items():
+        means = ", ".join(f"{by_size[s].mean * 100:+.2f}" for s in SIZES)
+        steps = list(zip(SIZES, SIZES[1:]))
+        if all(by_size[a].mean >= by_size[b].mean for a, b in steps):
+            apart = all(by_size[a].low > by_size[b].high for a, b in steps)
+            trend = "a cost that grows as the model shrinks" if by_size[SIZES[-1]].mean < 0 else "ordered by size"
+            lines.append(f"  - M = {m:g}: mean difference {means} points at sizes {_sizes(SIZES)}: {trend}"
+                         + (", and the intervals do not overlap." if apart else
+                            ", but the intervals overlap, so the ordering is not shown."))
+        else:
+            lines.append(f"  - M = {m:g}: mean difference {means} points at sizes {_sizes(SIZES)}: not ordered by size.")
+    above = {m: [s for s in SIZES if paired_test(cells, s, m, 0.0).mean > 0] for m in MAGNITUDES[1:]}
+    for m, sizes in above.items():
+        if sizes:
+            figures = ", ".join(f"{paired_test(cells, s, m, 0.0).mean * 100:+.2f}" for s in sizes)
+            lines.append(f"  - On test, M = {m:g} is above M = 0 at {_sizes(sizes)} ({figures} points; test reports, "
+                         "it decides nothing).")
+    return lines
 
 
 def fmt(diff) -> str:
@@ -336,6 +448,17 @@ def decisive_section(data: dict | None) -> list[str]:
     return lines
 
 
+BASELINE_WORDS = {"linear": "`linear`, RandAugment at M = 0 (not the crop + flip baseline)",
+                  "tp_baseline": "`tp_baseline`, plain Torch-Pruning with crop + flip",
+                  "teacher_wrong": "`teacher_wrong`, the other difficulty criterion"}
+
+
+def compared_with(rows: list[dict]) -> str:
+    """Name what each figure of a table is measured against, so no figure is quoted without its comparison."""
+    names = sorted({c["b"] for c in rows})
+    return "Each figure is a − b, with b: " + "; ".join(BASELINE_WORDS.get(b, f"`{b}`") for b in names) + "."
+
+
 def decisive_table(table: str, data: dict) -> list[str]:
     rows = [c for c in data["comparisons"] if c["table"] == table]
     confirm = data.get("confirmation")
@@ -348,7 +471,8 @@ def decisive_table(table: str, data: dict) -> list[str]:
     if not rows:
         return ["Not run in this session."]
     lines = _confirmation_header(confirm, data) if table == "g" else []
-    lines += ["| final MACs | a − b | val: a − b | test: a − b | val decides |", "|---:|---|---:|---:|---|"]
+    lines += [compared_with(rows), "",
+              "| final MACs | a − b | val: a − b | test: a − b | val decides |", "|---:|---|---:|---:|---|"]
     for c in rows:
         val, test = _diff(c["val"]), _diff(c["test"])
         lines.append(f"| {c['size']:g} | `{c['a']}` − `{c['b']}` | {fmt(val)} | {fmt(test)} | "
@@ -388,6 +512,75 @@ def _confirmation_header(confirm: dict, data: dict) -> list[str]:
             + "; means there:", "", *decisive_means(data, confirm["seeds"])]
 
 
+DECISIVE_RUNS = "benchmarks/results/converged/fmnist_regime_2k/decisive"
+RULES = [  # (the rule, the PLAN.md heading that states it, git pathspecs of the results it judges)
+    ("table (a): finding A", "## Table (a): converged accuracy per (size, magnitude)",
+     ["benchmarks/results/converged/fmnist_regime_2k/study-s*/cells/*.json"]),
+    ("tables (b)–(e) in regime 2", "### Tables (b)–(e) in regime 2, fixed now", [f"{DECISIVE_RUNS}/s*_seed[012].json"]),
+    ("the amendment after table (a)", "## Amendment after table (a)", [f"{DECISIVE_RUNS}/s*_seed[012].json"]),
+    ("table (f)", "## Table (f), exploratory", [f"{DECISIVE_RUNS}/s*_kd_plain_seed[012].json"]),
+    ("confirmation (g), against (f)'s runs, which chose its candidates", "## Confirmation on new seeds 3–5",
+     [f"{DECISIVE_RUNS}/s*_kd_plain_seed[012].json"]),
+    ("confirmation (g), against its own runs", "## Confirmation on new seeds 3–5", [f"{DECISIVE_RUNS}/s*_seed[345].json"]),
+]
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", older, newer],
+                          capture_output=True, check=False).returncode == 0
+
+
+def _first_commit(repo: Path, *args: str) -> tuple[str, datetime] | None:
+    """(hash, author time) of the oldest commit `git log ARGS` lists, or None."""
+    lines = _git(repo, "log", "--reverse", "--format=%h %aI", *args).splitlines()
+    if not lines:
+        return None
+    sha, when = lines[0].split(" ", 1)
+    return sha, datetime.fromisoformat(when)
+
+
+def rule_history(repo: Path, rules=RULES, plan: str = "benchmarks/PLAN.md") -> list[str]:
+    """When each rule of PLAN.md and the first results it judges entered the history, from git alone.
+
+    PLAN.md's text says when each rule was written; the history can only show when it was committed, and
+    a run is committed after it finishes, so a rule committed with or after its results cannot be shown
+    to have come first."""
+    lines = ["| rule | PLAN.md heading (what its text says) | rule committed | its first results committed | what the history shows |",
+             "|---|---|---|---|---|"]
+    plan_text = (repo / plan).read_text().splitlines() if (repo / plan).is_file() else []
+    for what, heading, results in rules:
+        rule = _first_commit(repo, "-S", heading, "--", plan)
+        first = _first_commit(repo, "--diff-filter=A", "--", *(f":(glob){spec}" for spec in results))
+        if rule is None or first is None:
+            return [f"The history is not available here (`git log` found {'no rule' if rule is None else 'no results'}"
+                    f" for {what}), so the page cannot say when the rules were committed."]
+        if rule[0] == first[0]:
+            shows = "**the same commit**: the history cannot show the rule came first"
+        elif _is_ancestor(repo, rule[0], first[0]):
+            minutes = (first[1] - rule[1]).total_seconds() / 60
+            shows = f"the rule, {minutes:.0f} min before the results"
+        else:
+            shows = "**after** its results: the history cannot show the rule came first"
+        stated = next((line for line in plan_text if line.startswith(heading)), heading).lstrip("#").strip()
+        lines.append(f"| {what} | {stated} | `{rule[0]}` {rule[1]:%Y-%m-%d %H:%M} | "
+                     f"`{first[0]}` {first[1]:%Y-%m-%d %H:%M} | {shows} |")
+    return lines
+
+
+def history_section(repo: Path) -> list[str]:
+    return ["## When the rules were committed", "",
+            "PLAN.md's headings say when each rule was written. What `git log` shows is narrower: when the rule "
+            "and the first result files it judges were committed (author times). A run is committed after it "
+            "finishes, so a rule committed before its results shows only that it was in the history before those "
+            "results were; where the two share a commit, or the rule comes later, the history cannot show that "
+            "the rule came first.", "", *rule_history(repo), ""]
+
+
 def main() -> None:
     speed = load("pipeline_speed")
     decisive = load("decisive") if (RESULTS / "decisive.json").is_file() else None
@@ -397,12 +590,13 @@ def main() -> None:
         "Regenerate this page with `python benchmarks/results_page.py`. Measured on a 2-core x86-64 CPU without "
         "a GPU, on Fashion-MNIST (Debian's `dataset-fashion-mnist`).",
         "",
-        "**Where the findings stand (2026-11-29).** The earlier runs (below, kept as a record) were made where "
-        "augmentation cannot help: a 4-epoch dense model below its own students, underfitting models, one-epoch "
+        "**Where the findings stand (2026-11-29).** The earlier runs (below, kept as a record) were made in "
+        "conditions that could not test the claims: a 4-epoch dense model below its own students, underfitting models, one-epoch "
         "study cells, sizes only down to 25%. They are superseded. The new set-up: a dense reference trained to a "
         "validation plateau, a data-limited regime admitted by a measured gate, study cells trained to their own "
-        "plateau down to 5% of the MACs, paired statistics over 3 seeds, decision rules written first "
-        "(`benchmarks/PLAN.md`). " + gate_status() + confirmation_status(decisive),
+        "plateau down to 5% of the MACs, paired statistics over 3 seeds, decision rules in `benchmarks/PLAN.md` "
+        "(when each was committed, against its results: the last section). " + gate_status()
+        + finding_a_headline() + confirmation_status(decisive),
         "",
         *reference_section(),
         *regime_section(),
@@ -413,12 +607,13 @@ def main() -> None:
         "Everything here was measured on a 2-core x86-64 CPU without a GPU, on Fashion-MNIST (Debian's "
         "`dataset-fashion-mnist`), with the quickstart's ResNet-20 at 28 px. Accuracies are deterministic per "
         "seed; timings were taken on a shared machine. The runs behind tables (b)–(e) come from "
-        "`benchmarks/findings.sh` (the quickstart recipe with `data.train_subset=8000`, 3 pruning steps to 30% "
+        "`benchmarks/archive/findings.sh` (the quickstart recipe with `data.train_subset=8000`, 3 pruning steps to 30% "
         "of the dense MACs, 2 fine-tune epochs per step, 3 seeds, each seed's dense model shared by all "
-        "variants). Regenerate this page with `python benchmarks/results_page.py`.",
+        "variants). Their scripts and results files are under `benchmarks/archive/`. Their verdicts keep the rule "
+        "of the time (a difference counts when it exceeds twice its standard error over 3 seeds), not PLAN.md's.",
         "",
-        "**Reading.** On this data and budget the claims mostly do not hold. Brief fine-tuning prefers no "
-        "RandAugment at every size (table a), the size-following schedule's edge over a constant one is within "
+        "**Reading.** On this data and budget the claims mostly do not hold. Brief fine-tuning had its best mean "
+        "at M = 0 at every size (table a), the size-following schedule's edge over a constant one is within "
         "noise (table b), and the Torch-Pruning baseline with crop + flip alone is the best variant (table e). "
         "The dense models here are short-trained: their test accuracy (the `dense test acc` column) is below "
         "every pruned student's, so distilling from them or letting them judge difficulty pulls the students "
@@ -454,6 +649,7 @@ def main() -> None:
         "See `benchmarks/results/export_latency.md` (host onnxruntime latency of dense vs pruned exports, fp32 "
         "vs Q/DQ int8) and `benchmarks/results/host_latency_repeatability.md` (p50 spread over 5 repeats). "
         "Nothing here ran on a Jetson or on TensorRT.", "",
+        *history_section(HERE.parent),
     ]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))

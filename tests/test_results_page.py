@@ -124,3 +124,88 @@ def test_the_headline_counts_confirmations_and_waits_for_pending_ones(page):
     data["comparisons"] = [{"table": "g", **done[1]}]  # 10% not run yet
     assert "still running" in page.confirmation_status(data)
     assert page.confirmation_status(None) == ""
+
+
+def close_call_at_dense_size(page, leads: tuple[float, ...]) -> dict:
+    """M = 0 best everywhere by 2 points, except at 100% where it leads M = 5 by `leads` per seed (validation)."""
+    cells = grid(page, {size: 0.0 for size in page.SIZES}, gain=0.02)
+    for seed, lead in zip(page.SEEDS, leads):
+        cells[seed, 1.0, 5.0]["val_accuracy"] = cells[seed, 1.0, 0.0]["val_accuracy"] - lead
+    return cells
+
+
+def test_a_verdict_on_a_margin_smaller_than_the_seed_spread_is_not_supported_in_this_regime(page):
+    # M = 0 leads M = 5 at 100% by 0.03 points on the mean, but two of three seeds prefer M = 5 (as in table a):
+    # had M = 5 won there, the same rule would not say "fails"
+    cells = close_call_at_dense_size(page, (0.004, -0.003, -0.0001))
+    line = verdict(page.finding_a_verdict(cells))
+    assert "**not supported in this regime**" in line and "**fails**" not in line
+    assert "leads M = 5 by 0.03 points" in line and "2 of 3 seeds prefer M = 5" in line
+    assert page.finding_a_status(cells) == "not supported in this regime"
+
+
+def test_a_fails_when_the_deciding_margin_exceeds_the_seed_spread(page):
+    cells = close_call_at_dense_size(page, (0.004, 0.005, 0.006))  # every seed prefers M = 0, spread 0.1 points
+    assert "**fails**" in verdict(page.finding_a_verdict(cells))
+    assert page.finding_a_status(cells) == "fails"
+
+
+def test_a_cost_ordered_by_size_only_in_its_means_is_not_called_ordered(page):
+    cells = grid(page, {size: 0.0 for size in page.SIZES}, gain=0.0)
+    spread = (0.01, -0.01, 0.0)  # per-seed noise wider than the steps between the mean costs
+    for size, cost in zip(page.SIZES, (0.002, 0.004, 0.006, 0.008)):
+        for seed, noise in zip(page.SEEDS, spread):
+            cells[seed, size, 15.0]["val_accuracy"] -= cost + noise
+    text = "\n".join(page.reading(cells))
+    assert "M = 15: mean difference -0.20, -0.40, -0.60, -0.80" in text
+    assert "the intervals overlap, so the ordering is not shown" in text
+    assert "hurts more the smaller" not in text and "less augmentation is better everywhere" not in text
+
+
+def test_every_decisive_table_names_what_its_figures_are_measured_against(page):
+    rows = [comparison("kd", "linear", 0.05, CLEAR), comparison("kd_plain", "tp_baseline", 0.05, CLEAR)]
+    line = page.compared_with(rows)
+    assert "`linear`, RandAugment at M = 0 (not the crop + flip baseline)" in line
+    assert "`tp_baseline`, plain Torch-Pruning with crop + flip" in line
+
+
+def commit(repo, files: dict[str, str], when: str) -> None:
+    import os
+    import subprocess
+
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    env = {**os.environ, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when, "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", when], check=True, env=env)
+
+
+@pytest.mark.parametrize("order, shows", [
+    ("rule first", "the rule, 30 min before the results"),
+    ("together", "**the same commit**: the history cannot show the rule came first"),
+    ("results first", "**after** its results: the history cannot show the rule came first"),
+])
+def test_rule_timing_is_what_git_shows_not_what_the_plan_says(page, tmp_path, order, shows):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    rule = {"PLAN.md": "# Plan\n\n## Rule (x), written 07:00 before its runs\n"}
+    runs = {"results/x_seed0.json": "{}"}
+    if order == "rule first":
+        commit(tmp_path, rule, "2026-11-29T07:30:00+00:00")
+        commit(tmp_path, runs, "2026-11-29T08:00:00+00:00")
+    elif order == "together":
+        commit(tmp_path, {**rule, **runs}, "2026-11-29T08:00:00+00:00")
+    else:
+        commit(tmp_path, runs, "2026-11-29T07:30:00+00:00")
+        commit(tmp_path, rule, "2026-11-29T08:00:00+00:00")
+    table = page.rule_history(tmp_path, [("x", "## Rule (x)", ["results/x_seed*.json"])], plan="PLAN.md")
+    assert table[-1].endswith(f"| {shows} |"), table[-1]
+    assert "Rule (x), written 07:00 before its runs" in table[-1]  # the text's own claim, shown beside the history
+
+
+def test_rule_timing_without_history_says_so(page, tmp_path):
+    lines = page.rule_history(tmp_path, [("x", "## Rule (x)", ["results/*.json"])], plan="PLAN.md")
+    assert len(lines) == 1 and "history is not available" in lines[0]

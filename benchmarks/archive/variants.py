@@ -1,15 +1,15 @@
 """Run recipe variants over seeds and commit mean ± std of what they reached.
 
-    python benchmarks/variants.py --name schedule_ab --recipe quickstart.yaml --seeds 0 1 2 \
+    python benchmarks/archive/variants.py --name schedule_ab --recipe quickstart.yaml --seeds 0 1 2 \
         --set augment.policy=randaugment --set augment.schedule.dense=9 \
         --variant constant augment.schedule.kind=constant \
         --variant linear augment.schedule.kind=linear
 
 Each (variant, seed) is one `edgecomp compress` run under
-benchmarks/runs/<group or name>/ (resumable: rerunning the command continues). With
+benchmarks/archive/runs/<group or name>/ (resumable: rerunning the command continues). With
 --share-dense, the variants of one seed start from the dense model the first
 variant trained (dense.weights, dense.epochs=0), so they differ only after
-pruning. Results: benchmarks/results/<name>.json and .md.
+pruning. Results: benchmarks/archive/results/<name>.json and .md.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def markdown(args, table: list[dict], command: str, wall: float) -> str:
 
 def main() -> None:
     args = parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/variants.py", *sys.argv[1:]])
+    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/archive/variants.py", *sys.argv[1:]])
     variants = {v[0]: v[1:] for v in args.variant}
     start, runs = time.perf_counter(), []
     for seed in args.seeds:

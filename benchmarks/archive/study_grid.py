@@ -1,12 +1,12 @@
 """Finding A on Fashion-MNIST: best magnitude vs model size, 3 seeds, mean ± std.
 
-    python benchmarks/study_grid.py
+    python benchmarks/archive/study_grid.py
 
 For each seed, `edgecomp study` on the quickstart recipe (8,000 training images), starting from that seed's
-dense model of benchmarks/findings.sh (benchmarks/runs/findings/constant-s<seed>; trained here first if
+dense model of benchmarks/archive/findings.sh (benchmarks/archive/runs/findings/constant-s<seed>; trained here first if
 missing), sizes 1.0/0.5/0.25 of the dense MACs × magnitudes 0/5/10/15/20, 1 fine-tune epoch per cell, one process
-with one thread (it shares the machine with benchmarks/findings.sh).
-Writes benchmarks/results/study_magnitude_vs_size.{json,md}.
+with one thread (it shares the machine with benchmarks/archive/findings.sh).
+Writes benchmarks/archive/results/study_magnitude_vs_size.{json,md}.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
                "best_of_mean": {str(s): m for s, m in best_mean.items()}, "fit": fit}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "study_magnitude_vs_size.json").write_text(json.dumps(payload, indent=1))
-    lines = ["# Best magnitude vs model size (finding A)", "", "Command: `python benchmarks/study_grid.py`", "",
+    lines = ["# Best magnitude vs model size (finding A)", "", "Command: `python benchmarks/archive/study_grid.py`", "",
              f"Quickstart recipe (ResNet-20, Fashion-MNIST, 8,000 training images), seeds {SEEDS}, {EPOCHS} "
              f"fine-tune epoch per cell from each seed's dense model; validation accuracy mean ± std. Host: "
              f"{platform.platform()}; wall time {wall / 60:.1f} min; {datetime.now(timezone.utc):%Y-%m-%d}.", "",
