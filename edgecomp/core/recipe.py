@@ -44,7 +44,10 @@ class ModelSection(Section):
     arch: str = Field(
         "resnet18",
         description="torchvision model name (resnet18, mobilenet_v2, ...), an edgecomp tiny model "
-        "(cifar_resnet8/14/20, toy_grouped), 'timm:NAME' when timm is installed, or 'pkg.module:callable'",
+        "(cifar_resnet8/14/20, toy_grouped), 'timm:NAME' when timm is installed, or 'pkg.module:callable': "
+        "a function or class importable from the Python path or the working directory, called as "
+        "callable(num_classes=model.num_classes, **model.kwargs) and returning an nn.Module that takes "
+        "model.in_channels × model.input_size² images (edgecomp passes no in_channels to it)",
     )
     num_classes: int = Field(10, ge=2, description="number of output classes")
     in_channels: int = Field(3, ge=1, le=4, description="input channels the model takes (data is adapted to it)")
