@@ -16,7 +16,7 @@ import typer
 from .core.errors import EdgecompError, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compress CNNs for Jetson-class devices.")
-recipe_app = typer.Typer(no_args_is_help=True, help="Check recipes and print their schema.")
+recipe_app = typer.Typer(no_args_is_help=True, help="Copy, check and describe recipes.")
 app.add_typer(recipe_app, name="recipe")
 
 
@@ -246,6 +246,21 @@ def recipe_check(
         typer.echo(dump_recipe(load_recipe(file, set_)), nl=False)
     except UserInputError as error:
         _fail(error)
+
+
+@recipe_app.command("init")
+def recipe_init(
+    name: str = typer.Argument(..., help="a shipped recipe: quickstart or resnet18_jetson"),
+    dest: Optional[Path] = typer.Argument(None, help="file or folder to write (default: NAME.yaml here)"),
+) -> None:
+    """Copy a shipped recipe, with its comments, to edit and run; never overwrites a file."""
+    from .core.recipe import copy_shipped_recipe
+
+    try:
+        path = copy_shipped_recipe(name, dest)
+    except UserInputError as error:
+        _fail(error)
+    typer.echo(f"wrote {path}; edit it, then: edgecomp compress --recipe {path}")
 
 
 @recipe_app.command("schema")

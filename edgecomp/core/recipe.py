@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -473,6 +474,32 @@ def resolve_recipe_path(path: str | Path) -> Path:
                 return shipped
     shipped_names = ", ".join(sorted(p.name for p in SHIPPED_RECIPES.glob("*.yaml")))
     raise RecipeError(f"recipe file not found: {path} (shipped recipes: {shipped_names})")
+
+
+def copy_shipped_recipe(name: str, dest: Optional[Path] = None) -> Path:
+    """Write a shipped recipe, comments and all, to `dest` (a file, or a folder; default NAME.yaml here).
+    A weights file the recipe names beside itself is pointed at by its absolute path, so the copy still
+    finds it. Never overwrites: an existing file is a RecipeError."""
+    source = SHIPPED_RECIPES / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if "/" in name or not source.is_file():
+        shipped = ", ".join(sorted(p.stem for p in SHIPPED_RECIPES.glob("*.yaml")))
+        raise RecipeError(f"recipe init: no shipped recipe {name!r} (shipped: {shipped})")
+    target = Path(source.name) if dest is None else dest / source.name if dest.is_dir() else dest
+    if target.exists():
+        raise RecipeError(f"recipe init: {target} already exists; give another DEST or remove it first")
+    text = source.read_text()
+    for section, key in WEIGHT_FIELDS:
+        value = (read_yaml(source).get(section) or {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and (source.parent / value).is_file():
+            pattern = rf"(^\s*{key}:\s*){re.escape(value)}(?=\s|$)"
+            text = re.sub(pattern, lambda m: m.group(1) + str((source.parent / value).resolve()), text, flags=re.M)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "x") as stream:  # "x": a file that appeared meanwhile is not overwritten either
+            stream.write(text)
+    except OSError as exc:
+        raise RecipeError(f"recipe init: cannot write {target}: {exc}") from None
+    return target
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
