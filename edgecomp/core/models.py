@@ -146,9 +146,10 @@ def _call(factory: Callable[..., nn.Module], cfg: ModelSection, **kwargs: Any) -
             raise ModelError(f"model.kwargs: {cfg.arch} does not accept {', '.join(unknown)} (signature {accepts})")
     try:
         return factory(**kwargs, **cfg.kwargs)
-    except TypeError as exc:
-        field = "model.kwargs" if cfg.kwargs else "model.arch"
-        raise ModelError(f"{field}: building {cfg.arch} failed: {exc}") from None
+    except TypeError as exc:  # behind a factory that takes **kwargs: the model itself refused an argument
+        if cfg.kwargs:
+            raise ModelError(f"model.kwargs: {cfg.arch} does not accept them: {exc}") from None
+        raise ModelError(f"model.arch: building {cfg.arch} failed: {exc}") from None
 
 
 def _accepts(signature: inspect.Signature, name: str) -> bool:
