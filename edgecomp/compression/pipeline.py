@@ -108,7 +108,7 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
     torch.manual_seed(recipe.seed)  # the dense model's initial weights, equal on every rank
     dense_model = build_model(recipe.model)
     if recipe.dense.weights:
-        load_state_file(dense_model, recipe.dense.weights, "dense.weights")
+        load_state_file(dense_model, recipe.dense.weights, "dense.weights", recipe.model)
     example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
     check_prunable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
     if recipe.prune.target.latency_ms is not None:
