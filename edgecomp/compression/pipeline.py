@@ -77,11 +77,12 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
         run.root.mkdir(parents=True, exist_ok=True)
         if not run.recipe.is_file():
             write_text(run.recipe, dump_recipe(recipe))
+    if resume:
+        console.print(_resume_words(run, finished, recipe.prune.steps))
     model = _dense_stage(ctx, dense_model.to(ctx.spec.device), 0 in finished)
     start = max(finished, default=0) + 1 if finished else 1
     if start > 1:
         model = _restore(ctx, start - 1)
-        console.print(f"[bold]resuming[/] {run.root} after step {start - 1}")
     if finished and dist.is_main:
         run.write_rows(ctx.rows)  # drop any row of a step that is not (or no longer) finished
     for step in range(start, recipe.prune.steps + 1):
@@ -89,6 +90,14 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
             break
         model = _prune_step(ctx, model, step)
     return _finish(ctx, model)
+
+
+def _resume_words(run: RunDir, finished: list[int], steps: int) -> str:
+    if not finished:
+        return f"[bold]resuming[/] {run.root}: no finished step kept, starting at the dense stage"
+    last = max(finished)
+    where = "nothing left to run" if last >= steps else f"continuing at step {last + 1}/{steps}"
+    return f"[bold]resuming[/] {run.root}: steps 0–{last} kept (step 0 = dense), {where}"
 
 
 def _meets_budget(ctx: Context, row: dict[str, Any]) -> bool:
