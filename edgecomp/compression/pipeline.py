@@ -318,32 +318,55 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         "macs": size.macs, "params": size.params,
         "macs_ratio": size.macs / dense.macs, "params_ratio": size.params / dense.params,
         "magnitude": magnitude, "epochs": epochs,
-        "accuracy": evaluate(model, ctx.data.val, ctx.spec),
-        "test_accuracy": evaluate(model, ctx.data.test, ctx.spec),
+        "accuracy": evaluate(model, ctx.data.val, ctx.spec, f"step {step}: validation", show=True),
+        # no held-out split, no test figure: null, never an accuracy over zero images
+        "test_accuracy": (evaluate(model, ctx.data.test, ctx.spec, f"step {step}: test", show=True)
+                          if ctx.data.has_test else None),
         **_host_latency(ctx, model, step),
         "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
         "final_loss": stats[-1].loss if stats else None,
         **_teacher_stats(stats),
         **_budget_latency(ctx, model, step),
     }
-    console.print(
-        f"  step {step}: val accuracy {row['accuracy']:.4f}, test accuracy {row['test_accuracy']:.4f}, "
-        f"latency {row['latency_ms'] or 0:.2f} ms"
-    )
+    if step == 0:
+        row["splits"] = ctx.data.splits  # where validation and test came from, for the report
+    console.print(f"  step {step}: val accuracy {row['accuracy']:.4f}, {_test_words(row)}, {_latency_words(row)}")
     return row
+
+
+def _test_words(row: dict[str, Any]) -> str:
+    return "no test split" if row["test_accuracy"] is None else f"test accuracy {row['test_accuracy']:.4f}"
+
+
+def _latency_words(row: dict[str, Any]) -> str:
+    """The host timing as a result, or why it is none (a spread that says more about the load than the model)."""
+    if row.get("latency_ms") is None:
+        return "host latency not timed"
+    words = (f"host latency not meaningful ({row['latency_unreliable']})" if row.get("latency_unreliable") else
+             f"host latency {row['latency_ms']:.2f} ms on {row['latency_threads']} thread(s)")
+    if row["step"] and row.get("latency_speedup_unreliable"):
+        words += f", speed-up over dense not meaningful ({row['latency_speedup_unreliable']})"
+    elif row["step"] and row.get("latency_speedup") is not None:
+        words += f", {row['latency_speedup']:.2f}× dense (paired)"
+    return words
 
 
 def _host_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:
     """Per-step host latency: median and quartiles of batch-1 PyTorch forwards, timed alternately with the
-    dense model (read back from its step-0 checkpoint) so that `latency_speedup` holds on a loaded host."""
+    dense model (read back from its step-0 checkpoint), so that load slows both alike; with
+    `device.latency_threads` threads, and flagged `latency_unreliable` when the spread makes it meaningless."""
     iterations = ctx.recipe.device.latency_iterations if ctx.dist.is_main else 0
     dense = None
     if iterations and step > 0:
         dense = model_from_payload(ctx.run.load_step(0)["model"], ctx.recipe.model).to(ctx.spec.device)
-    stats = host_latency_ms(model, ctx.spec, iterations, reference=dense) or {}
+    stats = host_latency_ms(model, ctx.spec, iterations, reference=dense,
+                            threads=ctx.recipe.device.latency_threads) or {}
     return {"latency_ms": stats.get("p50"), "latency_p25_ms": stats.get("p25"), "latency_p75_ms": stats.get("p75"),
-            "latency_iterations": stats.get("iterations"),
+            "latency_iterations": stats.get("iterations"), "latency_threads": stats.get("threads"),
             "latency_speedup": stats.get("speedup", 1.0 if stats and step == 0 else None),
+            "latency_speedup_p25": stats.get("speedup_p25"), "latency_speedup_p75": stats.get("speedup_p75"),
+            "latency_unreliable": stats.get("unreliable"),
+            "latency_speedup_unreliable": stats.get("speedup_unreliable"),
             "latency_device": f"host-{ctx.spec.device.type}"}
 
 
@@ -389,9 +412,11 @@ def _finish(ctx: Context, model: nn.Module) -> CompressResult:
     save_tensors(ctx.run.model, model_payload(model, ctx.recipe.model))
     report = write_report(ctx.run, ctx.rows, ctx.recipe)
     final, dense = ctx.rows[-1], ctx.rows[0]
-    console.print(
-        f"[bold green]done[/]: {final['macs_ratio']:.1%} of the dense MACs, test accuracy "
-        f"{final['test_accuracy']:.4f} (dense {dense['test_accuracy']:.4f}); report: {report}"
-    )
+    if final["test_accuracy"] is None:
+        accuracy = (f"no held-out test split, so no test accuracy; validation accuracy {final['accuracy']:.4f} "
+                    f"(dense {dense['accuracy']:.4f})")
+    else:
+        accuracy = f"test accuracy {final['test_accuracy']:.4f} (dense {dense['test_accuracy']:.4f})"
+    console.print(f"[bold green]done[/]: {final['macs_ratio']:.1%} of the dense MACs, {accuracy}; report: {report}")
     ctx.dist.barrier()
     return CompressResult(ctx.run.root, ctx.rows, ctx.run.model, report)

@@ -391,6 +391,10 @@ class DeviceSection(Section):
         30, ge=0, description="timed batch-1 forward passes on the host after each step, alternating with the "
         "dense model: median, quartiles and speed-up over dense, a trend only (0: skip)"
     )
+    latency_threads: int = Field(
+        1, ge=1, description="PyTorch threads while the host latency above is timed; 1 by default because "
+        "more threads than free cores (a shared or loaded machine) make the times and the speed-up meaningless"
+    )
 
 
 class Recipe(Section):
