@@ -173,3 +173,17 @@ def test_host_latency_threads_and_spread_verdict():
     # the row: 636.07 [53.79–647.99] ms
     assert unreliable_reason("latency", 53.79, 636.07, 647.99).startswith("latency p25–p75 spans 93% of its median")
     assert unreliable_reason("dense/step ratio", 0.7, 1.02, 1.5).startswith("dense/step ratio p25–p75 spans 78%")
+
+
+def test_console_lines_never_wrap_a_long_path_in_a_log(monkeypatch):
+    from edgecomp.core.console import console, stage
+
+    monkeypatch.setattr(console, "_force_terminal", False)  # as when stderr is redirected to a log
+    long_path = "/runs/" + "a-very-long-folder-name/" * 12 + "report.md"
+    with console.capture() as captured:
+        console.print(f"[bold green]done[/]: 30.0% of the dense MACs; report: {long_path}")
+        with stage("step 1: validation (2000 images)", 3) as advance:
+            advance()
+    lines = captured.get().splitlines()
+    assert lines[0].endswith(f"report: {long_path}") and len(lines[0]) > console.width
+    assert lines[1] == "  step 1: validation (2000 images) ..."  # not a terminal: a line instead of a bar
