@@ -353,8 +353,9 @@ def _latency_words(row: dict[str, Any]) -> str:
 
 def _host_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:
     """Per-step host latency: median and quartiles of batch-1 PyTorch forwards, timed alternately with the
-    dense model (read back from its step-0 checkpoint), so that load slows both alike; with
-    `device.latency_threads` threads, and flagged `latency_unreliable` when the spread makes it meaningless."""
+    dense model (read back from its step-0 checkpoint), so that both see the same load; on
+    `device.latency_threads` threads; flagged `latency_unreliable` / `latency_speedup_unreliable` when the spread
+    makes the time / the paired ratio meaningless."""
     iterations = ctx.recipe.device.latency_iterations if ctx.dist.is_main else 0
     dense = None
     if iterations and step > 0:
