@@ -16,7 +16,7 @@ import typer
 from .core.errors import EdgecompError, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compress CNNs for Jetson-class devices.")
-recipe_app = typer.Typer(no_args_is_help=True, help="Check recipes and print their schema.")
+recipe_app = typer.Typer(no_args_is_help=True, help="Copy, check and describe recipes.")
 app.add_typer(recipe_app, name="recipe")
 
 
@@ -51,10 +51,27 @@ def compress(
     from .core.recipe import load_recipe
 
     try:
-        result = run_compress(load_recipe(recipe, set_), out=out, resume=resume)
+        parsed = load_recipe(recipe, set_)
+        result = run_compress(parsed, out=out, resume=resume)
     except UserInputError as error:
         _fail(error)
+    except KeyboardInterrupt:
+        _interrupted(out if out is not None else Path("runs") / parsed.name)
     typer.echo(f"run directory: {result.run_dir}\nreport: {result.report_path}")
+
+
+def _interrupted(run_dir: Path) -> None:
+    """Ctrl-C: one line saying what was kept and the exact command that continues; exit 130 (128 + SIGINT)."""
+    import shlex
+
+    from .core.rundir import RunDir
+
+    finished = RunDir(run_dir).finished_steps() if run_dir.is_dir() else []
+    kept = (f"steps 0–{finished[-1]} are kept in {run_dir} (step 0 = dense)" if finished
+            else f"no step had finished, nothing is kept in {run_dir}")
+    again = ["edgecomp", *sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])]
+    typer.echo(f"interrupted: {kept}; continue with: {shlex.join(again)}", err=True)
+    raise typer.Exit(130)
 
 
 @app.command()
@@ -246,6 +263,21 @@ def recipe_check(
         typer.echo(dump_recipe(load_recipe(file, set_)), nl=False)
     except UserInputError as error:
         _fail(error)
+
+
+@recipe_app.command("init")
+def recipe_init(
+    name: str = typer.Argument(..., help="a shipped recipe: quickstart or resnet18_jetson"),
+    dest: Optional[Path] = typer.Argument(None, help="file or folder to write (default: NAME.yaml here)"),
+) -> None:
+    """Copy a shipped recipe, with its comments, to edit and run; never overwrites a file."""
+    from .core.recipe import copy_shipped_recipe
+
+    try:
+        path = copy_shipped_recipe(name, dest)
+    except UserInputError as error:
+        _fail(error)
+    typer.echo(f"wrote {path}; edit it, then: edgecomp compress --recipe {path}")
 
 
 @recipe_app.command("schema")

@@ -17,7 +17,9 @@ from PIL import Image
 from edgecomp.cli import main
 from edgecomp.core.errors import RecipeError
 from edgecomp.core.recipe import apply_overrides, read_yaml, validate
-from conftest import tiny_recipe_dict
+from conftest import REPO, tiny_recipe_dict
+
+REFERENCE_WEIGHTS = REPO / "edgecomp" / "recipes" / "weights" / "fmnist_resnet20.pt"
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
@@ -91,6 +93,11 @@ RECIPE_CASES = {  # id: (changes, fragment the one line must contain)
     "data root missing": ({"data__root": "/nonexistent/fashion"}, "data.root: /nonexistent/fashion does not exist"),
     "classes mismatch data": ({"model__num_classes": 7}, "model.num_classes: is 7 but the dataset has 10"),
     "model weights missing": ({"model__weights": "/nonexistent/w.pt"}, "model.weights: /nonexistent/w.pt"),
+    # the quickstart with model.arch changed while dense.weights still names the shipped ResNet-20 reference
+    "weights of another architecture": (
+        {"dense__weights": str(REFERENCE_WEIGHTS)},
+        f"dense.weights: {REFERENCE_WEIGHTS} does not fit the model: saved from cifar_resnet20 (10 classes, 1 input "
+        "channel(s)), the recipe builds cifar_resnet8 (10 classes, 1 input channel(s))"),
 }
 
 

@@ -114,3 +114,26 @@ def test_readme_command_reference_matches_the_cli():
         for param in group.commands[name].params:
             spellings = [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
             assert not spellings or any(o in readme for o in spellings), f"edgecomp {name} {spellings}: not in README"
+
+
+def test_recipe_init_copies_a_shipped_recipe_with_its_comments(tmp_path):
+    result = run_cli("recipe", "init", "quickstart", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    copied = (tmp_path / "quickstart.yaml").read_text()
+    assert copied.startswith("# Quickstart:") and "# keep 30% of the dense MACs" in copied
+    weights = (REPO / "edgecomp" / "recipes" / "weights" / "fmnist_resnet20.pt").resolve()
+    assert f"weights: {weights}" in copied  # the copy still finds the shipped reference weights
+    checked = run_cli("recipe", "check", "quickstart.yaml", cwd=tmp_path)
+    assert checked.returncode == 0 and f"weights: {weights}" in checked.stdout
+    (tmp_path / "mine").mkdir()
+    assert run_cli("recipe", "init", "resnet18_jetson", "mine", cwd=tmp_path).returncode == 0
+    assert "edgecomp recipe init resnet18_jetson" in (tmp_path / "mine" / "resnet18_jetson.yaml").read_text()
+
+
+def test_recipe_init_never_overwrites(tmp_path):
+    (tmp_path / "quickstart.yaml").write_text("mine\n")
+    result = run_cli("recipe", "init", "quickstart", cwd=tmp_path)
+    assert result.returncode == 2 and "already exists" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "quickstart.yaml").read_text() == "mine\n"
+    unknown = run_cli("recipe", "init", "nope", "x.yaml", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no shipped recipe 'nope'" in unknown.stderr and not (tmp_path / "x.yaml").exists()

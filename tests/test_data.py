@@ -97,6 +97,20 @@ def test_image_folder(tmp_path):
     assert len(bundle.train) + len(bundle.val) == 12 and len(bundle.test) == 4
     images, labels = next(iter(bundle.train.batches(0)))
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
+    # the report names each split: the val/ folder is the held-out test, validation a share of train/
+    assert bundle.has_test and bundle.splits["test"] == f"{tmp_path / 'val'}/: 4 images"
+    assert bundle.splits["val"] == f"0.25 of {tmp_path / 'train'}/ (split_seed 0): 3 images"
+
+
+def test_image_folder_without_a_held_out_split(tmp_path):
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / label / f"{i}.png")
+    model = ModelSection(arch="cifar_resnet8", num_classes=2, in_channels=3, input_size=16)
+    bundle = load_data(DataSection(dataset="imagefolder", root=str(tmp_path), val_fraction=0.25), model)
+    assert not bundle.has_test and len(bundle.test) == 0
+    assert bundle.splits["test"].startswith("none: no held-out test split")
 
 
 def test_image_folder_errors(tmp_path):

@@ -1,3 +1,4 @@
+import sys
 import urllib.error
 
 import pytest
@@ -113,3 +114,42 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
     with pytest.raises(ModelError, match="is not a safe tensor checkpoint"):
         load_model_file(path)
     assert not marker.exists()
+
+
+def test_entry_point_from_the_working_directory_and_its_contract(tmp_path, monkeypatch):
+    (tmp_path / "mynets.py").write_text(
+        "import torch.nn as nn\n"
+        "def good(num_classes, width=4):\n"
+        "    return nn.Sequential(nn.Conv2d(3, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(width, num_classes))\n"
+        "def no_classes(width=4):\n"
+        "    return nn.Linear(width, 2)\n"
+        "def needs_missing():\n"
+        "    import not_a_module_anywhere\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    model = build_model(ModelSection(arch="mynets:good", num_classes=3, kwargs={"width": 5}))  # found here
+    assert model[-1].out_features == 3 and model[0].out_channels == 5
+    with pytest.raises(ModelError, match=r"model.arch: mynets:no_classes must accept num_classes="):
+        build_model(ModelSection(arch="mynets:no_classes"))
+    with pytest.raises(ModelError, match=r"model.kwargs: mynets:good does not accept depth"):
+        build_model(ModelSection(arch="mynets:good", kwargs={"depth": 3}))
+    with pytest.raises(ModelError, match=r"model.arch: cannot import 'nowhere_net'.*working directory.*PYTHONPATH"):
+        build_model(ModelSection(arch="nowhere_net:f"))
+
+
+def test_weights_of_another_architecture_name_both_and_the_fix(tmp_path):
+    saved = ModelSection(arch="cifar_resnet20", in_channels=1, input_size=28)
+    path = tmp_path / "ref.pt"
+    torch.save(model_payload(build_model(saved), saved), path)
+    built = ModelSection(arch="resnet18", in_channels=1, input_size=28)
+    with pytest.raises(ModelError) as caught:
+        load_state_file(build_model(built), path, "dense.weights", built)
+    message = str(caught.value)
+    assert "\n" not in message and f"dense.weights: {path} does not fit the model" in message
+    assert "saved from cifar_resnet20 (10 classes" in message and "the recipe builds resnet18 (10 classes" in message
+    assert message.endswith("use weights of the same architecture, or --set dense.weights=null")
+    plain = tmp_path / "plain.pt"
+    torch.save(build_model(saved).state_dict(), plain)
+    with pytest.raises(ModelError, match="saved from an architecture the file does not record"):
+        load_state_file(build_model(built), plain, "dense.weights", built)

@@ -139,3 +139,62 @@ def test_accuracy_collapse_is_refused():
     with pytest.raises(DivergenceError, match="collapsed to 0.100 .* step 0 is the last good checkpoint"):
         _check_collapse(ctx, 1, 0.1)
     _check_collapse(SimpleNamespace(recipe=tiny_recipe(), rows=[{"accuracy": 0.2}]), 1, 0.1)  # dense near chance
+
+
+def test_rows_record_the_latency_threads_the_verdict_and_the_splits(tiny_run, fashion_root):
+    assert all(row["latency_threads"] == 1 and "latency_unreliable" in row for row in tiny_run.rows)
+    assert tiny_run.rows[1]["latency_speedup_p25"] <= tiny_run.rows[1]["latency_speedup_p75"]
+    splits = tiny_run.rows[0]["splits"]
+    assert splits["test"] == f"{fashion_root}: t10k-* files: 256 images"
+    assert splits["val"] == f"0.1 of {fashion_root} (split_seed 0): 256 images"
+    report = (tiny_run.run_dir / "report.md").read_text()
+    assert f"- test: {splits['test']}" in report and f"- validation: {splits['val']}" in report
+
+
+def test_no_held_out_split_gives_no_test_figure(tmp_path, write_recipe):
+    from PIL import Image
+
+    for label in ("cat", "dog"):  # an ImageFolder root of class folders: no train/, val/ or test/
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (16, 16), (200 if label == "cat" else 20, i * 10, 0)).save(
+                tmp_path / "images" / label / f"{i}.png")
+    recipe = tiny_recipe_dict(model={"num_classes": 2, "in_channels": 3, "input_size": 16},
+                              data={"dataset": "imagefolder", "root": str(tmp_path / "images"), "val_fraction": 0.25,
+                                    "train_subset": None, "val_subset": None, "test_subset": None, "batch_size": 8},
+                              dense={"epochs": 1}, prune={"steps": 1, "target": {"macs": 0.6}, "round_to": 4})
+    out = tmp_path / "run"
+    result = run_cli("compress", "--recipe", str(write_recipe(recipe)), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    done = next(line for line in result.stderr.splitlines() if line.startswith("done:"))
+    assert "no held-out test split, so no test accuracy" in done and "0.0000" not in done
+    assert "step 0: validation (6 images) ..." in result.stderr  # a stage line, readable in a log
+    rows = RunDir(out).rows()
+    assert [row["test_accuracy"] for row in rows] == [None, None]
+    report = (out / "report.md").read_text()
+    assert "No held-out test split, so no test accuracy" in report and "- test: none: no held-out" in report
+    assert "test accuracy 0" not in report.lower()
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, write_recipe, fashion_root):
+    path = write_recipe(tiny_recipe_dict(prune={"steps": 3, "target": {"macs": 0.4}, "round_to": 4}))
+    out = tmp_path / "interrupted"
+    args = ["compress", "--recipe", str(path), "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "edgecomp", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while 1 not in RunDir(out).finished_steps():
+        assert proc.poll() is None, "run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130, stderr
+    kept = RunDir(out).finished_steps()
+    command = f"edgecomp compress --recipe {path} --out {out} --resume"
+    assert stderr.splitlines()[-1] == (f"interrupted: steps 0–{kept[-1]} are kept in {out} (step 0 = dense); "
+                                       f"continue with: {command}")
+    resumed = run_cli(*command.split()[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out}: steps 0–{kept[-1]} kept (step 0 = dense), continuing at step {kept[-1] + 1}/3" \
+        in resumed.stderr

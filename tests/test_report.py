@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import matplotlib.image
 import pytest
@@ -104,3 +105,85 @@ def test_interleaved_host_latency_against_a_reference():
     assert stats["iterations"] == 15 and stats["p25"] <= stats["p50"] <= stats["p75"]
     assert stats["dense_p50"] > 0 and stats["speedup"] > 1  # 40 convolutions against one
     assert host_latency_ms(small, spec, 0) is None
+
+
+def synthetic_rows(**last):
+    """Three metrics rows as compress writes them; `last` overrides the final step's fields."""
+    rows = [{"step": k, "macs": 4e6 * (1 - 0.3 * k), "macs_ratio": 1 - 0.3 * k, "params": 9e4, "magnitude": 0.0,
+             "accuracy": 0.9 - 0.01 * k, "test_accuracy": 0.89 - 0.01 * k, "latency_ms": 10.0 - k,
+             "latency_p25_ms": 9.8 - k, "latency_p75_ms": 10.2 - k, "latency_speedup": 1.0 + 0.2 * k,
+             "latency_threads": 1, "latency_unreliable": None, "train_throughput": 100.0} for k in range(3)]
+    rows[-1].update(last)
+    return rows
+
+
+def test_a_meaningless_host_latency_is_not_shown_as_a_result(tmp_path):
+    from edgecomp.report.plots import host_trend_rows
+    from edgecomp.report.sections import compress_section, table
+
+    reason = "latency p25–p75 spans 93% of its median (above 25%): the machine's load, not the model"
+    ratio = "dense/step ratio p25–p75 spans 80% of its median (above 25%): the machine's load, not the model"
+    rows = synthetic_rows(latency_ms=636.07, latency_p25_ms=53.79, latency_p75_ms=647.99, latency_speedup=1.02,
+                          latency_unreliable=reason, latency_speedup_unreliable=ratio)
+    last_line = table(rows).splitlines()[-1]
+    assert last_line.count("not meaningful (spread)") == 2 and "636.07" not in last_line and "1.02×" not in last_line
+    assert "| 9.00 [8.80–9.20] | 1.20× |" in table(rows).splitlines()[-2]  # a sound step keeps its figures
+    assert [r["step"] for r in host_trend_rows(rows)] == [0, 1]  # latency.png leaves the flagged step out
+    rows[-1]["latency_speedup_unreliable"] = None  # a steady paired ratio stays a result beside a noisy time
+    assert "| not meaningful (spread) | 1.02× |" in table(rows).splitlines()[-1]
+    section = "\n".join(compress_section(SimpleNamespace(rows=rows), set()))
+    assert f"- step 2: host latency not meaningful: {reason}" in section
+
+
+def test_no_test_split_means_no_test_figure_anywhere(tmp_path):
+    from edgecomp.report.methods import _accuracy_method
+    from edgecomp.report.plots import plot_pareto
+    from edgecomp.report.sections import _accuracy_line, table
+
+    rows = synthetic_rows()
+    for row in rows:
+        row["test_accuracy"] = None
+    line = _accuracy_line(rows[0], rows[-1])
+    assert line.startswith("No held-out test split, so no test accuracy") and "0.0000" not in line
+    assert all(line.split(" | ")[6] == "–" for line in table(rows).splitlines()[2:])  # test acc column
+    data = SimpleNamespace(val_subset=None, test_subset=None)
+    assert "no test accuracy: the data has no held-out test split" in _accuracy_method(rows, data)
+    assert plot_pareto(rows, tmp_path / "pareto.png")  # validation only, no test line
+    assert_valid_png(tmp_path / "pareto.png")
+
+
+def test_magnitude_plot_only_when_the_magnitude_varies(tmp_path):
+    from edgecomp.report.plots import plot_magnitude
+
+    assert not plot_magnitude(synthetic_rows(), tmp_path / "flat.png")  # policy none: M is 0 throughout
+    assert not (tmp_path / "flat.png").exists()
+    assert plot_magnitude(synthetic_rows(magnitude=5.0), tmp_path / "varies.png")
+
+
+def test_host_latency_threads_and_spread_verdict():
+    from edgecomp.compression.train import unreliable_reason
+
+    spec = InputSpec(1, 8, None, None, device=torch.device("cpu"))
+    before = torch.get_num_threads()
+    stats = host_latency_ms(nn.Conv2d(1, 2, 3), spec, 5, warmup=1, reference=nn.Conv2d(1, 4, 3), threads=1)
+    assert stats["threads"] == 1 and torch.get_num_threads() == before  # the caller's thread count comes back
+    assert {"unreliable", "speedup_unreliable"} <= set(stats)
+    assert unreliable_reason("latency", 9.9, 10.0, 10.1) is None
+    assert unreliable_reason("dense/step ratio", 1.6, 1.62, 1.64) is None
+    # the issue's row: 636.07 [53.79–647.99] ms
+    assert unreliable_reason("latency", 53.79, 636.07, 647.99).startswith("latency p25–p75 spans 93% of its median")
+    assert unreliable_reason("dense/step ratio", 0.7, 1.02, 1.5).startswith("dense/step ratio p25–p75 spans 78%")
+
+
+def test_console_lines_never_wrap_a_long_path_in_a_log(monkeypatch):
+    from edgecomp.core.console import console, stage
+
+    monkeypatch.setattr(console, "_force_terminal", False)  # as when stderr is redirected to a log
+    long_path = "/runs/" + "a-very-long-folder-name/" * 12 + "report.md"
+    with console.capture() as captured:
+        console.print(f"[bold green]done[/]: 30.0% of the dense MACs; report: {long_path}")
+        with stage("step 1: validation (2000 images)", 3) as advance:
+            advance()
+    lines = captured.get().splitlines()
+    assert lines[0].endswith(f"report: {long_path}") and len(lines[0]) > console.width
+    assert lines[1] == "  step 1: validation (2000 images) ..."  # not a terminal: a line instead of a bar

@@ -78,11 +78,12 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
         run.root.mkdir(parents=True, exist_ok=True)
         if not run.recipe.is_file():
             write_text(run.recipe, dump_recipe(recipe))
+    if resume:
+        console.print(_resume_words(run, finished, recipe.prune.steps))
     model = _dense_stage(ctx, dense_model.to(ctx.spec.device), 0 in finished)
     start = max(finished, default=0) + 1 if finished else 1
     if start > 1:
         model = _restore(ctx, start - 1)
-        console.print(f"[bold]resuming[/] {run.root} after step {start - 1}")
     if finished and dist.is_main:
         run.write_rows(ctx.rows)  # drop any row of a step that is not (or no longer) finished
     if recipe.prune.target.kind == "latency" and start <= recipe.prune.steps:
@@ -92,13 +93,21 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
     return _finish(ctx, model)
 
 
+def _resume_words(run: RunDir, finished: list[int], steps: int) -> str:
+    if not finished:
+        return f"[bold]resuming[/] {run.root}: no finished step kept, starting at the dense stage"
+    last = max(finished)
+    where = "nothing left to run" if last >= steps else f"continuing at step {last + 1}/{steps}"
+    return f"[bold]resuming[/] {run.root}: steps 0–{last} kept (step 0 = dense), {where}"
+
+
 def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Module]:
     """Everything the user can get wrong, checked before the run directory is touched."""
     data = load_data(recipe.data, recipe.model)
     torch.manual_seed(recipe.seed)  # the dense model's initial weights, equal on every rank
     dense_model = build_model(recipe.model)
     if recipe.dense.weights:
-        load_state_file(dense_model, recipe.dense.weights, "dense.weights")
+        load_state_file(dense_model, recipe.dense.weights, "dense.weights", recipe.model)
     example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
     check_prunable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
     if recipe.prune.target.kind == "latency":
@@ -332,31 +341,55 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         "macs": size.macs, "params": size.params,
         "macs_ratio": size.macs / dense.macs, "params_ratio": size.params / dense.params,
         "magnitude": magnitude, "epochs": epochs,
-        "accuracy": evaluate(model, ctx.data.val, ctx.spec),
-        "test_accuracy": evaluate(model, ctx.data.test, ctx.spec),
+        "accuracy": evaluate(model, ctx.data.val, ctx.spec, f"step {step}: validation", show=True),
+        # no held-out split, no test figure: null, never an accuracy over zero images
+        "test_accuracy": (evaluate(model, ctx.data.test, ctx.spec, f"step {step}: test", show=True)
+                          if ctx.data.has_test else None),
         **_host_latency(ctx, model, step),
         "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
         "final_loss": stats[-1].loss if stats else None,
         **_teacher_stats(stats),
     }
-    console.print(
-        f"  step {step}: val accuracy {row['accuracy']:.4f}, test accuracy {row['test_accuracy']:.4f}, "
-        f"latency {row['latency_ms'] or 0:.2f} ms"
-    )
+    if step == 0:
+        row["splits"] = ctx.data.splits  # where validation and test came from, for the report
+    console.print(f"  step {step}: val accuracy {row['accuracy']:.4f}, {_test_words(row)}, {_latency_words(row)}")
     return row
+
+
+def _test_words(row: dict[str, Any]) -> str:
+    return "no test split" if row["test_accuracy"] is None else f"test accuracy {row['test_accuracy']:.4f}"
+
+
+def _latency_words(row: dict[str, Any]) -> str:
+    """The host timing as a result, or why it is none (a spread that says more about the load than the model)."""
+    if row.get("latency_ms") is None:
+        return "host latency not timed"
+    words = (f"host latency not meaningful ({row['latency_unreliable']})" if row.get("latency_unreliable") else
+             f"host latency {row['latency_ms']:.2f} ms on {row['latency_threads']} thread(s)")
+    if row["step"] and row.get("latency_speedup_unreliable"):
+        words += f", speed-up over dense not meaningful ({row['latency_speedup_unreliable']})"
+    elif row["step"] and row.get("latency_speedup") is not None:
+        words += f", {row['latency_speedup']:.2f}× dense (paired)"
+    return words
 
 
 def _host_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:
     """Per-step host latency: median and quartiles of batch-1 PyTorch forwards, timed alternately with the
-    dense model (read back from its step-0 checkpoint) so that `latency_speedup` holds on a loaded host."""
+    dense model (read back from its step-0 checkpoint), so that both see the same load; on
+    `device.latency_threads` threads; flagged `latency_unreliable` / `latency_speedup_unreliable` when the spread
+    makes the time / the paired ratio meaningless."""
     iterations = ctx.recipe.device.latency_iterations if ctx.dist.is_main else 0
     dense = None
     if iterations and step > 0:
         dense = model_from_payload(ctx.run.load_step(0)["model"], ctx.recipe.model).to(ctx.spec.device)
-    stats = host_latency_ms(model, ctx.spec, iterations, reference=dense) or {}
+    stats = host_latency_ms(model, ctx.spec, iterations, reference=dense,
+                            threads=ctx.recipe.device.latency_threads) or {}
     return {"latency_ms": stats.get("p50"), "latency_p25_ms": stats.get("p25"), "latency_p75_ms": stats.get("p75"),
-            "latency_iterations": stats.get("iterations"),
+            "latency_iterations": stats.get("iterations"), "latency_threads": stats.get("threads"),
             "latency_speedup": stats.get("speedup", 1.0 if stats and step == 0 else None),
+            "latency_speedup_p25": stats.get("speedup_p25"), "latency_speedup_p75": stats.get("speedup_p75"),
+            "latency_unreliable": stats.get("unreliable"),
+            "latency_speedup_unreliable": stats.get("speedup_unreliable"),
             "latency_device": f"host-{ctx.spec.device.type}"}
 
 
@@ -385,9 +418,11 @@ def _finish(ctx: Context, model: nn.Module) -> CompressResult:
     save_tensors(ctx.run.model, model_payload(model, ctx.recipe.model))
     report = write_report(ctx.run, ctx.rows, ctx.recipe)
     final, dense = ctx.rows[-1], ctx.rows[0]
-    console.print(
-        f"[bold green]done[/]: {final['macs_ratio']:.1%} of the dense MACs, test accuracy "
-        f"{final['test_accuracy']:.4f} (dense {dense['test_accuracy']:.4f}); report: {report}"
-    )
+    if final["test_accuracy"] is None:
+        accuracy = (f"no held-out test split, so no test accuracy; validation accuracy {final['accuracy']:.4f} "
+                    f"(dense {dense['accuracy']:.4f})")
+    else:
+        accuracy = f"test accuracy {final['test_accuracy']:.4f} (dense {dense['test_accuracy']:.4f})"
+    console.print(f"[bold green]done[/]: {final['macs_ratio']:.1%} of the dense MACs, {accuracy}; report: {report}")
     ctx.dist.barrier()
     return CompressResult(ctx.run.root, ctx.rows, ctx.run.model, report)

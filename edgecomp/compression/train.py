@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .augment import Augmenter
-from ..core.console import console, progress
+from ..core.console import console, progress, stage
 from .distributed import Dist
 from ..core.errors import DivergenceError
 from ..core.data import InputSpec, TensorBatches  # noqa: F401 - InputSpec: re-exported, it lives with the data
@@ -194,33 +195,60 @@ def train_epoch(model, job: TrainJob, optimizer, generator, epoch: int, tick, sc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorBatches, spec: InputSpec, label: str = "evaluation") -> float:
-    """Top-1 accuracy in eval mode, no augmentation."""
+def evaluate(model: nn.Module, data: TensorBatches, spec: InputSpec, label: str = "evaluation",
+             show: bool = False) -> float:
+    """Top-1 accuracy in eval mode, no augmentation; `show`: a progress stage named `label` (bar or log line)."""
     model.eval()
     correct = seen = 0
-    with Watchdog(label) as watchdog:
+    shown = stage(f"{label} ({len(data)} images)", data.num_batches()) if show else nullcontext(lambda: None)
+    with Watchdog(label) as watchdog, shown as advance:
         for index, (raw, labels) in enumerate(data.batches(None)):
             logits = model(spec.prepare(raw))
             correct += int((logits.argmax(1).cpu() == labels).sum())
             seen += len(labels)
             watchdog.beat(f"batch {index + 1}")
+            advance()
     return correct / max(seen, 1)
+
+
+# A host latency whose p25–p75 spread exceeds this fraction of its median (the step's own time, or the paired
+# dense/step ratio) says more about the machine's load than about the model: it is reported as not meaningful.
+MAX_RELATIVE_SPREAD = 0.25
 
 
 @torch.no_grad()
 def host_latency_ms(model: nn.Module, spec: InputSpec, iterations: int, warmup: int = 10,
-                    reference: Optional[nn.Module] = None) -> Optional[dict[str, float]]:
+                    reference: Optional[nn.Module] = None, threads: int = 1) -> Optional[dict[str, float]]:
     """Batch-1 PyTorch forward time on this host (perf_counter): median with quartiles, in ms.
 
     On a shared machine one model's time moves with the load. With `reference` (the dense model) the two
     run alternately, pass by pass, the leader swapped every pass, so both see the same load; `speedup` is the
-    median of the paired ratios reference/model, which the load moves far less than either time alone.
+    median of the paired ratios reference/model (with its quartiles). PyTorch runs `threads` threads meanwhile:
+    more threads than free cores make every forward wait for the slowest thread, whatever its size.
     """
     if iterations <= 0:
         return None
     models = [model] + ([reference] if reference is not None else [])
     for m in models:
         m.eval()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = _alternate(models, spec, iterations, warmup)
+    finally:
+        torch.set_num_threads(previous_threads)
+    p25, p50, p75 = _quartiles(times[0])
+    result = {"p50": p50, "p25": p25, "p75": p75, "iterations": iterations, "threads": threads}
+    result["unreliable"] = unreliable_reason("latency", p25, p50, p75)
+    if reference is not None:
+        result["dense_p50"] = statistics.median(times[1])
+        low, result["speedup"], high = _quartiles([d / m for d, m in zip(times[1], times[0])])
+        result["speedup_p25"], result["speedup_p75"] = low, high
+        result["speedup_unreliable"] = unreliable_reason("dense/step ratio", low, result["speedup"], high)
+    return result
+
+
+def _alternate(models: list[nn.Module], spec: InputSpec, iterations: int, warmup: int) -> list[list[float]]:
     example = spec.example(1)
 
     def timed(m: nn.Module) -> float:
@@ -234,16 +262,23 @@ def host_latency_ms(model: nn.Module, spec: InputSpec, iterations: int, warmup: 
         for m in models:
             timed(m)
     times: list[list[float]] = [[] for _ in models]
-    for index in range(iterations):
-        order = range(len(models)) if index % 2 == 0 else reversed(range(len(models)))
-        for k in order:
-            times[k].append(timed(models[k]))
-    p25, p50, p75 = _quartiles(times[0])
-    result = {"p50": p50, "p25": p25, "p75": p75, "iterations": iterations}
-    if reference is not None:
-        result["dense_p50"] = statistics.median(times[1])
-        result["speedup"] = statistics.median(d / m for d, m in zip(times[1], times[0]))
-    return result
+    with stage(f"timing host latency ({iterations} passes)", iterations) as advance:
+        for index in range(iterations):
+            order = range(len(models)) if index % 2 == 0 else reversed(range(len(models)))
+            for k in order:
+                times[k].append(timed(models[k]))
+            advance()
+    return times
+
+
+def unreliable_reason(name: str, p25: float, p50: float, p75: float) -> Optional[str]:
+    """Why a host timing (or the paired ratio) means nothing: its spread; None when it can be read as a result.
+    The time and the ratio are judged apart: alternating runs can keep the ratio steady while load moves both."""
+    relative = (p75 - p25) / p50 if p50 > 0 else float("inf")
+    if relative <= MAX_RELATIVE_SPREAD:
+        return None
+    return (f"{name} p25–p75 spans {relative:.0%} of its median (above {MAX_RELATIVE_SPREAD:.0%}): the machine's "
+            "load, not the model")
 
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Protocol
 
@@ -72,12 +72,20 @@ def epoch_order(count: int, epoch_seed: Optional[int], shard=None) -> torch.Tens
 
 @dataclass
 class DataBundle:
+    """The three splits; `test` is empty when the data has no held-out split (then there is no test figure).
+    `splits` says where each split came from, for the report: {"train"|"val"|"test": "source, N images"}."""
+
     train: "TensorBatches | FolderBatches"
     val: "TensorBatches | FolderBatches"
     test: "TensorBatches | FolderBatches"
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    splits: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_test(self) -> bool:
+        return len(self.test) > 0
 
 
 # ---------------------------------------------------------------- readers
@@ -272,10 +280,23 @@ def load_data(cfg: DataSection, model: ModelSection) -> DataBundle:
     train_idx, val_idx = _take(train_idx, cfg.train_subset), _take(val_idx, cfg.val_subset)
     test_idx = _take(torch.arange(len(test_y)), cfg.test_subset)
     make = lambda x, y, idx: TensorBatches(x[idx], y[idx], cfg.batch_size)  # noqa: E731
+    test_files = "t10k-* files" if cfg.dataset == Dataset.fashion_mnist else "the test batch"
+    splits = _split_names(root, cfg, len(train_idx), len(val_idx), f"{root}: {test_files}", len(test_idx))
     return DataBundle(
         make(train_x, train_y, train_idx), make(train_x, train_y, val_idx), make(test_x, test_y, test_idx),
-        classes, mean, std,
+        classes, mean, std, splits,
     )
+
+
+def _split_names(train_source, cfg: DataSection, train: int, val: int, test_source, test: int) -> dict[str, str]:
+    """Where each split comes from and how many images it holds, in words the report prints."""
+    carve = f"{cfg.val_fraction:g} of {train_source} (split_seed {cfg.split_seed})"
+    return {
+        "train": f"{train_source}, less the validation share: {train} images",
+        "val": f"{carve}: {val} images",
+        "test": f"{test_source}: {test} images" if test_source is not None and test else
+                "none: no held-out test split (ImageFolder: add root/test/ or root/val/)",
+    }
 
 
 def _check_classes(classes: int, model: ModelSection) -> None:
@@ -302,10 +323,9 @@ def _load_folder(root: Path, cfg: DataSection, model: ModelSection, mean, std) -
     pick = lambda idx: [samples[i] for i in idx.tolist()]  # noqa: E731
     make = lambda s: FolderBatches(s, model.input_size, model.in_channels, cfg.batch_size, cfg.workers)  # noqa: E731
     test = test_samples[: cfg.test_subset] if cfg.test_subset else test_samples
-    return DataBundle(
-        make(pick(_take(train_idx, cfg.train_subset))), make(pick(_take(val_idx, cfg.val_subset))),
-        make(test), len(classes), mean, std,
-    )
+    train_pick, val_pick = pick(_take(train_idx, cfg.train_subset)), pick(_take(val_idx, cfg.val_subset))
+    splits = _split_names(f"{train_dir}/", cfg, len(train_pick), len(val_pick), test_dir and f"{test_dir}/", len(test))
+    return DataBundle(make(train_pick), make(val_pick), make(test), len(classes), mean, std, splits)
 
 
 # ---------------------------------------------------------------- per batch

@@ -9,6 +9,8 @@ modules, and loads the tensors — no pickled classes (weights_only=True).
 from __future__ import annotations
 
 import importlib
+import inspect
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -123,23 +125,67 @@ def build_model(cfg: ModelSection) -> nn.Module:
     if cfg.small_input and cfg.arch not in TINY_MODELS:
         shrink_stem(model)
     if cfg.weights:
-        load_state_file(model, cfg.weights, "model.weights")
+        load_state_file(model, cfg.weights, "model.weights", cfg)
     return model
 
 
 def _call(factory: Callable[..., nn.Module], cfg: ModelSection, **kwargs: Any) -> nn.Module:
+    """Call a model factory with what edgecomp passes (`kwargs`) plus the user's model.kwargs; a factory that
+    cannot take them is named with the argument it lacks, not blamed on a field the user never set."""
+    try:
+        accepts = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: find out by calling
+        accepts = None
+    if accepts is not None:
+        for name in kwargs:
+            if not _accepts(accepts, name):
+                raise ModelError(f"model.arch: {cfg.arch} must accept {name}= (edgecomp passes model.{name} to "
+                                 f"the callable); its signature is {accepts}")
+        unknown = [name for name in cfg.kwargs if not _accepts(accepts, name)]
+        if unknown:
+            raise ModelError(f"model.kwargs: {cfg.arch} does not accept {', '.join(unknown)} (signature {accepts})")
     try:
         return factory(**kwargs, **cfg.kwargs)
-    except TypeError as exc:
-        raise ModelError(f"model.kwargs: {cfg.arch} does not accept them: {exc}") from None
+    except TypeError as exc:  # behind a factory that takes **kwargs: the model itself refused an argument
+        if cfg.kwargs:
+            raise ModelError(f"model.kwargs: {cfg.arch} does not accept them: {exc}") from None
+        raise ModelError(f"model.arch: building {cfg.arch} failed: {exc}") from None
+
+
+def _accepts(signature: inspect.Signature, name: str) -> bool:
+    parameters = signature.parameters
+    return name in parameters or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _entry_point(spec: str) -> Callable[..., nn.Module]:
+    """`pkg.module:callable`, imported from the Python path or, as `python -m` would, the working directory."""
     module_name, _, attr = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        module = _import_here(module_name)
+        return getattr(module, attr)
+    except ModuleNotFoundError as exc:
+        if not f"{module_name}.".startswith(f"{exc.name}."):  # the module was found; something it imports was not
+            raise ModelError(f"model.arch: importing {module_name!r} for {spec!r} failed: {exc}") from None
+        raise ModelError(
+            f"model.arch: cannot import {module_name!r} for {spec!r} ({exc}): neither on the Python path nor in the "
+            f"working directory {Path.cwd()}; run from the folder that holds it or set PYTHONPATH to that folder"
+        ) from None
     except (ImportError, AttributeError) as exc:
         raise ModelError(f"model.arch: cannot load entry point {spec!r}: {exc}") from None
+
+
+def _import_here(module_name: str):
+    """Import a module; when it is not found, look in the working directory too (what `python -m` puts first on
+    sys.path and the `edgecomp` script does not)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        here = str(Path.cwd())
+        if exc.name != module_name.split(".")[0] or here in sys.path:
+            raise
+    sys.path.append(here)  # after everything installed: a file here never shadows a library
+    importlib.invalidate_caches()
+    return importlib.import_module(module_name)
 
 
 def _timm_model(cfg: ModelSection) -> nn.Module:
@@ -256,23 +302,40 @@ def read_checkpoint(path: str | Path, field: str) -> dict[str, Any]:
     return data
 
 
-def load_state_file(model: nn.Module, path: str | Path, field: str) -> None:
-    """Load a plain state_dict, an edgecomp model file, or a run's step checkpoint."""
+def load_state_file(model: nn.Module, path: str | Path, field: str, cfg: ModelSection | None = None) -> None:
+    """Load a plain state_dict, an edgecomp model file, or a run's step checkpoint into `model` (built from
+    `cfg`, which names it when the weights do not fit)."""
     data = read_checkpoint(path, field)
     if isinstance(data.get("model"), dict) and data["model"].get("format") == MODEL_FORMAT:
         data = data["model"]  # a step checkpoint wraps the model payload
-    if data.get("format") == MODEL_FORMAT:
-        apply_structure(model, data["structure"])
-        resize_like(model, data["state_dict"])
-        state = data["state_dict"]
-    else:
-        state = data.get("state_dict", data)
     try:
+        if data.get("format") == MODEL_FORMAT:
+            apply_structure(model, data["structure"])
+            resize_like(model, data["state_dict"])
+            state = data["state_dict"]
+        else:
+            state = data.get("state_dict", data)
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in lines[:2])[:300]
-        raise ModelError(f"{field}: {path} does not fit the model: {detail}") from None
+    except (ModelError, RuntimeError, AttributeError, KeyError, TypeError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        detail = " ".join(line.strip() for line in lines[:2])[:200].removeprefix("model error: ")
+        raise ModelError(
+            f"{field}: {path} does not fit the model: saved from {_saved_from(data)}, the recipe builds "
+            f"{_describe_model(cfg) if cfg else 'another model'} ({detail}); use weights of the same architecture, "
+            f"or --set {field}=null"
+        ) from None
+
+
+def _describe_model(cfg: ModelSection) -> str:
+    return f"{cfg.arch} ({cfg.num_classes} classes, {cfg.in_channels} input channel(s))"
+
+
+def _saved_from(data: dict[str, Any]) -> str:
+    """The architecture a weights file records (edgecomp model files do; a plain state_dict does not)."""
+    try:
+        return _describe_model(ModelSection.model_validate(data.get("model")))
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        return "an architecture the file does not record"
 
 
 SHAPE_ATTRS = {

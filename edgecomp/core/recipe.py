@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -45,7 +46,10 @@ class ModelSection(Section):
     arch: str = Field(
         "resnet18",
         description="torchvision model name (resnet18, mobilenet_v2, ...), an edgecomp tiny model "
-        "(cifar_resnet8/14/20, toy_grouped), 'timm:NAME' when timm is installed, or 'pkg.module:callable'",
+        "(cifar_resnet8/14/20, toy_grouped), 'timm:NAME' when timm is installed, or 'pkg.module:callable': "
+        "a function or class importable from the Python path or the working directory, called as "
+        "callable(num_classes=model.num_classes, **model.kwargs) and returning an nn.Module that takes "
+        "model.in_channels × model.input_size² images (edgecomp passes no in_channels to it)",
     )
     num_classes: int = Field(10, ge=2, description="number of output classes")
     in_channels: int = Field(3, ge=1, le=4, description="input channels the model takes (data is adapted to it)")
@@ -459,6 +463,10 @@ class DeviceSection(Section):
         30, ge=0, description="timed batch-1 forward passes on the host after each step, alternating with the "
         "dense model: median, quartiles and speed-up over dense, a trend only (0: skip)"
     )
+    latency_threads: int = Field(
+        1, ge=1, description="PyTorch threads while the host latency above is timed; 1 by default because "
+        "more threads than free cores (a shared or loaded machine) make the times and the speed-up meaningless"
+    )
 
 
 class Recipe(Section):
@@ -542,6 +550,32 @@ def resolve_recipe_path(path: str | Path) -> Path:
                 return shipped
     shipped_names = ", ".join(sorted(p.name for p in SHIPPED_RECIPES.glob("*.yaml")))
     raise RecipeError(f"recipe file not found: {path} (shipped recipes: {shipped_names})")
+
+
+def copy_shipped_recipe(name: str, dest: Optional[Path] = None) -> Path:
+    """Write a shipped recipe, comments and all, to `dest` (a file, or a folder; default NAME.yaml here).
+    A weights file the recipe names beside itself is pointed at by its absolute path, so the copy still
+    finds it. Never overwrites: an existing file is a RecipeError."""
+    source = SHIPPED_RECIPES / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if "/" in name or not source.is_file():
+        shipped = ", ".join(sorted(p.stem for p in SHIPPED_RECIPES.glob("*.yaml")))
+        raise RecipeError(f"recipe init: no shipped recipe {name!r} (shipped: {shipped})")
+    target = Path(source.name) if dest is None else dest / source.name if dest.is_dir() else dest
+    if target.exists():
+        raise RecipeError(f"recipe init: {target} already exists; give another DEST or remove it first")
+    text = source.read_text()
+    for section, key in WEIGHT_FIELDS:
+        value = (read_yaml(source).get(section) or {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and (source.parent / value).is_file():
+            pattern = rf"(^\s*{key}:\s*){re.escape(value)}(?=\s|$)"
+            text = re.sub(pattern, lambda m: m.group(1) + str((source.parent / value).resolve()), text, flags=re.M)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "x") as stream:  # "x": a file that appeared meanwhile is not overwritten either
+            stream.write(text)
+    except OSError as exc:
+        raise RecipeError(f"recipe init: cannot write {target}: {exc}") from None
+    return target
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

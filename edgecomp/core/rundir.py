@@ -25,11 +25,27 @@ from .models import read_checkpoint
 CHECKPOINT_FORMAT = "edgecomp-checkpoint/1"
 
 
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (no side effect); elsewhere set it and straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
+        # mkstemp creates 0600; a run file gets the mode any other tool would give it (0666 less the umask),
+        # so a teammate can read a run on a shared machine
+        os.chmod(temp, 0o666 & ~_umask())
         writer(Path(temp))
         with open(temp, "rb+") as stream:
             os.fsync(stream.fileno())

@@ -19,8 +19,7 @@ def compress_methods(files: RunFiles, recipe) -> list[str]:
         "- **MACs, params**: Torch-Pruning's `count_ops_and_params` on one batch-1 input "
         f"({recipe.model.in_channels}×{recipe.model.input_size}×{recipe.model.input_size}); MACs ratio against "
         "the dense model (step 0).",
-        f"- **val acc / test acc**: PyTorch fp32 top-1 on {_subset(data.val_subset, 'validation')} / on "
-        f"{_subset(data.test_subset, 'held-out test')}; the test split never chooses anything.",
+        _accuracy_method(rows, data),
         f"- **magnitude**: the `{recipe.augment.schedule.kind.value}` schedule's M for the step "
         "(torchvision RandAugment scale, 0–30).",
     ]
@@ -34,18 +33,29 @@ def compress_methods(files: RunFiles, recipe) -> list[str]:
     return lines
 
 
+def _accuracy_method(rows: list[dict[str, Any]], data) -> str:
+    validation = f"- **val acc / test acc**: PyTorch fp32 top-1 on {_subset(data.val_subset, 'validation')}"
+    if rows[-1].get("test_accuracy") is None:
+        return f"{validation}; no test accuracy: the data has no held-out test split (– in the table)."
+    return f"{validation} / on {_subset(data.test_subset, 'held-out test')}; the test split never chooses anything."
+
+
 def _host_latency_line(timed: Optional[dict[str, Any]]) -> str:
     if timed is None:
         return "- **host latency**: not measured (`device.latency_iterations: 0`)."
     if timed.get("latency_iterations") is None:  # a row written before the spread was recorded
         return ("- **host latency**: median of batch-1 PyTorch forwards on this host, no spread recorded: a rough "
                 "trend only.")
+    threads = timed.get("latency_threads")
+    threads = f"{threads} PyTorch thread(s)" if threads else "PyTorch's default thread count (not recorded)"
     return (f"- **host latency** (per step, `{timed.get('latency_device')}`): {timed['latency_iterations']} "
-            "batch-1 PyTorch forwards (perf_counter) after warm-up, median with its 25th–75th percentiles. From "
-            "step 1 on the dense model runs alternately with the step's model in the same loop; **host speed-up** "
-            "is the median of the paired ratios dense/model, which holds on a loaded machine. The absolute "
-            "milliseconds move with the machine's load: read them as a trend on this host, not as a device "
-            "measurement (that is the Bench section).")
+            f"batch-1 PyTorch forwards (perf_counter) after warm-up on {threads}, median with its 25th–75th "
+            "percentiles. From step 1 on the dense model runs alternately with the step's model in the same loop; "
+            "**host speed-up** is the median of the paired ratios dense/model, which machine load moves less than "
+            "either time, as long as PyTorch has no more threads than free cores (`device.latency_threads`). A "
+            "step whose time or ratio spreads too far (p25–p75 against the median; the row says how far) is shown "
+            "as not meaningful. The absolute milliseconds move with the machine's load: read them as a trend on this "
+            "host, not as a device measurement (that is the Bench section).")
 
 
 def export_methods(export: Optional[dict[str, Any]]) -> list[str]:

@@ -43,10 +43,13 @@ def _finish(fig, ax, path: Path, legend: bool = True) -> bool:
 def plot_pareto(rows: list[dict[str, Any]], path: Path) -> bool:
     fig, ax = _axes()
     macs = [r["macs"] / 1e6 for r in rows]
-    ax.plot(macs, [r["test_accuracy"] for r in rows], "o-", label="test")
-    ax.plot(macs, [r["accuracy"] for r in rows], "s--", alpha=0.6, label="val")
+    tested = all(r.get("test_accuracy") is not None for r in rows)  # no held-out split: no test line at all
+    labelled = "test_accuracy" if tested else "accuracy"
+    if tested:
+        ax.plot(macs, [r["test_accuracy"] for r in rows], "o-", label="test")
+    ax.plot(macs, [r["accuracy"] for r in rows], "s--", alpha=0.6, label="val" if tested else "val (no test split)")
     for row, x in zip(rows, macs):
-        ax.annotate(str(row["step"]), (x, row["test_accuracy"]), textcoords="offset points", xytext=(4, 4))
+        ax.annotate(str(row["step"]), (x, row[labelled]), textcoords="offset points", xytext=(4, 4))
     ax.set_xlabel("MACs per image (millions)")
     ax.set_ylabel("top-1 accuracy (fraction)")
     ax.set_title("accuracy vs MACs (label: step, 0 = dense)")
@@ -54,7 +57,10 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> bool:
 
 
 def plot_magnitude(rows: list[dict[str, Any]], path: Path) -> bool:
-    """The augmentation magnitude each step trained at, beside the size it trained."""
+    """The augmentation magnitude each step trained at, beside the size it trained; nothing when it never
+    changed (policy none, a constant schedule): a flat line on an arbitrary axis says nothing."""
+    if len({r["magnitude"] for r in rows}) < 2:
+        return False
     fig, ax = _axes()
     steps = [r["step"] for r in rows]
     ax.plot(steps, [r["magnitude"] for r in rows], "o-", color="tab:blue", label="magnitude M")
@@ -95,7 +101,8 @@ def _bench_label(entry: dict[str, Any]) -> str:
 
 def plot_latency(rows: list[dict[str, Any]], benches: list[dict[str, Any]], path: Path) -> bool:
     """Accuracy against measured p50 latency: one line per bench entry from the dense model (square) to the
-    pruned one (circle), whiskers to p99; the per-step host PyTorch times as a grey trend with p25–p75 bars."""
+    pruned one (circle), whiskers to p99; the per-step host PyTorch times as a grey trend with p25–p75 bars
+    (a step whose host time is flagged not meaningful is left out)."""
     timed = [e for e in benches if (e.get("latency_ms") or {}).get("p50")]
     if not timed:
         return False
@@ -112,14 +119,19 @@ def plot_latency(rows: list[dict[str, Any]], benches: list[dict[str, Any]], path
             ax.plot(xs, ys, "s", color=line.get_color(), mfc="white")
     _host_trend(ax, rows)
     ax.set_xscale("log")
-    ax.set_xlabel("latency p50 per batch (ms, log scale; whisker to p99)")
+    ax.set_xlabel("latency p50 per batch (ms, log scale; bench: whisker to p99; host steps: p25–p75 bars)")
     ax.set_ylabel(ACCURACY_VAL)
     ax.set_title("accuracy vs measured latency (□ dense, ● pruned)")
     return _finish(fig, ax, path)
 
 
+def host_trend_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The steps latency.png draws as host times: timed, and not flagged as meaningless by their spread."""
+    return [r for r in rows if r.get("latency_ms") and not r.get("latency_unreliable")]
+
+
 def _host_trend(ax, rows: list[dict[str, Any]]) -> None:
-    timed = [r for r in rows if r.get("latency_ms")]
+    timed = host_trend_rows(rows)
     if not timed:
         return
     x = [r["latency_ms"] for r in timed]

@@ -38,10 +38,25 @@ def summary(files: RunFiles, recipe) -> list[str]:
         f"{recipe.prune.steps} pruning steps ({recipe.prune.importance.value} importance) to "
         f"{final['macs_ratio']:.1%} of the dense MACs; augmentation `{recipe.augment.policy.value}` with the "
         f"`{recipe.augment.schedule.kind.value}` magnitude schedule.", "",
-        f"Final test accuracy {final['test_accuracy']:.4f} vs dense {dense['test_accuracy']:.4f} "
-        f"({(final['test_accuracy'] - dense['test_accuracy']) * 100:+.2f} points).",
-        "",
+        _accuracy_line(dense, final), *_split_lines(dense), "",
     ]
+
+
+def _accuracy_line(dense: dict[str, Any], final: dict[str, Any]) -> str:
+    if final.get("test_accuracy") is None:
+        return (f"No held-out test split, so no test accuracy: final validation accuracy {final['accuracy']:.4f} vs "
+                f"dense {dense['accuracy']:.4f} (validation images chose nothing either, but they are no test set).")
+    return (f"Final test accuracy {final['test_accuracy']:.4f} vs dense {dense['test_accuracy']:.4f} "
+            f"({(final['test_accuracy'] - dense['test_accuracy']) * 100:+.2f} points).")
+
+
+def _split_lines(dense: dict[str, Any]) -> list[str]:
+    """Which folder or fraction each split is, as the run recorded it (runs before this record have none)."""
+    splits = dense.get("splits")
+    if not splits:
+        return []
+    return ["", *(f"- {name}: {splits[key]}" for key, name in
+                  (("train", "training"), ("val", "validation"), ("test", "test")) if key in splits)]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -51,19 +66,33 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        spread = (f" [{row['latency_p25_ms']:.2f}–{row['latency_p75_ms']:.2f}]"
-                  if row.get("latency_p25_ms") is not None else "")
+        latency, speedup = _host_latency_cells(row)
         lines.append(
             f"| {row['step']}{' (dense)' if row['step'] == 0 else ''} | {row['macs'] / 1e6:.2f} M "
             f"| {row['macs_ratio']:.3f} | {row['params'] / 1e3:.1f} k | {row['magnitude']:.1f} "
-            f"| {row['accuracy']:.4f} | {row['test_accuracy']:.4f} | {fmt(row.get('latency_ms'), '.2f')}{spread} "
-            f"| {fmt(row.get('latency_speedup'), '.2f', '×')} | {fmt(row.get('train_throughput'), '.0f')} |"
+            f"| {row['accuracy']:.4f} | {fmt(row.get('test_accuracy'), '.4f')} | {latency} "
+            f"| {speedup} | {fmt(row.get('train_throughput'), '.0f')} |"
         )
     return "\n".join(lines)
 
 
+def _host_latency_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """The host latency and speed-up cells; a measurement whose spread makes it meaningless shows no figure."""
+    spread = (f" [{row['latency_p25_ms']:.2f}–{row['latency_p75_ms']:.2f}]"
+              if row.get("latency_p25_ms") is not None else "")
+    latency = "not meaningful (spread)" if row.get("latency_unreliable") else \
+        f"{fmt(row.get('latency_ms'), '.2f')}{spread}"
+    speedup = "not meaningful (spread)" if row.get("latency_speedup_unreliable") else \
+        fmt(row.get("latency_speedup"), ".2f", "×")
+    return latency, speedup
+
+
 def compress_section(files: RunFiles, figures: set[str]) -> list[str]:
-    return ["## Compress", "", table(files.rows), "", *figure("pareto.png", figures),
+    flagged = [f"- step {r['step']}: host {what} not meaningful: {r[key]}" for r in files.rows
+               for key, what in (("latency_unreliable", "latency"), ("latency_speedup_unreliable", "speed-up"))
+               if r.get(key)]
+    return ["## Compress", "", table(files.rows), "", *(flagged + [""] if flagged else []),
+            *figure("pareto.png", figures),
             *figure("magnitude.png", figures), *teacher_section(files.rows, figures)]
 
 
