@@ -748,6 +748,9 @@ def test_bench_reuses_an_engine_exported_for_a_dla_core(tmp_path, monkeypatch, f
     deploy_bench.measure(device, target, job, options, entry, None)
     assert device.builds() == [] and entry["engine"]["reused"] and entry["engine"]["key"]["dla_core"] == 1
     assert Path(entry["engine"]["path"]) == exported.engine_path
+    fp32 = deploy_bench._options(10, 1, 2, "tensorrt", "fp32")
+    with pytest.raises(UserInputError, match="--precision fp32: export built for DLA core 1"):
+        deploy_bench.measure(RecordingDevice(), target, job, fp32, deploy_bench._new_entry(target, job, fp32), None)
     request = deploy_bench.request_for(job, options, job.model)
     assert request == builder.engine_request(onnx=run / "model.onnx", precision=Precision.fp16,
                                              inputs={"input": (1, 28, 28)}, max_batch=8, dla_core=1)

@@ -397,6 +397,9 @@ def _engine(runner: Runner, job: Job, options: BenchOptions, entry: dict[str, An
     else:
         onnx = job.qdq_model if precision == Precision.int8 and job.qdq_model is not None else job.model
     request = request_for(job, options, onnx)
+    if request.dla_core is not None and request.precision == Precision.fp32:  # export's DLA core, bench's fp32
+        raise UserInputError(f"--precision fp32: export built for DLA core {request.dla_core} (export.json), which "
+                             f"runs fp16 or int8 only; export without --dla-core for a GPU fp32 engine")
     record = _step(entry, f"engine-{name}", lambda: obtain_engine(
         runner, entry["info"], request, job.out_dir / ENGINE_DIR, name=name, log_dir=log_dir))
     if name == "model":
