@@ -94,8 +94,8 @@ def export(
     onnx: bool = typer.Option(False, "--onnx", help="model.onnx alone: no Q/DQ model even for an int8 recipe"),
     trt: bool = typer.Option(False, "--trt", help="also a TensorRT engine, built on --device"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the recipe's)"),
-    device: Optional[str] = typer.Option(None, "--device",
-                                         help="where --trt builds: host, NAME or ssh://... (default: device.name)"),
+    device: Optional[str] = typer.Option(None, "--device", help="the target: --trt builds there (default: "
+                                         "device.name); without --trt, NAME's TensorRT releases pick the opset"),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: for the target's TensorRT)"),
     calib_images: Optional[int] = typer.Option(None, "--calib-images", help="int8 calibration images (default 512)"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="engine profile: batch 1..N (default 8)"),
@@ -171,15 +171,16 @@ def _profile_text(p) -> str:
 @app.command()
 def bench(
     run: Optional[Path] = typer.Option(None, "--run", help="run directory: measures its model.onnx"),
-    model: Optional[Path] = typer.Option(None, "--model", help="an .onnx model or a TensorRT .engine"),
+    model: Optional[Path] = typer.Option(None, "--model", help="an .onnx model or a TensorRT .engine; results go "
+                                         "to <stem>.bench.json beside it, never into a run's bench.json"),
     device: Optional[str] = typer.Option(None, "--device", help="host, a profile (edgecomp devices) or "
                                          "ssh://user@host[:port] (default: the recipe's device.name, else host)"),
     iterations: int = typer.Option(100, "--iterations", help="timed inferences"),
     batch: int = typer.Option(1, "--batch", help="images per inference"),
     warmup: int = typer.Option(10, "--warmup", help="untimed inferences first"),
     backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or trtexec"),
-    precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="engine precision: fp32, fp16, int8 (default: the recipe's)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="TensorRT: fp32, fp16, int8 (default: "
+                                            "export's); onnxruntime: fp32 model.onnx or int8 model.int8.onnx"),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
                                              help="accept and record a first-seen ssh host key (never a changed one)"),
 ) -> None:
@@ -202,7 +203,7 @@ def bench(
     _refresh_report(result.bench_path.parent)
     entry, latency = result.entry, result.latency_ms
     typer.echo(f"{result.device}: p50 {latency['p50']:.3f} ms, p99 {latency['p99'] or float('nan'):.3f} ms, "
-               f"{result.throughput_fps or 0:.1f} img/s ({entry['backend']}, batch {entry['batch']})")
+               f"{result.throughput_fps or 0:.1f} img/s ({entry['backend']} {entry['precision']}, batch {entry['batch']})")
     if result.accuracy is not None:
         typer.echo(f"accuracy on the device: {result.accuracy:.4f} ({entry['accuracy_samples']} images)")
     if result.speedup is not None:

@@ -1,4 +1,5 @@
-"""`edgecomp bench` on the host runner: results, accuracy on the device, dense speed-up, partial files."""
+"""`edgecomp bench` on the host runner: results, accuracy on the device, dense speed-up, partial files,
+one entry per (device, precision), and files outside a run's flow kept out of its results."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 import edgecomp
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx
 from conftest import tiny_recipe
-from edgecomp.deploy.artifacts import write_eval_data
-from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE, BenchResult, measure_latency_ms
+from edgecomp.deploy.bench import (BENCH_FILE, BENCH_FORMAT, PARTIAL_FILE, BenchOptions, BenchResult, _new_entry,
+                                   measure, measure_latency_ms, plan_job)
 from edgecomp.core.models import build_model, model_payload
 from edgecomp.core.recipe import dump_recipe
-from edgecomp.core.rundir import RunDir, write_text
+from edgecomp.core.rundir import RunDir, save_tensors, write_text
 
 FAST = ("--iterations", "10", "--warmup", "2")
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "min", "max", "std"}
@@ -23,18 +24,41 @@ LATENCY_KEYS = {"p50", "p90", "p99", "mean", "min", "max", "std"}
 
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory, fashion_root):
-    """A run directory as compress + export leave it: recipe, metrics with a dense step, the dense
-    checkpoint, and a (smaller, "pruned") model.onnx."""
+    """A run directory as compress, `export --precision int8` and `export` leave it: recipe, metrics with a dense step,
+    the dense checkpoint, model.pt, and what export wrote (model.onnx, model.int8.onnx, calib.npy, eval.npz,
+    dense.onnx, export.json)."""
     root = tmp_path_factory.mktemp("runs") / "tiny"
-    recipe = tiny_recipe()
+    recipe = tiny_recipe(export={"calib_images": 64})
     run = RunDir(root)
     root.mkdir(parents=True)
     write_text(run.recipe, dump_recipe(recipe))
     dense = build_model(recipe.model).eval()
     run.save_step(0, {"model": model_payload(dense, recipe.model), "row": {"step": 0}})
     run.write_rows([{"step": 0, "stage": "dense"}, {"step": 1, "stage": "prune"}])
-    export_onnx(root / "model.onnx", arch="cifar_resnet8", width=8)
+    save_tensors(root / "model.pt", model_payload(half_the_macs(dense, recipe), recipe.model))
+    edgecomp.export(run=root, precision="int8")
+    edgecomp.export(run=root)  # the recipe's fp16 engine request; the INT8 record stays (same model.onnx)
     return root
+
+
+def half_the_macs(dense, recipe):
+    """A pruned copy of the dense model: another ONNX, another engine key."""
+    import copy
+
+    import torch
+
+    from edgecomp.compression.prune import prune_to
+    from edgecomp.core.models import Size, measure_size
+
+    model, example = copy.deepcopy(dense), torch.zeros(1, 1, 28, 28)
+    prune_to(model, example, recipe.prune, Size(measure_size(model, example).macs // 2, 0), 10)
+    return model.eval()
+
+
+def entries(path: Path) -> dict:
+    document = json.loads(path.read_text())
+    assert document["format"] == BENCH_FORMAT
+    return document["entries"]
 
 
 def test_bench_a_run_on_the_host(fake_run):
@@ -42,14 +66,14 @@ def test_bench_a_run_on_the_host(fake_run):
     assert result.returncode == 0, result.stderr
     assert "accuracy on the device" in result.stdout and "speed-up over the dense model" in result.stdout
     document = json.loads((fake_run / BENCH_FILE).read_text())
-    assert document["complete"] is True and document["model"] == "model.onnx"
-    entry = document["devices"]["host"]
+    assert document["complete"] is True
+    entry = document["entries"]["host/fp32"]
+    assert entry["model"] == "model.onnx" and entry["precision"] == "fp32"
     assert set(entry["latency_ms"]) == LATENCY_KEYS and entry["latency_ms"]["p50"] > 0
     assert entry["backend"] == "onnxruntime" and entry["provider"] == "CPUExecutionProvider"
     assert entry["accuracy_samples"] == 256 and 0 <= entry["accuracy"] <= 1
     assert entry["dense"]["latency_ms"]["p50"] > 0 and entry["speedup"] > 0
     assert entry["steps_done"] == ["info", "bench", "eval", "bench-dense"]
-    assert (fake_run / "dense.onnx").is_file()  # exported from checkpoints/step_000.pt
     assert entry["info"]["onnxruntime"]["version"] and entry["info"]["memory"]["total_mb"] > 0
     logs = fake_run / "bench-logs" / "host"
     assert {p.name for p in logs.iterdir()} >= {"info.json", "info.log", "bench.json", "eval.json",
@@ -57,16 +81,129 @@ def test_bench_a_run_on_the_host(fake_run):
     assert not (fake_run / PARTIAL_FILE).exists()
 
 
-def test_device_accuracy_matches_onnxruntime_here(fake_run, tmp_path):
-    """eval.py's top-1 equals onnxruntime's on the same preprocessed images (InputSpec.prepare)."""
+def test_device_accuracy_matches_onnxruntime_here(fake_run):
+    """eval.py's top-1 equals onnxruntime's on the images export recorded (eval.npz: validation split,
+    preprocessed as in evaluation)."""
     import onnxruntime as ort
 
-    entry = json.loads((fake_run / BENCH_FILE).read_text())["devices"]["host"]
-    data = np.load(write_eval_data(tiny_recipe(), tmp_path / "eval.npz"))
+    entry = entries(fake_run / BENCH_FILE)["host/fp32"]
+    record = json.loads((fake_run / "export.json").read_text())["eval"]
+    data = np.load(fake_run / record["file"])
     session = ort.InferenceSession(str(fake_run / "model.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": data["images"]})[0]
     assert data["images"].dtype == np.float32 and data["images"].shape == (256, 1, 28, 28)
+    assert record == {"file": "eval.npz", "split": "val", "images": 256, "preprocessing": "as in evaluation"}
     assert entry["accuracy"] == pytest.approx(float((logits.argmax(1) == data["labels"]).mean()))
+
+
+def test_bench_measures_what_export_wrote_and_never_exports(fake_run, monkeypatch):
+    """Bench loads no data and exports nothing: it stages export's eval.npz and dense.onnx."""
+    from edgecomp.core import data as core_data
+    from edgecomp.deploy import export as exporter
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("bench must not load data or export")
+
+    for module, name in ((core_data, "load_data"), (exporter, "export_onnx"), (exporter, "save_plain_onnx")):
+        monkeypatch.setattr(module, name, forbidden)
+
+    class Staging:
+        label, staged = "host", {}
+
+        def stage(self, path, name):
+            self.staged[name] = Path(path)
+            return name
+
+        def run(self, program, args, *, tag=None, log_dir=None):
+            return {"info": {"onnxruntime": {"providers": ["CPUExecutionProvider"]}},
+                    "bench": {"latency_ms": {"p50": 1.0}}, "eval": {"accuracy": 0.5, "samples": 256}}[program]
+
+    from edgecomp.deploy.devices import resolve_device
+
+    options = BenchOptions(iterations=2)
+    job = plan_job(fake_run, None, options, evaluate=True)
+    target, runner = resolve_device("host"), Staging()
+    measure(runner, target, job, options, _new_entry(target, job, options), log_dir=None)
+    assert runner.staged == {"model.onnx": fake_run / "model.onnx", "dense.onnx": fake_run / "dense.onnx",
+                             "eval.npz": fake_run / "eval.npz"}
+
+
+def test_int8_on_the_host_is_the_qdq_model_with_its_accuracy(fake_run):
+    """--precision int8 on onnxruntime times and scores model.int8.onnx, labelled int8, beside the fp32 entry."""
+    before = entries(fake_run / BENCH_FILE)
+    assert "host/fp32" in before
+    result = cli("bench", "--run", str(fake_run), "--device", "host", "--precision", "int8", *FAST)
+    assert result.returncode == 0, result.stderr
+    after = entries(fake_run / BENCH_FILE)
+    assert after["host/fp32"] == before["host/fp32"]  # the fp32 entry is kept, not replaced
+    int8 = after["host/int8"]
+    assert int8["model"] == "model.int8.onnx" and int8["precision"] == "int8" and int8["backend"] == "onnxruntime"
+    assert 0 <= int8["accuracy"] <= 1 and int8["accuracy_samples"] == 256 and int8["accuracy_split"] == "val"
+    assert int8["int8_calibration"] == {"split": "train", "images": 64, "file": "calib.npy"}
+    assert int8["speedup"] is None and any("no Q/DQ (int8) model" in w for w in int8["warnings"])
+    assert "(onnxruntime int8, batch 1)" in result.stdout
+
+
+def test_a_file_benched_with_model_never_changes_the_run(fake_run):
+    """`bench --model runs/X/model.int8.onnx` writes model.int8.bench.json, labelled int8; the run's bench.json
+    (and its logs) stay as they were."""
+    run_results = (fake_run / BENCH_FILE).read_bytes()
+    run_logs = {p: p.read_bytes() for p in (fake_run / "bench-logs" / "host").iterdir()}
+    result = cli("bench", "--model", str(fake_run / "model.int8.onnx"), "--device", "host", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert (fake_run / BENCH_FILE).read_bytes() == run_results
+    assert {p: p.read_bytes() for p in (fake_run / "bench-logs" / "host").iterdir()} == run_logs
+    entry = entries(fake_run / "model.int8.bench.json")["host/int8"]
+    assert entry["model"] == "model.int8.onnx" and entry["precision"] == "int8" and entry["accuracy"] is None
+    assert entry["int8_calibration"] == {"split": "unknown (a Q/DQ model given with --model)"}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--precision", "fp16"], "--precision fp16: onnxruntime on host runs the ONNX models as exported"),
+    (["--model", "model.int8.onnx", "--precision", "fp32"], "--precision fp32: model.int8.onnx is a Q/DQ"),
+    (["--model", "model.onnx", "--precision", "int8"], "--precision int8: no Q/DQ model for model.onnx"),
+])
+def test_a_precision_onnxruntime_cannot_serve_is_refused(fake_run, args, fragment):
+    """Never timed as another precision under the asked one's name."""
+    before = (fake_run / BENCH_FILE).read_bytes()
+    model = ["--model", str(fake_run / args[1])] if args[0] == "--model" else ["--run", str(fake_run)]
+    result = cli("bench", *model, *args[-2:], "--device", "host", *FAST)
+    assert_one_line_error(result, 2, fragment)
+    assert (fake_run / BENCH_FILE).read_bytes() == before
+
+
+def test_old_bench_json_entries_are_kept_and_read(fake_run, tmp_path):
+    """A bench.json of format /1 (one entry per device) still reads in the report, and its entries are kept,
+    keyed by device and precision, when a new measurement is added."""
+    from edgecomp.deploy.bench import _write_complete, Job
+    from edgecomp.report.sources import read_benches
+
+    old = {"device": "jetson-orin-nano-8gb", "precision": "fp16", "model": "model.onnx", "latency_ms": {"p50": 1.0}}
+    (tmp_path / BENCH_FILE).write_text(json.dumps({"format": "edgecomp-bench/1", "complete": True,
+                                                   "model": "model.onnx", "devices": {old["device"]: old}}))
+    assert [e["device"] for e in read_benches(tmp_path)] == ["jetson-orin-nano-8gb"]
+    new = {"device": "host", "precision": "fp32", "model": "model.onnx", "latency_ms": {"p50": 2.0}}
+    _write_complete(Job(model=tmp_path / "model.onnx", out_dir=tmp_path), new)
+    assert entries(tmp_path / BENCH_FILE) == {"jetson-orin-nano-8gb/fp16": old, "host/fp32": new}
+    assert sorted(e["device"] for e in read_benches(tmp_path)) == ["host", "jetson-orin-nano-8gb"]
+
+
+def test_an_export_json_without_records_still_times_and_says_why_not_more(fake_run, tmp_path):
+    """An export.json written before it recorded eval.npz and dense.onnx: timed, with two warnings."""
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("bench*", "engines"))
+    info = json.loads((run / "export.json").read_text())
+    for key in ("eval", "dense", "engine_request"):
+        info.pop(key)
+    (run / "export.json").write_text(json.dumps(info))
+    result = cli("bench", "--run", str(run), "--device", "host", *FAST)
+    assert result.returncode == 0, result.stderr
+    entry = entries(run / BENCH_FILE)["host/fp32"]
+    assert entry["latency_ms"]["p50"] > 0 and entry["accuracy"] is None and entry["speedup"] is None
+    assert any("accuracy not measured: export.json records no evaluation images" in w for w in entry["warnings"])
+    assert any("speed-up not measured: export.json records no dense model" in w for w in entry["warnings"])
 
 
 def test_run_without_model_onnx_says_export_first(tmp_path, fake_run):
@@ -92,7 +229,7 @@ def test_bad_bench_input_exits_2(tmp_path, args, fragment):
     paths = {"MODEL": str(model), "NOTONNX": str(tmp_path / "x.onnx"), "ENGINE": str(tmp_path / "m.engine")}
     result = cli("bench", *[paths.get(a, a) for a in args], "--device", "host", *FAST)
     assert_one_line_error(result, 2, fragment)
-    assert not (tmp_path / BENCH_FILE).exists() and not (tmp_path / PARTIAL_FILE).exists()
+    assert not list(tmp_path.glob("*.json"))  # neither results nor a partial file
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -112,17 +249,17 @@ def test_failing_program_keeps_a_partial_file_only(tmp_path):
     result = cli("bench", "--model", str(model), "--device", "host", *FAST)
     line = assert_one_line_error(result, 1, "bench failed: bench.py on host failed:")
     assert "NoSuchOp" in line or "edgecomp.test" in line
-    assert not (tmp_path / BENCH_FILE).exists()  # nothing presented as complete
-    partial = json.loads((tmp_path / PARTIAL_FILE).read_text())
+    assert not (tmp_path / "broken.bench.json").exists()  # nothing presented as complete
+    partial = json.loads((tmp_path / "broken.bench.partial.json").read_text())
     assert partial["complete"] is False and "bench.py on host failed" in partial["error"]
-    entry = partial["devices"]["host"]
+    entry = partial["entries"]["host/fp32"]
     assert entry["steps_done"] == ["info"] and entry["info"]["cpu_count"] and entry["latency_ms"] is None
 
 
 def test_python_api_and_measure_latency(tmp_path):
     model = export_onnx(tmp_path / "m.onnx")
     result = edgecomp.bench(model=model, device="host", iterations=5, warmup=1, batch=2)
-    assert isinstance(result, BenchResult) and result.bench_path == tmp_path / BENCH_FILE
+    assert isinstance(result, BenchResult) and result.bench_path == tmp_path / "m.bench.json"
     assert result.p50_ms > 0 and result.throughput_fps > 0 and result.entry["batch"] == 2
     assert result.accuracy is None and result.speedup is None  # no run: no data, no dense model
     before = {p.name for p in tmp_path.iterdir()}
@@ -168,11 +305,10 @@ class FakeJetson:
 def test_tensorrt_path_orchestration_with_a_fake_jetson(fake_run, tmp_path):
     """What the host asks a TensorRT device to do (no TensorRT here: the device is faked)."""
     from edgecomp.deploy.devices import resolve_device
-    from edgecomp.deploy.bench import BenchOptions, measure, plan_job, _new_entry
 
     target = resolve_device("jetson-orin-nano-8gb")
     options = BenchOptions(iterations=20, batch=2)
-    job = plan_job(fake_run, None, options, tmp_path, evaluate=True)
+    job = plan_job(fake_run, None, options, evaluate=True)
     entry, runner = _new_entry(target, job, options), FakeJetson()
     measure(runner, target, job, options, entry, log_dir=None)
     names = [name for name, _ in runner.calls]
@@ -181,7 +317,7 @@ def test_tensorrt_path_orchestration_with_a_fake_jetson(fake_run, tmp_path):
     assert build[:4] == ["--onnx", "model.onnx", "--engine", "model.engine"]
     assert build[build.index("--shape") + 1] == "input:1x28x28"
     assert build[build.index("--max-batch") + 1] == "8"  # export's profile (batch 1..8): its engine is reusable
-    assert build[build.index("--precision") + 1] == "fp16"  # the recipe's export.precision (default)
+    assert build[build.index("--precision") + 1] == "fp16"  # export's recorded request (the recipe's default)
     bench = dict(runner.calls)["bench"]
     assert bench[:4] == ["--model", "model.engine", "--backend", "tensorrt"]
     assert dict(runner.calls)["eval"][:2] == ["--model", "model.engine"]

@@ -14,7 +14,6 @@ import json
 import shlex
 import subprocess
 import sys
-import tempfile
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,7 +38,7 @@ from edgecomp.deploy.export import (check_fidelity, conv_bn_pairs, export_onnx, 
 from edgecomp.core.models import build_model, load_model_file, model_payload
 from edgecomp.compression.prune import Size, measure_size, prune_to
 from edgecomp.core.recipe import AuxSection, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
-from edgecomp.core.rundir import RunDir, save_tensors, write_text
+from edgecomp.core.rundir import RunDir, save_tensors, sha256, write_text
 from edgecomp.core.data import InputSpec
 from edgecomp.core.precision import Precision
 
@@ -321,7 +320,12 @@ def test_export_json_fields(quick_int8_export):
     assert {"images", "top1_fp32", "top1_int8", "drop_points", "top1_agreement"} <= set(info["int8"])
     for name, size in info["files"].items():
         assert (result.run_dir / name).stat().st_size == size
-    assert set(info["files"]) == {"model.onnx", "model.int8.onnx", "calib.npy"} and info["engine"] is None
+    assert set(info["files"]) == {"model.onnx", "model.int8.onnx", "calib.npy", "eval.npz"}
+    assert info["engine"] is None and info["dense"] is None  # minimal_run has no dense step
+    assert info["int8"]["source_onnx_sha256"] == info["onnx"]["sha256"] == sha256(result.onnx_path)
+    assert info["eval"] == {"file": "eval.npz", "split": "val", "images": 64, "preprocessing": "as in evaluation"}
+    assert info["engine_request"] == {"onnx": "model.int8.onnx", "precision": "int8", "inputs": {"input": [1, 28, 28]},
+                                      "max_batch": 8, "workspace_mib": 1024, "dla_core": None}
 
 
 def test_aux_summary_reads_metrics_rows():
@@ -343,7 +347,6 @@ def options(**given):
     ({"precision": "fp16"}, "--precision fp16: fp16 is a TensorRT build setting"),
     ({"precision": "fp8"}, "--precision: must be fp32, fp16 or int8"),
     ({"calib_images": 100, "precision": "fp32"}, "--calib-images: used only by the onnx_int8 (--precision int8) export"),
-    ({"device": "jetson-nano"}, "--device: used only by the engine (--trt) export"),
     ({"accept_new_host_key": True}, "--accept-new-host-key: used only by the engine (--trt) export"),
     ({"max_batch": 4}, "--max-batch: used only by the engine (--trt) export"),
     ({"trt": True, "precision": "fp32", "dla_core": 0}, "--dla-core: the DLA runs fp16 or int8 only"),
@@ -406,6 +409,39 @@ def test_cli_trt_without_tensorrt_exits_2_with_the_device_commands(tmp_path):
             "--memPoolSize=workspace:1024M --minShapes=input:1x1x28x28 --optShapes=input:8x1x28x28 "
             "--maxShapes=input:8x1x28x28") in lines[0]
     assert not (run / "model.onnx").exists()  # refused before any work
+
+
+def test_device_without_trt_picks_the_opset_of_its_tensorrt(tmp_path, fashion_root):
+    """`export --device NAME` without --trt, as the usage line offers: the profile's TensorRT (the Nano's 8.2)
+    chooses the opset; host and a bare ssh:// URL keep 17; nothing connects."""
+    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
+    assert options(device="jetson-nano").device == "jetson-nano"  # accepted: no refusal without --trt
+    result = run_cli("export", "--run", str(run), "--device", "jetson-nano")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "export.json").read_text())["onnx"]["opset"] == 13
+    assert delivery._profile_tensorrt("host") == ([], None)
+    assert delivery._profile_tensorrt("ssh://me@jetson") == ([], None)
+    assert delivery._profile_tensorrt(None) == ([], None)
+
+
+def test_a_plain_export_keeps_or_removes_the_int8_artefacts(tmp_path, fashion_root):
+    """No artefact without a record: after an int8 export, a plain export of the same model keeps the INT8
+    record (model.int8.onnx was quantized from this very model.onnx); after the model changed, model.int8.onnx
+    and calib.npy are removed with the record."""
+    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8},
+                      export={"calib_images": 16})
+    first = edgecomp.export(run=run, precision="int8")
+    again = edgecomp.export(run=run)
+    kept = json.loads((run / "export.json").read_text())["int8"]
+    assert kept == {**first.info["int8"], "kept_from_export": first.info["created"]}
+    assert again.int8_path == run / "model.int8.onnx" and {"model.int8.onnx", "calib.npy"} <= set(again.info["files"])
+    recipe = tiny_recipe()
+    torch.manual_seed(1)  # other weights: another model.onnx
+    save_tensors(run / "model.pt", model_payload(build_model(recipe.model), recipe.model))
+    changed = edgecomp.export(run=run)
+    assert changed.info["int8"] is None and changed.int8_path is None
+    assert not (run / "model.int8.onnx").exists() and not (run / "calib.npy").exists()
+    assert set(changed.info["files"]) == {"model.onnx", "eval.npz"}
 
 
 def test_cli_bad_argument_exits_2(tmp_path):
@@ -685,15 +721,39 @@ def test_bench_reuses_the_engine_export_built(tmp_path, monkeypatch, fashion_roo
     exported = export_on(RecordingDevice(), run, monkeypatch, precision="fp16")
     device = RecordingDevice()
     options = deploy_bench._options(10, 1, 2, "tensorrt", None)
-    with tempfile.TemporaryDirectory() as scratch:
-        job = deploy_bench.plan_job(run, None, options, Path(scratch), evaluate=False)
-        target = resolve_device("ssh://me@jetson")
-        entry = deploy_bench._new_entry(target, job, options)
-        deploy_bench.measure(device, target, job, options, entry, None)
+    job = deploy_bench.plan_job(run, None, options, evaluate=False)
+    target = resolve_device("ssh://me@jetson")
+    entry = deploy_bench._new_entry(target, job, options)
+    deploy_bench.measure(device, target, job, options, entry, None)
     assert device.builds() == [] and entry["engine"]["reused"]
     assert Path(entry["engine"]["path"]) == exported.engine_path and entry["precision"] == "fp16"
     bench_call = next(args for program, args in device.calls if program == "bench")
     assert bench_call[bench_call.index("--model") + 1] == "model.engine"
+
+
+def test_bench_reuses_an_engine_exported_for_a_dla_core(tmp_path, monkeypatch, fashion_root):
+    """export --dla-core records its request in export.json; bench reads it back, asks the store for the same
+    key (DLA core included) and reuses the engine instead of building a GPU one."""
+    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
+    exporting = RecordingDevice()
+    exported = export_on(exporting, run, monkeypatch, precision="fp16", dla_core=1)
+    built = exporting.builds()[0]
+    assert built[built.index("--dla") + 1] == "1" and exported.info["engine"]["key"]["dla_core"] == 1
+    assert exported.info["engine_request"]["dla_core"] == 1
+    device = RecordingDevice()
+    options = deploy_bench._options(10, 1, 2, "tensorrt", None)
+    job = deploy_bench.plan_job(run, None, options, evaluate=False)
+    target = resolve_device("ssh://me@jetson")
+    entry = deploy_bench._new_entry(target, job, options)
+    deploy_bench.measure(device, target, job, options, entry, None)
+    assert device.builds() == [] and entry["engine"]["reused"] and entry["engine"]["key"]["dla_core"] == 1
+    assert Path(entry["engine"]["path"]) == exported.engine_path
+    fp32 = deploy_bench._options(10, 1, 2, "tensorrt", "fp32")
+    with pytest.raises(UserInputError, match="--precision fp32: export built for DLA core 1"):
+        deploy_bench.measure(RecordingDevice(), target, job, fp32, deploy_bench._new_entry(target, job, fp32), None)
+    request = deploy_bench.request_for(job, options, job.model)
+    assert request == builder.engine_request(onnx=run / "model.onnx", precision=Precision.fp16,
+                                             inputs={"input": (1, 28, 28)}, max_batch=8, dla_core=1)
 
 
 def test_int8_engine_needs_the_qdq_model(tmp_path):
@@ -754,12 +814,9 @@ def test_host_and_device_builds_run_the_same_command(tmp_path, monkeypatch):
 
 def test_int8_calibration_and_scoring_images_are_disjoint(quick_int8_export, tmp_path):
     """Calibration from the training split, scoring from validation: no image in both; bench.json says so."""
-    from edgecomp.deploy.artifacts import write_eval_data
-    from edgecomp.core.recipe import load_recipe
-
     run = quick_int8_export.run_dir
     calib = np.load(run / "calib.npy")
-    scored = np.load(write_eval_data(load_recipe(run / "recipe.yaml"), tmp_path / "eval.npz"))["images"]
+    scored = np.load(run / quick_int8_export.info["eval"]["file"])["images"]
     calibrated = {row.tobytes() for row in calib}
     assert len(calib) == 64 and len(scored) == 64
     assert not any(row.tobytes() in calibrated for row in scored)
@@ -767,7 +824,7 @@ def test_int8_calibration_and_scoring_images_are_disjoint(quick_int8_export, tmp
     assert (info["calib_split"], info["scored_split"]) == ("train", "val")
     device = RecordingDevice()
     options = deploy_bench._options(10, 1, 2, "tensorrt", "int8")
-    job = deploy_bench.plan_job(run, None, options, tmp_path, evaluate=True)
+    job = deploy_bench.plan_job(run, None, options, evaluate=True)
     target = resolve_device("ssh://me@jetson")
     entry = deploy_bench._new_entry(target, job, options)
     deploy_bench.measure(device, target, job, options, entry, None)

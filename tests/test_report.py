@@ -54,7 +54,7 @@ def test_export_and_bench_refresh_the_report(full_run):
     root, after_export = full_run
     assert "## Export" in after_export and "Not measured yet" in after_export  # export refreshed, no bench yet
     text = (root / "report.md").read_text()
-    entry = json.loads((root / "bench.json").read_text())["devices"]["host"]
+    entry = json.loads((root / "bench.json").read_text())["entries"]["host/fp32"]
     assert f"| {entry['latency_ms']['p50']:.3f} | {entry['latency_ms']['p99']:.3f} |" in text
     assert f"{entry['speedup']:.2f}×" in text and f"{entry['accuracy']:.4f} ({entry['accuracy_samples']} img)" in text
 

@@ -26,7 +26,10 @@ import pytest
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx, key_tree
 from edgecomp.deploy.devices import parse_ssh_url
 from edgecomp.core.errors import DeviceError
-from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE
+from edgecomp.deploy.bench import BENCH_FORMAT
+
+# `bench --model DIR/model.onnx` writes beside the file, never a run's bench.json
+BENCH_FILE, PARTIAL_FILE = "model.bench.json", "model.bench.partial.json"
 from edgecomp.deploy.runners import SshRunner
 
 SSHD = Path("/usr/sbin/sshd")
@@ -168,13 +171,14 @@ def test_bench_over_ssh_end_to_end(sshd, tmp_path):
     assert remote.returncode == 0, remote.stderr
     assert sshd.label in remote.stdout
     document = json.loads((model.parent / BENCH_FILE).read_text())
-    assert document["complete"] is True and set(document["devices"]) == {"host", sshd.label}
-    local, over_ssh = document["devices"]["host"], document["devices"][sshd.label]
+    assert document["format"] == BENCH_FORMAT and document["complete"] is True
+    assert set(document["entries"]) == {"host/fp32", f"{sshd.label}/fp32"}
+    local, over_ssh = document["entries"]["host/fp32"], document["entries"][f"{sshd.label}/fp32"]
     assert key_tree(over_ssh) == key_tree(local)  # the same JSON keys, nested ones included
     assert over_ssh["connection"] == sshd.url and over_ssh["profile"] is None
     assert over_ssh["backend"] == "onnxruntime" and over_ssh["latency_ms"]["p50"] > 0
     assert over_ssh["steps_done"] == ["info", "bench"]
-    logs = model.parent / "bench-logs" / sshd.label.replace("@", "_").replace(":", "_")
+    logs = model.parent / "bench-logs" / "model" / sshd.label.replace("@", "_").replace(":", "_")
     assert json.loads((logs / "bench.json").read_text())["program"] == "bench"  # fetched back
     assert (logs / "info.log").is_file()
     assert list(sshd.remote_dir.iterdir()) == []  # the device-side run folder was cleaned up
@@ -208,7 +212,7 @@ def test_failing_remote_program_leaves_only_a_partial_file(sshd, tmp_path):
     assert_one_line_error(result, 1, f"bench failed: bench.py on {sshd.label} failed:")
     assert not (model.parent / BENCH_FILE).exists()
     partial = json.loads((model.parent / PARTIAL_FILE).read_text())
-    assert partial["complete"] is False and partial["devices"][sshd.label]["steps_done"] == ["info"]
+    assert partial["complete"] is False and partial["entries"][f"{sshd.label}/fp32"]["steps_done"] == ["info"]
     kept = list(sshd.remote_dir.iterdir())  # kept on the device for a look, then tidied here
     assert len(kept) == 1 and (kept[0] / "bench.py").is_file()
     shutil.rmtree(kept[0])

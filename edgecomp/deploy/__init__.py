@@ -5,7 +5,7 @@
     builder.py    the one engine path: store hit, else target/build.py through a runner
     delivery.py   `edgecomp export` end to end (files, then the engine on the target)
     bench.py      timing and evaluation on a device (`edgecomp bench`)
-    artifacts.py  evaluation images, dense ONNX, ONNX signature
+    artifacts.py  what export wrote for bench (export.json's records), ONNX signature
     runners.py    HostRunner / SshRunner: where the target-side programs run
     devices/      device profiles (YAML) and --device strings
     target/       the target-side programs (stdlib, numpy, onnxruntime, tensorrt only)

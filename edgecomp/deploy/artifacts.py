@@ -1,22 +1,42 @@
-"""What bench sends to a device besides the model: evaluation images, the dense model, the ONNX signature.
+"""What export wrote for bench, read back: export.json's records and the ONNX signature.
 
-Evaluation images are the validation split (never the training images that
-calibrated an INT8 model), preprocessed exactly as in evaluation
-(`InputSpec.prepare`). The dense model goes through the same exporter as
-model.onnx, so the speed-up compares like with like.
+`edgecomp export` writes, besides model.onnx, the files bench measures and
+records each in export.json: `eval.npz` (the validation images its fidelity
+gate compared, preprocessed as in evaluation; never the training images that
+calibrated an INT8 model), `dense.onnx` (the dense step through the same
+exporter), `model.int8.onnx` and the engine request. Bench reads them here and
+never loads the recipe's data or exports anything itself. This module imports
+neither torch nor the exporter, so bench starts fast.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import UserInputError
-from ..core.recipe import Recipe
 
-EVAL_MAX_IMAGES = 512
-EVAL_MAX_BYTES = 128 * 2**20  # at 224 px RGB, 512 float32 images would be 300 MB to copy
+EXPORT_FILE = "export.json"
+EVAL_FILE, DENSE_FILE, INT8_FILE, CALIB_FILE = "eval.npz", "dense.onnx", "model.int8.onnx", "calib.npy"
 EVAL_SPLIT = "val"
+
+
+def read_export(root: Path) -> Optional[dict[str, Any]]:
+    """The run's export.json, None when there is none (or it is torn or foreign)."""
+    try:
+        info = json.loads((Path(root) / EXPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and str(info.get("format", "")).startswith("edgecomp-export/") else None
+
+
+def recorded_file(root: Path, record: Optional[dict[str, Any]]) -> Optional[Path]:
+    """The file an export.json record names, when it is still there."""
+    if not record or not record.get("file"):
+        return None
+    path = Path(root) / record["file"]
+    return path if path.is_file() else None
 
 
 def onnx_signature(path: Path, batch: int) -> tuple[list[dict[str, Any]], Optional[int]]:
@@ -41,52 +61,7 @@ def onnx_signature(path: Path, batch: int) -> tuple[list[dict[str, Any]], Option
     return inputs, opset
 
 
-def write_eval_data(recipe: Recipe, path: Path, limit: int = EVAL_MAX_IMAGES) -> Path:
-    """Up to `limit` images of the validation split, preprocessed as in evaluation, as .npz."""
-    import numpy as np
-    import torch
-
-    from ..core.data import InputSpec, load_data
-
-    bundle = load_data(recipe.data, recipe.model)
-    spec = InputSpec.create(recipe.model, bundle.mean, bundle.std, torch.device("cpu"))
-    per_image = 4 * recipe.model.in_channels * recipe.model.input_size**2
-    limit = max(1, min(limit, EVAL_MAX_BYTES // per_image))
-    images, labels, count = [], [], 0
-    with torch.no_grad():
-        for raw, target in bundle.val.batches(None):
-            images.append(spec.prepare(raw).cpu().numpy())
-            labels.append(target.numpy())
-            count += len(target)
-            if count >= limit:
-                break
-    np.savez(path, images=np.concatenate(images)[:limit].astype(np.float32),
-             labels=np.concatenate(labels)[:limit].astype(np.int64))
-    return path
-
-
-def dense_onnx(run: Path) -> Optional[Path]:
-    """`<run>/dense.onnx`, exported from checkpoints/step_000.pt when the run has a dense step."""
-    from ..core.rundir import RunDir
-
-    rundir = RunDir(run)
-    if not any(row.get("step") == 0 for row in rundir.rows()):
-        return None
-    path = run / "dense.onnx"
-    if path.is_file():
-        return path
-    if not rundir.checkpoint(0).is_file():
-        return None
-    export_dense(rundir, path)
-    return path
-
-
-def export_dense(rundir, path: Path) -> None:
-    """The dense model as ONNX through the same exporter as model.onnx (BN folded, opset 17, dynamic
-    batch), rebuilt with the run's own recipe, written atomically."""
-    from ..core.models import model_from_payload
-    from ..core.recipe import load_recipe
-    from .export import save_plain_onnx
-
-    cfg = load_recipe(rundir.recipe).model
-    save_plain_onnx(model_from_payload(rundir.load_step(0)["model"], cfg), cfg, path)
+def dynamic_inputs(inputs: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """Each dynamic-batch input's dims after the batch (what an engine's optimisation profile needs)."""
+    return {t["name"]: tuple(t["dims"][1:]) for t in inputs
+            if t["dims"] and t["dims"][0] is None and all(d is not None for d in t["dims"][1:])}

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from ..core.errors import DeviceError, EdgecompError, UserInputError
 from ..core.precision import Precision, check_dla
 from ..core.rundir import sha256 as file_sha256
-from .engines import EngineKey, Shapes, engine_key, find_engine, store_engine
+from .engines import EngineKey, Shapes, engine_key, find_engine, shapes_for, store_engine
 from .runners import Runner
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -36,6 +36,26 @@ class EngineRequest:
     shapes: Shapes
     workspace_mib: int = 1024
     dla_core: Optional[int] = None
+
+
+def engine_request(*, onnx: Path, precision: Precision, inputs: dict[str, tuple[int, ...]], max_batch: int,
+                   workspace_mib: int = 1024, dla_core: Optional[int] = None) -> EngineRequest:
+    """The one place an engine request is made: export makes it (and records it in export.json), bench reads
+    that record back through here. `inputs`: each dynamic-batch input's dims after the batch."""
+    shapes: Shapes = {}
+    for name, dims in inputs.items():
+        shapes.update(shapes_for(name, tuple(int(d) for d in dims), max_batch))
+    return EngineRequest(onnx=Path(onnx), precision=Precision(precision), shapes=shapes,
+                         workspace_mib=workspace_mib, dla_core=dla_core)
+
+
+def request_record(request: EngineRequest, root: Path) -> dict[str, Any]:
+    """The request as export.json keeps it: the ONNX relative to the run, the profile's batch and dims."""
+    maxima = {name: list(mmx[2]) for name, mmx in request.shapes.items()}
+    batches = {dims[0] for dims in maxima.values()}
+    return {"onnx": str(Path(request.onnx).relative_to(root)), "precision": Precision(request.precision).value,
+            "inputs": {name: dims[1:] for name, dims in maxima.items()}, "max_batch": max(batches, default=1),
+            "workspace_mib": request.workspace_mib, "dla_core": request.dla_core}
 
 
 def is_qdq(path: Path) -> bool:

@@ -4,7 +4,14 @@ engine path (`builder.py`) on the runner of the target.
 The target is --device, else the recipe's `device.name` (`host`: this machine,
 through the HostRunner). Its facts (info.py) are read before any work: a target
 without TensorRT is refused (exit 2) with the commands that would build the
-engine elsewhere, and the ONNX opset follows the target's TensorRT.
+engine elsewhere, and the ONNX opset follows the target's TensorRT. Without
+--trt, a --device NAME only chooses the opset, from its profile's TensorRT
+releases; nothing connects.
+
+export.json records the engine request (`engine_request`: source ONNX,
+precision, profile, workspace, DLA core) whether or not an engine was built:
+bench builds or reuses exactly that engine (`builder.engine_request` is the one
+maker of requests).
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from typing import Any, Optional
 from ..core.errors import DeviceError, ExportInputError
 from ..core.precision import Precision, check_int8_support
 from ..core.recipe import Recipe, load_recipe
-from .builder import EngineRequest, obtain_engine, tensorrt_facts
+from .builder import EngineRequest, engine_request, obtain_engine, request_record, tensorrt_facts
 from .devices import Device, resolve_device
-from .engines import ENGINE_DIR, shapes_for
+from .engines import ENGINE_DIR
 from .export import (INPUT_NAME, ExportOptions, ExportResult, open_run, resolve_options, target_opset,
                      write_exports, write_info)
 from .runners import make_runner
@@ -40,12 +47,21 @@ def export(*, run: "str | Path", trt: bool = False, precision: "Precision | str 
                               opset=opset,
                               calib_images=calib_images, max_batch=max_batch, dla_core=dla_core,
                               workspace_mib=workspace_mib, fold_bn=fold_bn, accept_new_host_key=accept_new_host_key)
-    if not options.trt:  # no target: the opset every TensorRT from 8.5 on parses, unless --opset
-        result = write_exports(folder, recipe, options, opset=target_opset(options, []))
+    if not options.trt:  # the opset for --device's TensorRT releases; none named: 17, parsed from 8.5 on
+        versions, max_opset = _profile_tensorrt(options.device)
+        result = write_exports(folder, recipe, options, opset=target_opset(options, versions, max_opset))
     else:
         result = _export_with_engine(folder, recipe, options)
+    result.info["engine_request"] = request_record(request_for(result, options, recipe), folder.root)
     write_info(result)
     return result
+
+
+def _profile_tensorrt(device: Optional[str]) -> tuple[list[str], Optional[int]]:
+    """(TensorRT versions, highest opset) of --device's profile, read without connecting; none for host,
+    a bare ssh:// URL or no --device."""
+    profile = resolve_device(device).profile if device else None
+    return (profile.tensorrt_versions, profile.max_onnx_opset) if profile else ([], None)
 
 
 def _export_with_engine(folder, recipe: Recipe, options: ExportOptions) -> ExportResult:
@@ -60,20 +76,20 @@ def _export_with_engine(folder, recipe: Recipe, options: ExportOptions) -> Expor
             raise ExportInputError(no_tensorrt(target, options, folder.root, recipe)) from None
         max_opset = target.profile.max_onnx_opset if target.profile else None
         result = write_exports(folder, recipe, options, opset=target_opset(options, [version], max_opset))
-        request = engine_request(result, options, recipe)
+        request = request_for(result, options, recipe)
         entry = obtain_engine(runner, info, request, folder.root / ENGINE_DIR, log_dir=folder.root / "build-logs")
     result.engine_path = entry["path"]
     result.info["engine"] = engine_record(entry, folder.root)
     return result
 
 
-def engine_request(result: ExportResult, options: ExportOptions, recipe: Recipe) -> EngineRequest:
+def request_for(result: ExportResult, options: ExportOptions, recipe: Recipe) -> EngineRequest:
     """int8 engines come from the Q/DQ model (its scales), everything else from model.onnx."""
     cfg = recipe.model
-    return EngineRequest(onnx=result.int8_path if options.precision == Precision.int8 else result.onnx_path,
-                         precision=options.precision, workspace_mib=options.workspace_mib, dla_core=options.dla_core,
-                         shapes=shapes_for(INPUT_NAME, (cfg.in_channels, cfg.input_size, cfg.input_size),
-                                           options.max_batch))
+    int8 = options.precision == Precision.int8 and result.int8_path is not None
+    return engine_request(onnx=result.int8_path if int8 else result.onnx_path, precision=options.precision,
+                          inputs={INPUT_NAME: (cfg.in_channels, cfg.input_size, cfg.input_size)},
+                          max_batch=options.max_batch, workspace_mib=options.workspace_mib, dla_core=options.dla_core)
 
 
 def engine_record(entry: dict[str, Any], root: Path) -> dict[str, Any]:

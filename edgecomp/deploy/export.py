@@ -6,6 +6,13 @@
              its top-1 measured against the fp32 ONNX on the validation images
     --trt:   engines/<key>.engine (+ <key>.json): not built here — `delivery.export` hands the file
              to the one engine path (`builder.py`); this module never imports bench or the runners
+    for bench: eval.npz (the validation images the gate compared, as the model sees them) and
+             dense.onnx (checkpoints/step_000.pt through the same exporter), each a record in export.json;
+             bench measures these and never exports again
+
+One record per artefact: a plain export after an int8 one keeps the INT8
+record when model.int8.onnx was quantized from this very model.onnx (same
+sha256), and otherwise removes model.int8.onnx and calib.npy.
 
 Formats are one table (`FORMATS`) with per-format argument checks, and one
 function each: `export_onnx`, `export_onnx_int8_qdq` (the engine's is `builder.obtain_engine`).
@@ -33,16 +40,19 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..core.data import InputSpec, load_data
 from ..core.errors import ExportError, ExportInputError, RunDirError, UserInputError
-from ..core.models import load_model_file, measure_size, set_submodule
+from ..core.console import console
+from ..core.models import load_model_file, measure_size, model_from_payload, set_submodule
 from ..core.precision import Precision, check_dla, parse_precision
 from ..core.recipe import ExportSection, Recipe
-from ..core.rundir import RunDir, atomic_write, write_text
+from ..core.rundir import RunDir, atomic_write, sha256, write_text
+from .artifacts import CALIB_FILE, DENSE_FILE, EVAL_FILE, INT8_FILE, read_export
 
 EXPORT_FORMAT = "edgecomp-export/1"
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "input", "logits", "batch"
 VERIFY_BATCH = 64  # compared batch 1 first, then batches of 64: the dynamic batch is exercised
 ORT_THREADS = 2  # the build host may be a small shared machine
 MAX_OPSET = 20  # the TorchScript exporter's highest (the dynamo exporter needs onnxscript; not a dependency)
+EVAL_MAX_BYTES = 128 * 2**20  # at 224 px RGB, 512 float32 images would be 300 MB to copy to a device
 
 
 # ---------------------------------------------------------------- the format table
@@ -59,7 +69,7 @@ class ExportFormat:
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("onnx", ".onnx", (Precision.fp32,), ("opset", "fold_bn"),
+    ExportFormat("onnx", ".onnx", (Precision.fp32,), ("opset", "fold_bn", "device"),
                  "torch, onnx, onnxslim, onnxruntime; the recipe's validation images", "always written"),
     ExportFormat("onnx_int8", ".int8.onnx", (Precision.int8,), ("calib_images",),
                  "onnxruntime.quantization; calibration images from the recipe's dataset", "--precision int8"),
@@ -426,19 +436,43 @@ def take_images(source, spec: InputSpec, limit: int) -> tuple[torch.Tensor, torc
 
 
 def write_exports(folder: RunDir, recipe: Recipe, options: ExportOptions, *, opset: int) -> ExportResult:
-    """model.onnx (verified), and for int8 calib.npy + model.int8.onnx; export.json is the caller's to write."""
+    """model.onnx (verified), eval.npz, dense.onnx, and for int8 calib.npy + model.int8.onnx; export.json is
+    the caller's to write."""
+    previous = read_export(folder.root)
     job = prepare(folder, recipe, options)
     info = write_onnx(job, opset)
     result = ExportResult(folder.root, folder.root / "model.onnx", folder.root / "export.json", info)
+    info["eval"] = write_eval(job)
+    info["dense"] = write_dense(job, opset)
     if FORMATS["onnx_int8"] in options.formats:
         info["int8"] = write_int8(job, result.onnx_path)
-        result.int8_path = folder.root / "model.int8.onnx"
+    else:
+        info["int8"] = keep_or_remove_int8(folder.root, previous, info["onnx"]["sha256"])
+    if info["int8"]:
+        result.int8_path = folder.root / INT8_FILE
     return result
 
 
+def keep_or_remove_int8(root: Path, previous: Optional[dict[str, Any]], onnx_sha256: str) -> Optional[dict]:
+    """No artefact without a record: the earlier INT8 record stays when its Q/DQ model was quantized from
+    this very model.onnx; otherwise model.int8.onnx and calib.npy (stale, or never recorded) are removed."""
+    int8 = (previous or {}).get("int8")
+    files = [root / INT8_FILE, root / CALIB_FILE]
+    if int8 and int8.get("source_onnx_sha256") == onnx_sha256 and all(p.is_file() for p in files):
+        return {**int8, "kept_from_export": previous.get("created")}
+    stale = [p for p in files if p.is_file()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        console.print(f"[yellow]note[/]: removed {', '.join(p.name for p in stale)}: quantized from an earlier "
+                      f"model.onnx; `edgecomp export --run {root} --precision int8` writes them again")
+    return None
+
+
 def write_info(result: ExportResult) -> None:
-    """export.json, with the size of every file the export wrote."""
-    files = (result.onnx_path, result.int8_path, result.engine_path, result.run_dir / "calib.npy")
+    """export.json, with the size of every file the export wrote (or kept)."""
+    files = (result.onnx_path, result.int8_path, result.engine_path, result.run_dir / CALIB_FILE,
+             result.run_dir / EVAL_FILE, result.run_dir / DENSE_FILE)
     result.info["files"] = {p.name: p.stat().st_size for p in files if p and p.is_file()}
     write_text(result.info_path, json.dumps(result.info, indent=2, default=str) + "\n")
 
@@ -474,7 +508,7 @@ def write_onnx(job: ExportJob, opset: int) -> dict[str, Any]:
         "aux": aux_summary(job.run.rows()),
         "fold_bn": {"enabled": options.fold_bn, "folded": folded},
         "onnx": {"file": path.name, "opset": opset, "exporter": "torch.onnx (TorchScript), onnxslim",
-                 **io_shapes(proto)},
+                 "sha256": sha256(path), **io_shapes(proto)},
         "fidelity": fidelity.as_dict(), "int8": None, "engine": None,
     }
 
@@ -482,13 +516,46 @@ def write_onnx(job: ExportJob, opset: int) -> dict[str, Any]:
 def write_int8(job: ExportJob, fp32_path: Path) -> dict[str, Any]:
     """calib.npy from the training split, model.int8.onnx from it, and its accuracy on the validation images."""
     calib = take_images(job.data.train, job.spec, job.options.calib_images)[0].numpy().astype(np.float32)
-    calib_path, int8_path = job.run.root / "calib.npy", job.run.root / "model.int8.onnx"
+    calib_path, int8_path = job.run.root / CALIB_FILE, job.run.root / INT8_FILE
     atomic_write(calib_path, lambda temp: save_array(temp, calib))
     export_onnx_int8_qdq(fp32_path, int8_path, calib)
     accuracy = int8_accuracy(fp32_path, int8_path, job.images, job.labels)
     return {"file": int8_path.name, "calib_file": calib_path.name, "calib_images": len(calib),
-            "calib_split": "train", "scored_split": "val",
+            "calib_split": "train", "scored_split": "val", "source_onnx_sha256": sha256(fp32_path),
             "scheme": "Q/DQ, symmetric int8 activations and per-channel weights, float biases", **accuracy}
+
+
+def write_eval(job: ExportJob) -> dict[str, Any]:
+    """eval.npz: the validation images the fidelity gate compared (as the model sees them), for bench's
+    accuracy on the device; capped at EVAL_MAX_BYTES because bench copies it there."""
+    per_image = 4 * int(np.prod(job.images.shape[1:]))
+    count = max(1, min(len(job.images), EVAL_MAX_BYTES // per_image))
+    images = job.images[:count].numpy().astype(np.float32)
+    labels = job.labels[:count].numpy().astype(np.int64)
+    path = job.run.root / EVAL_FILE
+
+    def save(temp: Path) -> None:
+        with open(temp, "wb") as stream:  # a file object: np.savez would append .npz to a bare name
+            np.savez(stream, images=images, labels=labels)
+
+    atomic_write(path, save)
+    return {"file": EVAL_FILE, "split": "val", "images": count, "preprocessing": "as in evaluation"}
+
+
+def write_dense(job: ExportJob, opset: int) -> Optional[dict[str, Any]]:
+    """dense.onnx from checkpoints/step_000.pt through the same exporter and opset as model.onnx (bench's
+    speed-up compares like with like); None when the run has no dense step. Compared against PyTorch and
+    recorded, not gated: it is a timing reference, and a mismatch must not block the model's export."""
+    path = job.run.root / DENSE_FILE
+    if not any(row.get("step") == 0 for row in job.run.rows()) or not job.run.checkpoint(0).is_file():
+        path.unlink(missing_ok=True)  # a stale dense.onnx must not stand in for a dense step there is not
+        return None
+    dense = model_from_payload(job.run.load_step(0)["model"], job.recipe.model).eval()
+    proto, _ = export_onnx(dense, job.images[:2], opset=opset, fold_bn=job.options.fold_bn)
+    fidelity = compare_onnx(proto, dense, job.images[: 1 + VERIFY_BATCH], job.options.atol)  # batch 1, then 64
+    atomic_write(path, lambda temp: onnx.save(proto, str(temp)))
+    return {"file": DENSE_FILE, "from": job.run.checkpoint(0).relative_to(job.run.root).as_posix(),
+            "opset": opset, "fidelity": fidelity.as_dict()}
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

@@ -46,13 +46,15 @@ def read_export(root: Path) -> Optional[dict[str, Any]]:
 
 
 def read_benches(root: Path) -> list[dict[str, Any]]:
-    """Every device entry of every bench*.json, tagged with its file and whether that file is complete."""
+    """Every entry of every bench*.json, tagged with its file and whether that file is complete: one per
+    (device, precision) in edgecomp-bench/2 (`entries`), one per device in a /1 file (`devices`)."""
     entries = []
     for path in sorted(root.glob("bench*.json")):
         document = _read_json(path, "edgecomp-bench/")
         if document is None:
             continue
-        for entry in document.get("devices", {}).values():
+        found = document.get("entries") if "entries" in document else document.get("devices")
+        for entry in (found or {}).values():
             entries.append({**entry, "source": path.name, "complete": bool(document.get("complete")),
                             "error": document.get("error")})
     return entries
