@@ -307,18 +307,37 @@ class BudgetResult:
     correction: float  # measured / predicted of the last attempt: the next step starts from it
 
 
+def next_prediction(attempts: list[Attempt], aim: float) -> float:
+    """The predicted latency to plan for next so that the measurement lands on `aim`.
+
+    The table's error is not one factor at every width (it over-predicts narrow models more), so a plain
+    ratio correction can swing between two plans. Once attempts bracket the aim, interpolate between the
+    closest pair (regula falsi on measured = f(predicted), monotone); before that, scale the nearest
+    attempt's prediction by aim / measured."""
+    below = [a for a in attempts if a.measured <= aim]
+    above = [a for a in attempts if a.measured > aim]
+    if below and above:
+        low, high = max(below, key=lambda a: a.measured), min(above, key=lambda a: a.measured)
+        if high.predicted > low.predicted and high.measured > low.measured:
+            share = (aim - low.measured) / (high.measured - low.measured)
+            return low.predicted + share * (high.predicted - low.predicted)
+    nearest = min(attempts, key=lambda a: abs(a.measured - aim))
+    return nearest.predicted * aim / nearest.measured
+
+
 def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable, budget: float,
                 unit_ms: float, measure: Callable[[nn.Module], Attempt], num_classes: int, correction: float = 1.0,
                 grad_fn: Optional[Callable[[nn.Module], None]] = None, name: str = "model") -> BudgetResult:
-    """Prune a copy of `model` to `budget` (in units of `unit_ms` table-milliseconds: the dense prediction for a
-    fraction, 1 for ms), time it whole (`measure`), correct the prediction by the measurement, re-plan; up to
-    1 + max_replans attempts. Accepted: within [1 - tolerance, 1] of the budget. Kept: the attempt closest to
-    the budget from below, else (none met it) the fastest, and `met` False."""
+    """Prune a copy of `model` for `budget` (in units of `unit_ms` table-milliseconds: the dense prediction for a
+    fraction, 1 for ms), time it whole (`measure`), re-plan from the measurements (`next_prediction`); up to
+    1 + max_replans attempts, each aimed at the middle of the accepted band [1 - tolerance, 1] x budget. Kept:
+    the attempt closest to the budget from below, else (none met it) the fastest, and `met` False."""
     target = cfg.target
-    attempts, results = [], []
+    aim = budget * (1 - target.tolerance / 2)
+    attempts, results, wanted = [], [], aim / correction
     for _ in range(target.max_replans + 1):
         trial = copy.deepcopy(model)
-        plan = prune_to_latency(trial, example, cfg, table, budget / correction * unit_ms, num_classes, grad_fn, name)
+        plan = prune_to_latency(trial, example, cfg, table, wanted * unit_ms, num_classes, grad_fn, name)
         attempt = measure(trial)
         attempt.predicted, attempt.reached = plan.predicted_ms / unit_ms, plan.reached
         attempts.append(attempt)
@@ -327,10 +346,10 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
             break
         if not plan.reached and attempt.measured > budget:
             break  # the pruner's floor: a further plan can only be the same one
-        correction = attempt.measured / attempt.predicted
+        wanted = next_prediction(attempts, aim)
     under = [i for i, a in enumerate(attempts) if a.measured <= budget]
     chosen = max(under, key=lambda i: attempts[i].measured) if under else \
         min(range(len(attempts)), key=lambda i: attempts[i].measured)
-    last = attempts[-1]
+    kept = attempts[chosen]
     return BudgetResult(results[chosen][0], results[chosen][1], attempts, chosen, bool(under),
-                        last.measured / last.predicted)
+                        kept.measured / kept.predicted)

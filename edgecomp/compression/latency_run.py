@@ -10,6 +10,7 @@ differs from the recipe's is not reused.
 
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from ..deploy.latency import LatencyTable, Observation, channel_counts, relative
 from ..deploy.latency.cuda import TorchProfiler
 from ..deploy.latency.profiles import Profiler, ProfileSettings
 from ..deploy.runners import make_runner
-from .latency_prune import Attempt, build_table, floor_ms, meet_budget
+from .latency_prune import Attempt, build_table, floor_ms, meet_budget, prune_to_latency
 from .steps import step_targets
 
 FLOOR_SLACK = 0.9  # the floor is a prediction: refuse only budgets clearly below it
@@ -176,18 +177,28 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
 
 
 def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_classes: int, arch: str) -> None:
+    """Refuse a budget the smallest model the pruner may make cannot meet. The table's floor is a prediction
+    (it over-predicts narrow models): when it says no, the floor model is timed beside the dense one, and
+    only that measurement refuses."""
     if not run.by_fraction and run.target.latency_ms >= run.dense_ms:
         raise PruneTargetError(f"prune.target.latency_ms: {run.target.latency_ms:g} ms is at or above the dense "
                                f"{arch}'s {run.dense_ms:.3f} ms on {run.settings.device}: nothing to prune for")
-    floor = floor_ms(dense, example, run.prune, run.table, num_classes, arch) / run.unit_ms
     final = run.budget(run.prune.steps)
     wanted = final if run.by_fraction else final / run.dense_ms
-    if wanted < floor * FLOOR_SLACK:
+    floor = floor_ms(dense, example, run.prune, run.table, num_classes, arch) / run.unit_ms
+    if wanted >= floor * FLOOR_SLACK:
+        return
+    smallest = copy.deepcopy(dense)
+    prune_to_latency(smallest, example, run.prune, run.table, 0.0, num_classes, name=arch)
+    with run.profiler() as profiler:
+        floor = profiler.compare([dense, smallest], iterations=run.target.latency_iterations)["ratios"][1]["p50"]
+    run.record["measured_floor"] = floor
+    if wanted < floor:
         field_name = "latency" if run.by_fraction else "latency_ms"
         given = f"{final:g}" if run.by_fraction else f"{final:g} ms"
         floor_text = f"{floor:.3f} of the dense latency" if run.by_fraction else f"{floor * run.dense_ms:.3f} ms"
         raise PruneTargetError(
-            f"prune.target.{field_name}: {given} is below {floor_text}, the predicted latency of the smallest "
+            f"prune.target.{field_name}: {given} is below {floor_text}, the measured latency of the smallest "
             f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}) on {run.settings.device} "
             f"({run.settings.runtime}); ask for more, or raise prune.max_layer_ratio. The profiles are kept in "
             f"this run's latency/ folder; start again with --out NEW_DIR"
