@@ -38,7 +38,7 @@ from edgecomp.deploy.export import (check_fidelity, conv_bn_pairs, export_onnx, 
                                    resolve_options, take_images, target_opset)
 from edgecomp.core.models import build_model, load_model_file, model_payload
 from edgecomp.compression.prune import Size, measure_size, prune_to
-from edgecomp.core.recipe import AuxSection, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
+from edgecomp.core.recipe import aux_section, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
 from edgecomp.core.rundir import RunDir, save_tensors, write_text
 from edgecomp.core.data import InputSpec
 from edgecomp.core.precision import Precision
@@ -184,7 +184,7 @@ def test_rep_folded_model_exports_exactly(gray28, tmp_path):
 
     torch.manual_seed(0)
     model = randomize_bn(build_model(ModelSection(arch="cifar_resnet8", in_channels=1, input_size=28)))
-    branched = attach(model, AuxSection(kind="rep"), torch.zeros(1, 1, 28, 28))
+    branched = attach(model, aux_section(kind="rep"), torch.zeros(1, 1, 28, 28))
     with torch.no_grad():
         for param in branched.branch_parameters():  # trained-looking branches: the fold has work to do
             param.normal_(0, 0.2)
