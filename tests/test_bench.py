@@ -37,6 +37,7 @@ def fake_run(tmp_path_factory, fashion_root):
     return root
 
 
+@pytest.mark.e2e
 def test_bench_a_run_on_the_host(fake_run):
     result = cli("bench", "--run", str(fake_run), "--device", "host", *FAST)
     assert result.returncode == 0, result.stderr
@@ -57,6 +58,7 @@ def test_bench_a_run_on_the_host(fake_run):
     assert not (fake_run / PARTIAL_FILE).exists()
 
 
+@pytest.mark.e2e
 def test_device_accuracy_matches_onnxruntime_here(fake_run, tmp_path):
     """eval.py's top-1 equals onnxruntime's on the same preprocessed images (InputSpec.prepare)."""
     import onnxruntime as ort
@@ -69,6 +71,7 @@ def test_device_accuracy_matches_onnxruntime_here(fake_run, tmp_path):
     assert entry["accuracy"] == pytest.approx(float((logits.argmax(1) == data["labels"]).mean()))
 
 
+@pytest.mark.e2e
 def test_run_without_model_onnx_says_export_first(tmp_path, fake_run):
     run = tmp_path / "run"
     run.mkdir()
@@ -119,6 +122,7 @@ def test_failing_program_keeps_a_partial_file_only(tmp_path):
     assert entry["steps_done"] == ["info"] and entry["info"]["cpu_count"] and entry["latency_ms"] is None
 
 
+@pytest.mark.e2e
 def test_python_api_and_measure_latency(tmp_path):
     model = export_onnx(tmp_path / "m.onnx")
     result = edgecomp.bench(model=model, device="host", iterations=5, warmup=1, batch=2)
@@ -165,6 +169,7 @@ class FakeJetson:
         }[program]
 
 
+@pytest.mark.e2e
 def test_tensorrt_path_orchestration_with_a_fake_jetson(fake_run, tmp_path):
     """What the host asks a TensorRT device to do (no TensorRT here: the device is faked)."""
     from edgecomp.deploy.devices import resolve_device

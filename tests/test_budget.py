@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from edgecomp import compress
 from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
@@ -17,6 +19,7 @@ def budget_recipe(latency_ms):
                        device={"latency_iterations": 0})
 
 
+@pytest.mark.e2e
 def test_stops_at_the_first_step_under_a_budget_between_two_steps(tmp_path, fashion_root):
     never = compress(budget_recipe(1e-6), out=tmp_path / "all")  # unreachable: every step measured
     measured = [row["measured_latency_ms"] for row in rows_of(never)]
@@ -35,6 +38,7 @@ def test_stops_at_the_first_step_under_a_budget_between_two_steps(tmp_path, fash
         assert "met at step" in result.report_path.read_text()
 
 
+@pytest.mark.e2e
 def test_a_dense_model_within_budget_is_not_pruned(tmp_path, fashion_root):
     result = compress(budget_recipe(1e6), out=tmp_path / "easy")
     assert [row["step"] for row in rows_of(result)] == [0]

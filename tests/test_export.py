@@ -256,6 +256,7 @@ def test_fidelity_gate_fails_on_a_corrupted_model(gray28, tmp_path):
         check_fidelity(tmp_path / "bad.onnx", model, images, ATOL)
 
 
+@pytest.mark.e2e
 def test_failed_fidelity_writes_no_model(tmp_path, monkeypatch, fashion_root):
     run = minimal_run(tmp_path / "run", data={"val_subset": 32, "train_subset": 32, "test_subset": 8})
 
@@ -290,6 +291,7 @@ def test_int8_qdq_within_one_point_of_fp32(int8_export):
     assert abs(int8["top1_fp32"] - int8["top1_int8"]) <= 0.01, int8
 
 
+@pytest.mark.e2e
 def test_int8_qdq_model_is_symmetric_qdq(quick_int8_export):
     model = onnx.load(quick_int8_export.int8_path)
     ops = {node.op_type for node in model.graph.node}
@@ -302,6 +304,7 @@ def test_int8_qdq_model_is_symmetric_qdq(quick_int8_export):
     assert quick_int8_export.info["int8"]["calib_images"] == 64
 
 
+@pytest.mark.e2e
 def test_export_json_fields(quick_int8_export):
     result = quick_int8_export
     info = json.loads(result.info_path.read_text())
@@ -663,6 +666,7 @@ def export_on(device: RecordingDevice, run: Path, monkeypatch, **arguments):
     return edgecomp.export(run=run, trt=True, **arguments)
 
 
+@pytest.mark.e2e
 def test_export_builds_through_build_py_then_reuses(tmp_path, monkeypatch, fashion_root):
     """export --trt: the engine comes from build.py on the runner, is stored under its key, and is reused."""
     run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
@@ -679,6 +683,7 @@ def test_export_builds_through_build_py_then_reuses(tmp_path, monkeypatch, fashi
     assert second.engine_path == first.engine_path
 
 
+@pytest.mark.e2e
 def test_bench_reuses_the_engine_export_built(tmp_path, monkeypatch, fashion_root):
     """bench on the device export built for asks the store for the same key: no second build."""
     run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
@@ -696,6 +701,7 @@ def test_bench_reuses_the_engine_export_built(tmp_path, monkeypatch, fashion_roo
     assert bench_call[bench_call.index("--model") + 1] == "model.engine"
 
 
+@pytest.mark.e2e
 def test_int8_engine_needs_the_qdq_model(tmp_path):
     """INT8 has one meaning: a float model is refused, not calibrated on whatever images are at hand."""
     from bench_helpers import export_onnx as tiny_onnx
@@ -752,6 +758,7 @@ def test_host_and_device_builds_run_the_same_command(tmp_path, monkeypatch):
     assert "--workspace-mb" in host and "512" in host
 
 
+@pytest.mark.e2e
 def test_int8_calibration_and_scoring_images_are_disjoint(quick_int8_export, tmp_path):
     """Calibration from the training split, scoring from validation: no image in both; bench.json says so."""
     from edgecomp.deploy.artifacts import write_eval_data

@@ -29,6 +29,8 @@ from edgecomp.core.errors import DeviceError
 from edgecomp.deploy.bench import BENCH_FILE, PARTIAL_FILE
 from edgecomp.deploy.runners import SshRunner
 
+pytestmark = pytest.mark.ssh  # a real sshd on 127.0.0.1
+
 SSHD = Path("/usr/sbin/sshd")
 FAST = ("--iterations", "10", "--warmup", "2")
 

@@ -190,6 +190,7 @@ def test_teacher_is_frozen_and_runs_without_autograd(fashion):
     assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
 
 
+@pytest.mark.e2e
 def test_pipeline_with_teacher_schedule_weights_and_kd(tmp_path, fashion_root):
     recipe = tiny_recipe(augment={"policy": "randaugment", "schedule": {"kind": "teacher", "dense": 9}},
                          teacher={"kd_weight": 0.5, "difficulty": {"mode": "weight"},
