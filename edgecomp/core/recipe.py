@@ -178,36 +178,40 @@ def _kind_of(default: str):
     return kind
 
 
-class _ScheduleBase(Section):
-    dense: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude for the dense model (0..30)")
+# Shared fields as annotated types, so that each kind class lists `kind` first (recipe.yaml reads in that order).
+DenseMagnitude = Annotated[float, Field(ge=0, le=MAX_MAGNITUDE, description="magnitude for the dense model (0..30)")]
 
 
-class ConstantSchedule(_ScheduleBase):
+class ConstantSchedule(Section):
     kind: Literal[ScheduleKind.constant] = Field(
         ScheduleKind.constant,  # benchmarks/RESULTS.md table (a): M = 0 was best at every size, none followed it
         description="constant (the default): M = dense at every step",
     )
+    dense: DenseMagnitude = 0.0
 
 
-class LinearSchedule(_ScheduleBase):
+class LinearSchedule(Section):
     kind: Literal[ScheduleKind.linear] = Field(
         ScheduleKind.linear, description="linear in the MACs ratio s: M = min + (dense - min) * s")
+    dense: DenseMagnitude = 0.0
     min: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude a model of size 0 would get")
 
 
-class StepsSchedule(_ScheduleBase):
+class StepsSchedule(Section):
     kind: Literal[ScheduleKind.steps] = Field(ScheduleKind.steps, description="steps: one value per pruning step")
+    dense: DenseMagnitude = 0.0
     values: list[Magnitude] = Field(
         default_factory=list, description="magnitude (0..30) for pruning steps 1..N (length = prune.steps)"
     )
 
 
-class TeacherSchedule(_ScheduleBase):
+class TeacherSchedule(Section):
     kind: Literal[ScheduleKind.teacher] = Field(
         ScheduleKind.teacher,
         description="teacher: the largest M at which the teacher keeps teacher.calibration's accuracy target "
         "(dense stage: dense)",
     )
+    dense: DenseMagnitude = 0.0
 
 
 MagnitudeSchedule = Annotated[
@@ -279,12 +283,15 @@ class NoAux(Section):
     )
 
 
+StrongMagnitude = Annotated[Optional[float], Field(
+    ge=0, le=MAX_MAGNITUDE,
+    description="augmentation magnitude of the strong view the branches train on (0..30); it may never be "
+    "weaker than a step's weak view. null: per step, max(augment.schedule.dense, the step's magnitude)",
+)]
+
+
 class _BranchAux(Section):
-    strong_magnitude: Optional[float] = Field(
-        None, ge=0, le=MAX_MAGNITUDE,
-        description="augmentation magnitude of the strong view the branches train on (0..30); it may never be "
-        "weaker than a step's weak view. null: per step, max(augment.schedule.dense, the step's magnitude)",
-    )
+    """What both branch kinds have; each subclass declares its fields (kind first)."""
 
     # pipeline.py reads the weights through these two (the per-kind defaults used to live here)
     def loss_weight(self) -> float:
@@ -297,6 +304,7 @@ class _BranchAux(Section):
 class RepAux(_BranchAux):
     kind: Literal[AuxKind.rep] = Field(
         AuxKind.rep, description="rep: 1x1 and identity branches beside every k×k conv+BN, folded exactly into the conv")
+    strong_magnitude: StrongMagnitude = None
     weight: float = Field(1.0, ge=0, description="weight of the strong-view loss added to the main loss")
     head_kd: float = Field(
         0.0, ge=0, le=1,
@@ -313,6 +321,7 @@ class RepAux(_BranchAux):
 class HeadsAux(_BranchAux):
     kind: Literal[AuxKind.heads] = Field(
         AuxKind.heads, description="heads: auxiliary classifiers after every stage, the last included, dropped")
+    strong_magnitude: StrongMagnitude = None
     weight: float = Field(
         0.05, ge=0, description="weight of the strong-view loss added to the main loss (the small weight "
         "deep-supervision work uses)")
