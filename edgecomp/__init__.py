@@ -83,8 +83,10 @@ def export(*, run: "str | Path | None" = None, model: "nn.Module | None" = None,
     if out is not None or verify_inputs is not None or example_inputs is not None:
         raise ExportInputError("export: out=, example_inputs= and verify_inputs= are for model=; a run's files "
                                "go to its directory")
+    if format == "onnx_int8" and precision not in (None, "int8"):
+        raise ExportInputError(f"precision: the onnx_int8 row is int8 (got {precision!r}); leave precision out")
     result = run_export(run=run, trt=format == "engine", onnx_only=format == "onnx",
-                        precision="int8" if format == "onnx_int8" and precision is None else precision,
+                        precision="int8" if format == "onnx_int8" else precision,
                         device=device, opset=opset, calib_images=calib_images, max_batch=max_batch,
                         dla_core=dla_core, workspace_mib=workspace_mib, fold_bn=fold_bn,
                         accept_new_host_key=accept_new_host_key)

@@ -135,6 +135,15 @@ def test_export_refuses_what_its_row_does_not_take(tmp_path, monkeypatch, argume
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+def test_export_of_a_run_checks_its_row_before_reading_the_run(tmp_path):
+    with pytest.raises(UserInputError, match="precision: the onnx_int8 row is int8"):
+        edgecomp.export(run=tmp_path / "missing", format="onnx_int8", precision="fp16")
+    with pytest.raises(UserInputError, match="out=, example_inputs= and verify_inputs= are for model="):
+        edgecomp.export(run=tmp_path / "missing", out=tmp_path / "m.onnx")
+    with pytest.raises(UserInputError, match=r"--run: .*missing/recipe.yaml does not exist"):
+        edgecomp.export(run=tmp_path / "missing", format="engine")
+
+
 # ---------------------------------------------------------------- compress: overrides are --set
 
 
