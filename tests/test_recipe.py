@@ -116,7 +116,7 @@ BENCHMARK_RECIPES = SHIPPED_RECIPES.parents[1] / "benchmarks" / "recipes"
 
 
 @pytest.mark.parametrize("name", sorted([p.name for p in SHIPPED_RECIPES.glob("*.yaml")]
-                                        + [str(p) for p in BENCHMARK_RECIPES.glob("*.yaml")]))
+                                        + [str(p) for p in BENCHMARK_RECIPES.glob("*.yaml")]), ids=lambda n: n.rsplit("/", 1)[-1])
 def test_shipped_recipes_validate(name):
     recipe = load_recipe(name)
     assert validate(yaml.safe_load(dump_recipe(recipe))) == recipe  # dump/load round trip
