@@ -115,8 +115,10 @@ def test_bare_name_resolves_to_shipped_recipes(tmp_path, monkeypatch):
 BENCHMARK_RECIPES = SHIPPED_RECIPES.parents[1] / "benchmarks" / "recipes"
 
 
-@pytest.mark.parametrize("name", sorted([p.name for p in SHIPPED_RECIPES.glob("*.yaml")]
-                                        + [str(p) for p in BENCHMARK_RECIPES.glob("*.yaml")]), ids=lambda n: n.rsplit("/", 1)[-1])
+RECIPES = sorted([p.name for p in SHIPPED_RECIPES.glob("*.yaml")] + [str(p) for p in BENCHMARK_RECIPES.glob("*.yaml")])
+
+
+@pytest.mark.parametrize("name", RECIPES, ids=lambda name: name.rsplit("/", 1)[-1])
 def test_shipped_recipes_validate(name):
     recipe = load_recipe(name)
     assert validate(yaml.safe_load(dump_recipe(recipe))) == recipe  # dump/load round trip
