@@ -164,7 +164,8 @@ def test_sections_with_kinds_are_one_class_per_kind():
     assert "heads_at" not in RepAux.model_fields and "identity" not in HeadsAux.model_fields
     with pytest.raises(RecipeError, match="augment.schedule.values: unknown key for kind linear"):
         validate(tiny_recipe_dict(augment={"schedule": {"kind": "linear", "values": [1, 2]}}))
-    kinds = {d["properties"]["kind"].get("const") for d in recipe_schema()["$defs"].values() if "kind" in d.get("properties", {})}
+    definitions = recipe_schema()["$defs"].values()
+    kinds = {d["properties"]["kind"].get("const") for d in definitions if "kind" in d.get("properties", {})}
     assert {"constant", "linear", "steps", "teacher", "none", "rep", "heads"} <= kinds
 
 
@@ -182,7 +183,8 @@ def test_a_run_directory_recipe_written_before_the_kinds_still_loads():
                         "rep_trunk": False, "identity": True}}
     recipe = validate(tiny_recipe_dict(**old_flat))
     assert recipe.augment.schedule.min == 0 and recipe.aux.weight == 0.05 and recipe.aux.head_kd == 0.5
-    plain = validate(tiny_recipe_dict(augment={"schedule": {"kind": "constant", "dense": 0.0, "min": 0.0, "values": []}},
+    flat_constant = {"kind": "constant", "dense": 0.0, "min": 0.0, "values": []}
+    plain = validate(tiny_recipe_dict(augment={"schedule": flat_constant},
                                       aux={"kind": "none", "strong_magnitude": None, "weight": None, "heads_at": [],
                                            "head_kd": None, "rep_trunk": False, "identity": True}))
     assert plain.aux.kind.value == "none"

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, TypeAdapter, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import RecipeError
 from .precision import DEFAULT_PRECISION, Precision
@@ -246,7 +247,8 @@ class AugmentSection(Section):
     )
     schedule: MagnitudeSchedule = Field(
         default_factory=ConstantSchedule,
-        description="magnitude per step, one of four kinds chosen by `kind`: constant (default), linear, steps, teacher",
+        description="magnitude per step, one of four kinds chosen by `kind`: constant (default), linear, steps, "
+        "teacher",
     )
 
     @field_validator("policy", mode="before")
@@ -303,7 +305,8 @@ class _BranchAux(Section):
 
 class RepAux(_BranchAux):
     kind: Literal[AuxKind.rep] = Field(
-        AuxKind.rep, description="rep: 1x1 and identity branches beside every k×k conv+BN, folded exactly into the conv")
+        AuxKind.rep,
+        description="rep: 1x1 and identity branches beside every k×k conv+BN, folded exactly into the conv")
     strong_magnitude: StrongMagnitude = None
     weight: float = Field(1.0, ge=0, description="weight of the strong-view loss added to the main loss")
     head_kd: float = Field(
@@ -497,8 +500,8 @@ class Recipe(Section):
         sched, aux = self.augment.schedule, self.aux
         if self.augment.policy == Policy.none:  # the default since the benchmarks: crop + flip, no magnitude
             needs = [f"aux.kind {aux.kind.value} (its strong view)"] if isinstance(aux, _BranchAux) else []
-            needs += ["augment.schedule.kind teacher (it calibrates magnitudes)"] if sched.kind == ScheduleKind.teacher \
-                else []
+            if sched.kind == ScheduleKind.teacher:
+                needs.append("augment.schedule.kind teacher (it calibrates magnitudes)")
             if needs:
                 raise ValueError(f"augment.policy: none applies no magnitude, but {' and '.join(needs)} needs one; "
                                  "set augment.policy: randaugment")
