@@ -62,7 +62,7 @@ RECIPE_CASES = {  # id: (changes, fragment the one line must contain)
     "target 1.5": ({"prune__target": {"macs": 1.5}}, "prune.target.macs: must be < 1"),
     "target 0": ({"prune__target": {"macs": 0}}, "prune.target.macs: must be > 0"),
     "target negative": ({"prune__target": {"macs": -0.2}}, "prune.target.macs: must be > 0"),
-    "two targets": ({"prune__target": {"macs": 0.5, "params": 0.5}}, "prune.target: give exactly one"),
+    "two targets": ({"prune__target": {"macs": 0.5, "params": 0.5}}, "prune.target: give one of macs, params, latency or latency_ms"),
     "zero steps": ({"prune__steps": 0}, "prune.steps: must be >= 1 (got 0)"),
     "negative dense epochs": ({"dense__epochs": -1}, "dense.epochs: must be >= 0"),
     "negative fine-tune epochs": ({"finetune__epochs_per_step": -3}, "finetune.epochs_per_step: must be >= 0"),

@@ -32,7 +32,7 @@ def test_defaults_are_valid_and_off():
         ({"prune": {"steps": 0}}, "recipe error: prune.steps: must be >= 1 (got 0)"),
         ({"prune": {"target": {"macs": 1.0}}}, "prune.target.macs: must be < 1"),
         ({"prune": {"target": {"macs": 0.0}}}, "prune.target.macs: must be > 0"),
-        ({"prune": {"target": {}}}, "prune.target: give exactly one of macs or params"),
+        ({"prune": {"target": {}}}, "prune.target: give one of macs, params, latency or latency_ms"),
         ({"prune": {"importance": "magic"}}, "prune.importance: must be one of"),
         ({"model": {"num_classes": "ten"}}, "model.num_classes: "),
         ({"model": {"input_size": 8}}, "model.input_size: must be >= 16"),
@@ -190,3 +190,11 @@ def test_a_run_directory_recipe_written_before_the_kinds_still_loads():
     assert plain.aux.kind.value == "none"
     with pytest.raises(RecipeError, match="aux.identity: unknown key for kind heads"):
         validate(tiny_recipe_dict(aux={"kind": "heads", "identity": False}, augment=old_flat["augment"]))
+
+
+def test_set_kind_switches_a_section_and_drops_the_old_kinds_keys(write_recipe):
+    path = write_recipe(tiny_recipe_dict(augment={"schedule": {"kind": "linear", "dense": 9, "min": 2}}))
+    recipe = load_recipe(path, ["augment.schedule.kind=constant"])
+    assert recipe.augment.schedule.kind.value == "constant" and recipe.augment.schedule.dense == 9
+    with pytest.raises(RecipeError, match="augment.schedule.kind: must be one of 'constant', 'linear'"):
+        load_recipe(path, ["augment.schedule.kind=cosine"])

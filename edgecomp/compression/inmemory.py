@@ -124,8 +124,9 @@ def _section(target_macs, target_params, importance, round_to, global_pruning, m
 
 def _describe(error: dict[str, Any]) -> str:
     """A schema error in the names the caller used (target.macs -> target_macs)."""
-    name = "_".join(str(part) for part in error["loc"] if str(part) != "target") or "arguments"
-    name = f"target_{name}" if error["loc"][:1] == ("target",) else name
+    loc = [str(part) for part in error["loc"]]
+    # target errors carry the union's tag in between (target.kind:macs.macs): the keyword is target_<last part>
+    name = f"target_{loc[-1]}" if loc[:1] == ["target"] else "_".join(loc) or "arguments"
     return f"{name}: {error['msg'].lower()} (got {error.get('input')!r})"
 
 

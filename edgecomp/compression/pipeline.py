@@ -8,7 +8,6 @@ before the run directory is created.
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from .prune import Size, check_prunable, measure_size, prune_to
 from ..core.recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
 from ..report import write_report
 from ..core.rundir import RunDir, save_tensors, write_text
+from .latency_run import LatencyRun, prepare_latency
 from .magnitude import magnitude_for
 from .steps import step_targets
 from .teacher import Calibration, Teacher, calibrate, first_samples, load_teacher
@@ -61,6 +61,7 @@ class Context:
     dense_size: Optional[Size] = None
     teacher: Optional[Teacher] = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    latency: Optional[LatencyRun] = None  # with a latency target: the run's latency model and closed loop
 
 
 def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False) -> CompressResult:
@@ -84,22 +85,11 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
         console.print(f"[bold]resuming[/] {run.root} after step {start - 1}")
     if finished and dist.is_main:
         run.write_rows(ctx.rows)  # drop any row of a step that is not (or no longer) finished
+    if recipe.prune.target.kind == "latency" and start <= recipe.prune.steps:
+        ctx.latency = _latency_run(ctx)
     for step in range(start, recipe.prune.steps + 1):
-        if _meets_budget(ctx, ctx.rows[-1]):
-            break
         model = _prune_step(ctx, model, step)
     return _finish(ctx, model)
-
-
-def _meets_budget(ctx: Context, row: dict[str, Any]) -> bool:
-    budget = ctx.recipe.prune.target.latency_ms
-    if budget is None or row.get("measured_latency_ms") is None:
-        return False
-    if row["measured_latency_ms"] <= budget:
-        console.print(f"[bold]latency budget met[/] at step {row['step']}: {row['measured_latency_ms']:.3f} ms "
-                      f"<= {budget} ms on {ctx.recipe.prune.target.device}; no further pruning")
-        return True
-    return False
 
 
 def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Module]:
@@ -111,7 +101,7 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
         load_state_file(dense_model, recipe.dense.weights, "dense.weights")
     example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
     check_prunable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
-    if recipe.prune.target.latency_ms is not None:
+    if recipe.prune.target.kind == "latency":
         from ..deploy.devices import resolve_device
 
         device = resolve_device(recipe.prune.target.device)  # an unknown device fails before writing
@@ -122,8 +112,8 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
         dist.local_batch(recipe.data.batch_size)
         if recipe.aux.kind != AuxKind.none:
             raise RecipeError("aux.kind: auxiliary branches are not supported under torchrun yet; use one process")
-        if recipe.prune.target.latency_ms is not None:
-            raise RecipeError("prune.target.latency_ms: not supported under torchrun yet; use one process")
+        if recipe.prune.target.kind == "latency":
+            raise RecipeError("prune.target: a latency target is not supported under torchrun yet; use one process")
     if recipe.aux.kind != AuxKind.none:  # a wrong heads_at or a model without conv+BN fails now, not at step 1
         from .auxiliary import attach, detach
 
@@ -189,22 +179,27 @@ def _restore(ctx: Context, step: int) -> nn.Module:
 def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
     recipe, dense = ctx.recipe, ctx.dense_size
     torch.manual_seed(_seed(recipe, step))
-    fraction = step_targets(
-        recipe.prune.target.macs or recipe.prune.target.params, recipe.prune.steps,
-        recipe.prune.schedule.value == "geometric",
-    )[step - 1]
-    target = Size(int(dense.macs * fraction), int(dense.params * fraction))
-    size = prune_to(model, ctx.spec.example(), recipe.prune, target, recipe.model.num_classes,
-                    grad_fn=lambda m: _taylor_grads(ctx, m), name=recipe.model.arch)
+    if ctx.latency is not None:
+        model, budget = _prune_for_latency(ctx, model, step)
+        size, goal = measure_size(model, ctx.spec.example()), f"latency budget {budget['latency_budget']:g}"
+    else:
+        fraction = step_targets(recipe.prune.target.macs if recipe.prune.target.kind == "macs"
+                                else recipe.prune.target.params, recipe.prune.steps,
+                                recipe.prune.schedule.value == "geometric")[step - 1]
+        target = Size(int(dense.macs * fraction), int(dense.params * fraction))
+        size = prune_to(model, ctx.spec.example(), recipe.prune, target, recipe.model.num_classes,
+                        grad_fn=lambda m: _taylor_grads(ctx, m), name=recipe.model.arch)
+        budget, goal = {}, f"target {fraction:.3f}"
     ctx.dist.check_same("pruned structure", model_structure(model))
     ratio = size.macs / dense.macs
     magnitude, calibration = _magnitude(ctx, step, ratio)
     console.print(
         f"[bold]step {step}/{recipe.prune.steps}[/]: MACs {ratio:.3f} of dense "
-        f"(target {fraction:.3f}), params {size.params / dense.params:.3f}, magnitude {magnitude:.1f}"
+        f"({goal}), params {size.params / dense.params:.3f}, magnitude {magnitude:.1f}"
     )
     model, stats, aux_record = _finetune(ctx, model, step, magnitude, ratio)
     row = _row(ctx, model, step, size, magnitude, recipe.finetune.epochs_per_step, stats)
+    row.update(budget)
     if stats:
         _check_collapse(ctx, step, row["accuracy"])
     row["aux"] = aux_record
@@ -212,6 +207,34 @@ def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
         row["calibration"] = calibration.as_dict()
     _save_step(ctx, model, step, row)
     return model
+
+
+def _latency_run(ctx: Context) -> LatencyRun:
+    """The run's latency model, profiled on the target from the dense model (or read back on --resume)."""
+    dense = _dense_copy(ctx)
+    run = prepare_latency(ctx.run.root / "latency", ctx.recipe.prune, dense, ctx.spec.example().cpu(),
+                          ctx.recipe.model.arch, ctx.recipe.model.num_classes, ctx.recipe.seed)
+    if len(ctx.rows) > 1 and ctx.rows[-1].get("latency_budget") is not None:
+        last = ctx.rows[-1]  # a resumed run goes on from the correction the last step measured
+        run.correction = last["latency_attempts"][-1]["measured"] / last["latency_attempts"][-1]["predicted"]
+    return run
+
+
+def _prune_for_latency(ctx: Context, model: nn.Module, step: int) -> tuple[nn.Module, dict[str, Any]]:
+    """Channels chosen by the latency model, the step's model timed beside the dense one, re-planned until its
+    measured latency meets the step's budget (compression/latency_prune.py)."""
+    recipe = ctx.recipe
+    pruned, record = ctx.latency.prune_step(
+        model.cpu(), _dense_copy(ctx), ctx.spec.example().cpu(), step, recipe.model.num_classes,
+        lambda m: _taylor_grads(ctx, m.to(ctx.spec.device)), recipe.model.arch)
+    console.print(f"  step {step}: latency {record['measured_latency']:.3f} measured, "
+                  f"{record['predicted_latency']:.3f} predicted, budget {record['latency_budget']:.3f} "
+                  f"({record['latency_unit']}, {len(record['latency_attempts'])} plan(s))")
+    return pruned.to(ctx.spec.device), record
+
+
+def _dense_copy(ctx: Context) -> nn.Module:
+    return model_from_payload(ctx.run.load_step(0)["model"], ctx.recipe.model).cpu().eval()
 
 
 def _check_collapse(ctx: Context, step: int, accuracy: float) -> None:
@@ -315,7 +338,6 @@ def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: i
         "train_seconds": round(seconds, 3), "train_throughput": round(images / seconds, 1) if seconds else None,
         "final_loss": stats[-1].loss if stats else None,
         **_teacher_stats(stats),
-        **_budget_latency(ctx, model, step),
     }
     console.print(
         f"  step {step}: val accuracy {row['accuracy']:.4f}, test accuracy {row['test_accuracy']:.4f}, "
@@ -336,23 +358,6 @@ def _host_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:
             "latency_iterations": stats.get("iterations"),
             "latency_speedup": stats.get("speedup", 1.0 if stats and step == 0 else None),
             "latency_device": f"host-{ctx.spec.device.type}"}
-
-
-def _budget_latency(ctx: Context, model: nn.Module, step: int) -> dict[str, Any]:
-    """With prune.target.latency_ms: export this step's model and measure it where the budget applies."""
-    target = ctx.recipe.prune.target
-    if target.latency_ms is None or not ctx.dist.is_main:
-        return {}
-    from ..deploy.export import save_plain_onnx
-    from ..deploy.bench import measure_latency_ms
-
-    with tempfile.TemporaryDirectory(prefix="edgecomp-budget-") as scratch:
-        onnx_path = Path(scratch) / f"step_{step:03d}.onnx"
-        device = ctx.spec.device
-        save_plain_onnx(model, ctx.recipe.model, onnx_path)  # the graph `edgecomp export` writes, BN folded
-        model.to(device)
-        p50 = measure_latency_ms(onnx_path, target.device, target.latency_iterations, batch=1)
-    return {"measured_latency_ms": p50, "measured_on": target.device, "latency_budget_ms": target.latency_ms}
 
 
 def _teacher_stats(stats) -> dict[str, Any]:

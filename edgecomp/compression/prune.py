@@ -306,16 +306,19 @@ def dense_profile(model: nn.Module, example: torch.Tensor) -> tuple[Size, dict, 
 def check_prunable(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
                    name: str) -> None:
     """Before a run directory exists: Torch-Pruning can trace the model, and the recipe's final size is
-    within its reach (estimated on a copy; taylor is probed with l2, as it needs gradients)."""
+    within its reach (estimated on a copy; taylor is probed with l2, as it needs gradients). A latency target's
+    reach needs the latency model: compression/latency_prune.py checks it once the profiles are in."""
     model = copy.deepcopy(model).eval()
     keep = ignored_layers(model, cfg, num_classes)
     probe = cfg.model_copy(update={"importance": Importance.l2}) if cfg.importance == Importance.taylor else cfg
     with traceable(model) as fixed, torch_pruning_errors(model, name):
         profile = dense_profile(model, example)
         planner = Planner(model, example, probe, keep + fixed, profile)
-        deepest = deepest_plan(planner, cfg.target.macs is not None)
+        if cfg.target.kind == "latency":
+            return
+        deepest = deepest_plan(planner, cfg.target.kind == "macs")
         smallest = planner.estimate(deepest)
-    dense, by_macs = profile[0], cfg.target.macs is not None
+    dense, by_macs = profile[0], cfg.target.kind == "macs"
     fraction = cfg.target.macs if by_macs else cfg.target.params
     reach = smallest.macs / dense.macs if by_macs else smallest.params / dense.params
     if reach > fraction * (1 + REACH_SLACK):
@@ -370,7 +373,7 @@ def prune_to(
     name: str = "model",
 ) -> Size:
     """Prune `model` in place until it is at or below `target` (MACs or params, per cfg)."""
-    by_macs = cfg.target.macs is not None
+    by_macs = cfg.target.kind == "macs"
     reached = lambda size: (size.macs <= target.macs) if by_macs else (size.params <= target.params)  # noqa: E731
     keep = ignored_layers(model, cfg, num_classes)
     with traceable(model) as fixed:
@@ -384,20 +387,26 @@ def prune_to(
     raise _unreachable(profile[0], target, by_macs, name, cfg)
 
 
+def taylor_gradients(model: nn.Module, cfg: PruneSection, grad_fn: Optional[Callable[[nn.Module], None]]) -> None:
+    """Taylor importance reads the gradients of a few batches: fill them (other importances need none)."""
+    if cfg.importance != Importance.taylor:
+        return
+    if grad_fn is None:
+        raise PruneError("taylor importance needs gradients (no grad_fn given)")
+    model.zero_grad()
+    grad_fn(model)
+
+
 def _prune_once(model, example, cfg, keep, reached, grad_fn, name, profile) -> tuple[tuple[Size, dict, dict], bool]:
     """One pruner: find the ratio by estimate, prune, count exactly (per layer: the next round's profile).
     Two exact counts in a round that lands (the profile before, the count after), one pruner, one plan
     turned into Torch-Pruning groups; tests/test_prune.py holds these counts."""
-    if cfg.importance == Importance.taylor:
-        if grad_fn is None:
-            raise PruneError("taylor importance needs gradients (no grad_fn given)")
-        model.zero_grad()
-        grad_fn(model)
+    taylor_gradients(model, cfg, grad_fn)
     model.eval()
     with torch_pruning_errors(model, name):
         planner = Planner(model, example, cfg, keep, profile)
         ratio = search_ratio(planner, reached)
-        plan = deepest_plan(planner, cfg.target.macs is not None) if ratio is None else planner.plan(ratio)
+        plan = deepest_plan(planner, cfg.target.kind == "macs") if ratio is None else planner.plan(ratio)
         for group in planner.groups(plan):
             group.prune()
     model.zero_grad(set_to_none=True)

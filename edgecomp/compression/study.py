@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from .convergence import PlateauRule
-from ..core.recipe import MAX_MAGNITUDE, Policy, PruneTarget, Recipe, dump_recipe, validate
+from ..core.recipe import MAX_MAGNITUDE, MacsTarget, Policy, Recipe, dump_recipe, validate
 from ..core.errors import UserInputError
 from ..report import save_figure
 from ..core.rundir import save_tensors, write_text
@@ -99,7 +99,7 @@ def _prepare_sizes(recipe: Recipe, sizes: list[float], out: Path) -> dict[float,
         model = _copy(dense)
         target = Size(int(dense_size.macs * size), int(dense_size.params * size))
         if size < 1.0:
-            cfg = recipe.prune.model_copy(update={"target": PruneTarget(macs=size)})
+            cfg = recipe.prune.model_copy(update={"target": MacsTarget(macs=size)})
             prune_to(model, spec.example(), cfg, target, recipe.model.num_classes)
         save_tensors(paths[size], model_payload(model, recipe.model))
     return paths
@@ -193,7 +193,7 @@ def _check_data_and_model(recipe: Recipe, smallest: float) -> None:
         load_state_file(model, recipe.dense.weights, "dense.weights")
     if smallest < 1.0:
         example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
-        cfg = recipe.prune.model_copy(update={"target": PruneTarget(macs=smallest)})
+        cfg = recipe.prune.model_copy(update={"target": MacsTarget(macs=smallest)})
         check_prunable(model, example, cfg, recipe.model.num_classes, recipe.model.arch)
 
 

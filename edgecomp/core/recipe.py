@@ -107,27 +107,94 @@ class StepSchedule(str, Enum):
     geometric = "geometric"
 
 
-class PruneTarget(Section):
-    macs: Optional[float] = Field(None, gt=0, lt=1, description="fraction of the dense MACs to keep at the end")
-    params: Optional[float] = Field(None, gt=0, lt=1, description="fraction of the dense parameters to keep")
+TARGET_KINDS = ("macs", "params", "latency", "latency_ms")  # exclusive keys of prune.target
+TAG = "kind:"  # pydantic puts a union member's tag in error locations; _describe leaves it out
+
+
+class MacsTarget(Section):
+    macs: float = Field(..., gt=0, lt=1, description="fraction of the dense MACs to keep at the end")
+
+    @property
+    def kind(self) -> str:
+        return "macs"
+
+
+class ParamsTarget(Section):
+    params: float = Field(..., gt=0, lt=1, description="fraction of the dense parameters to keep at the end")
+
+    @property
+    def kind(self) -> str:
+        return "params"
+
+
+class Runtime(str, Enum):
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
+class LatencyTarget(Section):
+    """Prune for the device: a latency model measured on the target runtime chooses the channels, and each
+    step's model is timed whole on the target until it meets that step's budget (compression/latency_prune.py)."""
+
+    latency: Optional[float] = Field(
+        None, gt=0, lt=1, description="fraction of the dense model's latency to reach, both timed alternately in "
+        "one loop on the device (holds on a busy host)")
     latency_ms: Optional[float] = Field(
-        None, gt=0, description="stop at the first step whose exported model measures at or below this p50 "
-        "latency (batch 1) on prune.target.device; macs/params still set each step's size"
-    )
-    device: str = Field("host", description="where latency_ms is measured: host, a device profile, or ssh://...")
-    latency_iterations: int = Field(100, ge=10, description="timed inferences per latency measurement")
+        None, gt=0, description="absolute p50 latency (ms) to reach on the device: for a dedicated device; on a "
+        "shared host an absolute figure moves with the load")
+    device: str = Field("host", description="where latency is measured: host, a device profile, or ssh://...")
+    runtime: Runtime = Field(Runtime.onnxruntime, description="onnxruntime (CPU) or tensorrt (trtexec on the "
+                             "device: never run on real TensorRT yet)")
+    precision: Precision = Field(Precision.fp32, description="precision the runtime runs (onnxruntime: fp32)")
+    batch: int = Field(1, ge=1, le=256, description="batch the latency is measured at")
+    threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: its default, all cores); one "
+                         "thread keeps a shared host's figures apart from the load")
+    profiles: int = Field(6, ge=3, le=32, description="whole-network profiles the latency model is fitted from: "
+                          "the dense model and profiles - 1 copies at random widths")
+    profile_iterations: int = Field(30, ge=5, description="timed runs per profile (median per layer)")
+    latency_iterations: int = Field(100, ge=10, description="alternating timed rounds per whole-model measurement")
+    tolerance: float = Field(0.05, gt=0, lt=0.5, description="a step is accepted once its measured latency is within "
+                             "[1 - tolerance, 1] of its budget; below that it is re-planned to keep more channels")
+    max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each corrected "
+                             "by the last measurement")
+
+    @property
+    def kind(self) -> str:
+        return "latency"
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "PruneTarget":
-        if (self.macs is None) == (self.params is None):
-            raise ValueError("give exactly one of macs or params")
+    def _one_budget(self) -> "LatencyTarget":
+        if (self.latency is None) == (self.latency_ms is None):
+            raise ValueError("prune.target: give one of latency (a fraction of the dense latency) or latency_ms")
+        if self.runtime == Runtime.onnxruntime and self.precision != Precision.fp32:
+            raise ValueError("prune.target.precision: onnxruntime (CPU) prices fp32 only; use runtime tensorrt")
         return self
+
+
+def _target_kind(value: Any) -> Optional[str]:
+    if isinstance(value, BaseModel):
+        return TAG + value.kind
+    kinds = {_kind_of(key) for key in TARGET_KINDS if isinstance(value, dict) and key in value}
+    return TAG + kinds.pop() if len(kinds) == 1 else None  # none, or two kinds at once: one error line
+
+
+def _kind_of(key: str) -> str:
+    return "latency" if key.startswith("latency") else key
+
+
+PruneTarget = Annotated[
+    Union[Annotated[MacsTarget, Tag(TAG + "macs")], Annotated[ParamsTarget, Tag(TAG + "params")],
+          Annotated[LatencyTarget, Tag(TAG + "latency")]],
+    Discriminator(_target_kind, custom_error_type="prune_target",
+                  custom_error_message="give one of macs, params, latency or latency_ms"),
+]
 
 
 class PruneSection(Section):
     steps: int = Field(3, ge=1, le=100, description="number of pruning steps, each followed by fine-tuning")
     target: PruneTarget = Field(
-        default_factory=lambda: PruneTarget(macs=0.5), description="final size as a fraction of the dense model"
+        default_factory=lambda: MacsTarget(macs=0.5), description="the final size: one of macs or params (a "
+        "fraction of the dense model's), or latency / latency_ms on a device (LatencyTarget)"
     )
     schedule: StepSchedule = Field(
         StepSchedule.linear, description="per-step targets: linear (equal decrements) or geometric (equal ratios)"
@@ -169,7 +236,7 @@ class ScheduleKind(str, Enum):
 Magnitude = Annotated[float, Field(ge=0, le=MAX_MAGNITUDE)]
 
 
-def _kind_of(default: str):
+def _tag_by_kind(default: str):
     """The tag of a section with kinds: its `kind` key (absent: `default`, as recipes have always allowed)."""
 
     def kind(value: Any) -> Optional[str]:
@@ -218,7 +285,7 @@ class TeacherSchedule(Section):
 MagnitudeSchedule = Annotated[
     Union[Annotated[ConstantSchedule, Tag("constant")], Annotated[LinearSchedule, Tag("linear")],
           Annotated[StepsSchedule, Tag("steps")], Annotated[TeacherSchedule, Tag("teacher")]],
-    Discriminator(_kind_of("constant")),
+    Discriminator(_tag_by_kind("constant")),
 ]
 
 
@@ -342,7 +409,7 @@ class HeadsAux(_BranchAux):
 
 AuxSection = Annotated[
     Union[Annotated[NoAux, Tag("none")], Annotated[RepAux, Tag("rep")], Annotated[HeadsAux, Tag("heads")]],
-    Discriminator(_kind_of("none")),
+    Discriminator(_tag_by_kind("none")),
 ]
 AUX_KINDS = (NoAux, RepAux, HeadsAux)
 _AUX_ADAPTER = TypeAdapter(AuxSection)
@@ -591,7 +658,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise RecipeError(f"--set {key}: {path} is a value, not a section")
             node = child
         node[parts[-1]] = value
+        if parts[:-1] == ["prune", "target"] and parts[-1] in TARGET_KINDS:
+            _switch_target_kind(node, parts[-1])
+        if parts[-1] == "kind" and tuple(parts[:-1]) in KIND_CLASSES:
+            _switch_kind(node, KIND_CLASSES[tuple(parts[:-1])].get(str(value)))
     return data
+
+
+def _switch_target_kind(target: dict[str, Any], key: str) -> None:
+    """`--set prune.target.latency=0.5` on a recipe with a MACs target replaces it: the kinds are exclusive, and
+    keys only the old kind has go with it."""
+    kind = {"macs": MacsTarget, "params": ParamsTarget, "latency": LatencyTarget}[_kind_of(key)]
+    for other in list(target):
+        if other not in kind.model_fields:
+            del target[other]
 
 
 def _without_tag(path: tuple) -> tuple[tuple, Optional[str]]:
@@ -603,8 +683,16 @@ def _without_tag(path: tuple) -> tuple[tuple, Optional[str]]:
     return path, None
 
 
+def _switch_kind(section: dict[str, Any], kind: Optional[type[BaseModel]]) -> None:
+    """`--set augment.schedule.kind=constant` on a linear schedule switches it: keys only the old kind has go
+    (an unknown kind is left for the schema to name)."""
+    for key in list(section) if kind is not None else []:
+        if key not in kind.model_fields:
+            del section[key]
+
+
 def _describe(error: dict[str, Any]) -> str:
-    path, chosen = _without_tag(tuple(error["loc"]))
+    path, chosen = _without_tag(tuple(p for p in error["loc"] if not str(p).startswith(TAG)))
     loc = ".".join(str(p) for p in path).encode("unicode_escape").decode() or "recipe"
     kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
     if kind == "extra_forbidden":
@@ -653,7 +741,7 @@ def _drop_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(node, dict):
             continue
         classes = KIND_CLASSES[path]
-        chosen = classes.get(_kind_of(next(iter(classes)))(node))
+        chosen = classes.get(_tag_by_kind(next(iter(classes)))(node))
         for key, old in defaults.items():
             if chosen and key in node and node[key] == old and (key not in chosen.model_fields or old is None):
                 del node[key]  # None meant "the kind's default", which is now the class default

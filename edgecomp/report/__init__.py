@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.rundir import RunDir, write_text
+from .latency import latency_section, plot_latency_target
 from .methods import methods_section
 from .plots import plot_int8, plot_latency, plot_magnitude, plot_pareto, plot_teacher_curves, save_figure
 from .sections import bench_section, compress_section, export_section, summary
@@ -28,6 +29,7 @@ def write_figures(files: RunFiles) -> set[str]:
         "teacher_curves.png": lambda p: plot_teacher_curves(rows, p),
         "latency.png": lambda p: plot_latency(rows, files.benches, p),
         "int8.png": lambda p: plot_int8(files.export, files.benches, p),
+        "latency_target.png": lambda p: plot_latency_target(rows, p),
     }
     written = set()
     for name, plot in drawn.items():
@@ -44,6 +46,7 @@ def write_report(run: RunDir, rows: list[dict[str, Any]], recipe) -> Path:
     text = "\n".join([
         *summary(files, recipe),
         *compress_section(files, figures),
+        *latency_section(rows, figures),
         *export_section(files.export, figures),
         *bench_section(files.benches, figures),
         *methods_section(files, recipe),

@@ -14,6 +14,7 @@ from .sources import RunFiles
 FIGURE_TITLES = {
     "pareto.png": "accuracy vs MACs", "magnitude.png": "magnitude per step",
     "teacher_curves.png": "teacher calibration curves", "latency.png": "accuracy vs measured latency",
+    "latency_target.png": "accuracy vs measured latency (latency target)",
     "int8.png": "INT8 vs fp32 accuracy",
 }
 
@@ -39,18 +40,8 @@ def summary(files: RunFiles, recipe) -> list[str]:
         f"`{recipe.augment.schedule.kind.value}` magnitude schedule.", "",
         f"Final test accuracy {final['test_accuracy']:.4f} vs dense {dense['test_accuracy']:.4f} "
         f"({(final['test_accuracy'] - dense['test_accuracy']) * 100:+.2f} points).",
-        *_budget_lines(recipe, final), "",
+        "",
     ]
-
-
-def _budget_lines(recipe, final: dict[str, Any]) -> list[str]:
-    budget = recipe.prune.target.latency_ms
-    if budget is None:
-        return []
-    met = final.get("measured_latency_ms") is not None and final["measured_latency_ms"] <= budget
-    verdict = "met" if met else "NOT met after the last step"
-    return ["", f"Latency budget {budget} ms on `{recipe.prune.target.device}` (exported ONNX, p50, batch 1): "
-                f"{verdict} at step {final['step']} with {fmt(final.get('measured_latency_ms'), '.3f')} ms."]
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -42,6 +42,20 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {one_line(error)}"
 
 
+TRTEXEC_PRECISION = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}  # trtexec's flags per precision
+
+
+def add_timing_args(parser: argparse.ArgumentParser, iterations: int) -> None:
+    """The options profile.py and compare.py share: the runtime, its settings and the input."""
+    parser.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], default="cpu", help="onnxruntime EP")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="trtexec only")
+    parser.add_argument("--iterations", type=int, default=iterations)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--shape", action="append", default=[], help="trtexec: NAME:BxCxHxW (repeatable)")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line as JSON, like every other failure."""
 

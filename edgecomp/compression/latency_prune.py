@@ -1,0 +1,335 @@
+"""Pruning for the device: channels chosen under a latency budget, priced by a latency model of the target.
+
+The pruner never runs anything on a device. It asks two plain functions:
+`observe(model)` (one per-layer profile on the target, for building the model)
+and `compare([dense, model])` (both timed in one loop), which the pipeline
+builds from the deployment wing's profiler.
+
+- The latency model (deploy/latency/table.py) is fitted from the dense network
+  and a few copies pruned to random widths (every group its own random count,
+  so that counts fall between the runtime's latency steps and the steps show).
+- The plan keeps the most importance that fits the budget. Torch-Pruning ranks
+  every channel once (`Planner`); each dependency group's count moves along its
+  latency steps (kept channels a multiple of the group's step, never below
+  1 - max_layer_ratio of it), and a greedy descent takes, move by move, the
+  step that loses the least importance per millisecond saved; a last pass
+  gives back the steps that still fit. A kept count is always the top of its
+  step: a channel that costs nothing is kept, one that costs a step and buys
+  little goes.
+- The closed loop (`meet_budget`): prune a copy, time it beside the dense model,
+  correct the prediction by the measured ratio, re-plan; keep the attempt that
+  meets the budget closest from below.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from ..core.recipe import Importance, PruneSection
+from ..deploy.latency import LatencyTable, Layer, Observation, channel_counts, fit_table, read_layers
+from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, torch_pruning_errors, traceable
+
+VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
+
+
+# ---------------------------------------------------------------- one group's moves
+
+
+@dataclass
+class _Group:
+    ranked: Any  # prune._Ranked
+    counts: list[int]  # removal counts it may take, ascending (0 first): kept = a multiple of its step
+    cuts: dict[int, dict[tuple[str, bool], int]]  # count -> channels removed per (layer, is_out)
+    position: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.counts[self.position]
+
+    def lost(self, new: int) -> float:
+        """Importance the group loses going from its count to `new` (its lowest-ranked channels)."""
+        low, high = sorted((self.count, new))
+        return sum(self.ranked.sorted[low:high])
+
+
+def _group_step(ranked, names: dict, table: LatencyTable) -> int:
+    steps = [table.step(names[module]) for (module, _), _, _ in ranked.deps
+             if module in names and names[module] in table.layers]
+    return max(steps, default=1)
+
+
+def _moves(ranked, names: dict, table: LatencyTable, max_layer_ratio: float) -> Optional[_Group]:
+    size, step = ranked.size, _group_step(ranked, names, table)
+    floor = max(1, int(size * (1 - max_layer_ratio) + 0.999999))
+    kept = sorted({size} | set(range(-(-floor // step) * step, size, step)), reverse=True)
+    counts, cuts = [], {}
+    for keep in kept:
+        cut = ranked.removed(size - keep)
+        if cut is None:
+            break
+        counts.append(size - keep)
+        cuts[size - keep] = {(names[m], out): n for (m, out), n in cut if m in names and names[m] in table.layers}
+    return _Group(ranked, counts, cuts) if len(counts) > 1 else None
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class LatencyPlan:
+    plan: list  # (ranked, count, cut) for every group with channels to remove, as Planner.groups takes
+    predicted_ms: float
+    counts: dict[str, tuple[int, int]]
+    lost_importance: float = 0.0
+    reached: bool = True
+
+
+class _Search:
+    """The greedy descent over all groups' steps, priced by the table on the layers each move touches."""
+
+    def __init__(self, planner: Planner, table: LatencyTable, names: dict, base: dict[str, tuple[int, int]],
+                 max_layer_ratio: float):
+        self.table, self.base = table, base
+        self.groups = [g for g in (_moves(r, names, table, max_layer_ratio) for r in planner.ranked) if g]
+        self.removed: dict[tuple[str, bool], int] = {}
+        self.scale = 1.0 + table.rest.slope  # the rest grows with the layers' sum
+        self.total = table.predict(self.counts())
+
+    def counts(self, removed: Optional[dict] = None) -> dict[str, tuple[int, int]]:
+        removed = self.removed if removed is None else removed
+        return {name: self._count(name, removed) for name in self.table.layers}
+
+    def _count(self, name: str, removed: dict) -> tuple[int, int]:
+        c_in, c_out = self.base[name]
+        r_in, r_out = removed.get((name, False), 0), removed.get((name, True), 0)
+        if self.table.layers[name].kind == "depthwise":
+            kept = c_out - max(r_in, r_out)
+            return kept, kept
+        return c_in - r_in, c_out - r_out
+
+    def _layer_ms(self, name: str, removed: dict) -> float:
+        return self.table.layer_ms(name, *self._count(name, removed))
+
+    def cost_change(self, group: _Group, new: int) -> float:
+        """Predicted ms after moving `group` to count `new`, minus now."""
+        old_cut, new_cut = group.cuts[group.count], group.cuts[new]
+        keys = set(old_cut) | set(new_cut)
+        after = dict(self.removed)
+        for key in keys:
+            after[key] = after.get(key, 0) - old_cut.get(key, 0) + new_cut.get(key, 0)
+        touched = {name for name, _ in keys}
+        return self.scale * sum(self._layer_ms(n, after) - self._layer_ms(n, self.removed) for n in touched)
+
+    def move(self, group: _Group, position: int) -> None:
+        old_cut, new_cut = group.cuts[group.count], group.cuts[group.counts[position]]
+        self.total += self.cost_change(group, group.counts[position])
+        for key in set(old_cut) | set(new_cut):
+            self.removed[key] = self.removed.get(key, 0) - old_cut.get(key, 0) + new_cut.get(key, 0)
+        group.position = position
+
+    def _cheapest_cut(self) -> Optional[tuple[_Group, int]]:
+        """The move that loses the least importance per ms saved (looking past steps that save nothing)."""
+        best, best_score = None, float("inf")
+        for group in self.groups:
+            for position in range(group.position + 1, len(group.counts)):
+                saved = -self.cost_change(group, group.counts[position])
+                if saved > 1e-9:
+                    score = group.lost(group.counts[position]) / saved
+                    if score < best_score:
+                        best, best_score = (group, position), score
+                    break
+        return best
+
+    def _best_refill(self, budget: float) -> Optional[tuple[_Group, int]]:
+        """The step back up that buys the most importance per ms and still fits the budget."""
+        best, best_score = None, -1.0
+        for group in self.groups:
+            if group.position == 0:
+                continue
+            position = group.position - 1
+            extra = self.cost_change(group, group.counts[position])
+            if self.total + extra <= budget:
+                score = group.lost(group.counts[position]) / max(extra, 1e-12)
+                if score > best_score:
+                    best, best_score = (group, position), score
+        return best
+
+    def run(self, budget: float) -> bool:
+        while self.total > budget:
+            found = self._cheapest_cut()
+            if found is None:
+                return False
+            self.move(*found)
+        while (found := self._best_refill(budget)) is not None:
+            self.move(*found)
+        return True
+
+    def plan(self, reached: bool) -> LatencyPlan:
+        entries = [(g.ranked, g.count, g.ranked.removed(g.count)) for g in self.groups if g.count > 0]
+        lost = sum(sum(g.ranked.sorted[: g.count]) for g in self.groups)
+        counts = self.counts()
+        return LatencyPlan(entries, self.table.predict(counts), counts, lost, reached)
+
+
+def plan_for_latency(planner: Planner, table: LatencyTable, model: nn.Module, budget_ms: float,
+                     max_layer_ratio: float) -> LatencyPlan:
+    """The plan that keeps the most importance within `budget_ms` as the table predicts it (or, when no plan
+    fits, the deepest: `reached` False)."""
+    names = {module: name for name, module in model.named_modules()}
+    base = {name: channel_counts(model)[name] for name in table.layers}
+    search = _Search(planner, table, names, base, max_layer_ratio)
+    reached = search.run(budget_ms)
+    return search.plan(reached)
+
+
+# ---------------------------------------------------------------- pruning a model
+
+
+def _planner(model: nn.Module, example: torch.Tensor, cfg: PruneSection, keep: list[nn.Module]) -> Planner:
+    return Planner(model, example, cfg, keep, dense_profile(model, example))
+
+
+def prune_to_latency(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable,
+                     budget_ms: float, num_classes: int, grad_fn: Optional[Callable[[nn.Module], None]] = None,
+                     name: str = "model") -> LatencyPlan:
+    """Prune `model` in place to the plan that fits `budget_ms` (predicted); returns the plan."""
+    taylor_gradients(model, cfg, grad_fn)
+    model.eval()
+    keep = ignored_layers(model, cfg, num_classes)
+    with traceable(model) as fixed, torch_pruning_errors(model, name):
+        planner = _planner(model, example, cfg, keep + fixed)
+        plan = plan_for_latency(planner, table, model, budget_ms, cfg.max_layer_ratio)
+        for group in planner.groups(plan.plan):
+            group.prune()
+    model.zero_grad(set_to_none=True)
+    return plan
+
+
+def floor_ms(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable,
+             num_classes: int, name: str = "model") -> float:
+    """The predicted latency of the smallest model the pruner may make (every group at its deepest step)."""
+    probe = cfg.model_copy(update={"importance": Importance.l2}) if cfg.importance == Importance.taylor else cfg
+    model = copy.deepcopy(model).eval()
+    keep = ignored_layers(model, cfg, num_classes)
+    with traceable(model) as fixed, torch_pruning_errors(model, name):
+        return plan_for_latency(_planner(model, example, probe, keep + fixed), table, model, 0.0,
+                                cfg.max_layer_ratio).predicted_ms
+
+
+# ---------------------------------------------------------------- building the latency model
+
+
+def random_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
+                  generator: torch.Generator) -> nn.Module:
+    """A copy of `model` with every group pruned to its own random count (any count: no steps assumed)."""
+    variant = copy.deepcopy(model).eval()
+    probe = cfg.model_copy(update={"importance": Importance.l1})
+    keep = ignored_layers(variant, cfg, num_classes)
+    with traceable(variant) as fixed, torch_pruning_errors(variant, "latency profile"):
+        planner = _planner(variant, example, probe, keep + fixed)
+        plan = []
+        for ranked in planner.ranked:
+            low = max(1, int(ranked.size * max(VARIANT_KEEP[0], 1 - cfg.max_layer_ratio)))
+            kept = int(torch.randint(low, ranked.size + 1, (1,), generator=generator))
+            cut = ranked.removed(ranked.size - kept) if kept < ranked.size else None
+            if cut is not None:
+                plan.append((ranked, ranked.size - kept, cut))
+        for group in planner.groups(plan):
+            group.prune()
+    return variant
+
+
+@dataclass
+class TableBuild:
+    """What the latency model cost, for the run's record."""
+
+    profiles: int = 0
+    seconds: float = 0.0
+    reused: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, key: dict[str, Any],
+                observe: Callable[[nn.Module, dict[str, Layer]], Observation], profiles: int, seed: int,
+                done: Optional[list[Observation]] = None,
+                keep: Optional[Callable[[int, Observation], None]] = None) -> tuple[LatencyTable, TableBuild]:
+    """Profile the dense model and `profiles - 1` random-width copies (reusing the `done` ones, e.g. after an
+    interruption; `keep` is called with each new one as it lands), and fit the latency model."""
+    started, record = time.perf_counter(), TableBuild(reused=len(done or []))
+    layers = read_layers(model.eval(), example)
+    observations = list(done or [])
+    generator = torch.Generator().manual_seed(seed)
+    for index in range(profiles):
+        variant = model if index == 0 else random_widths(model, example, cfg, num_classes, generator)
+        if index < len(observations):
+            continue  # drawn all the same, so the later variants stay the same after a resume
+        observation = observe(variant, layers)
+        observations.append(observation)
+        if keep is not None:
+            keep(index, observation)
+    record.profiles, record.seconds = len(observations), time.perf_counter() - started
+    return fit_table(key, layers, observations, record.seconds), record
+
+
+# ---------------------------------------------------------------- the closed loop
+
+
+@dataclass
+class Attempt:
+    """One plan of a step, pruned and timed whole on the target."""
+
+    predicted: float  # in the budget's unit: a fraction of the dense latency, or ms
+    measured: float
+    low: Optional[float]  # the measurement's 95% range (paired per-round ratios), where it has one
+    high: Optional[float]
+    p50_ms: float
+    dense_ms: Optional[float]
+    reached: bool  # the plan fits the corrected budget as predicted (False: the pruner's floor)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class BudgetResult:
+    model: nn.Module
+    plan: LatencyPlan
+    attempts: list[Attempt]
+    chosen: int
+    met: bool
+    correction: float  # measured / predicted of the last attempt: the next step starts from it
+
+
+def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable, budget: float,
+                unit_ms: float, measure: Callable[[nn.Module], Attempt], num_classes: int, correction: float = 1.0,
+                grad_fn: Optional[Callable[[nn.Module], None]] = None, name: str = "model") -> BudgetResult:
+    """Prune a copy of `model` to `budget` (in units of `unit_ms` table-milliseconds: the dense prediction for a
+    fraction, 1 for ms), time it whole (`measure`), correct the prediction by the measurement, re-plan; up to
+    1 + max_replans attempts. Accepted: within [1 - tolerance, 1] of the budget. Kept: the attempt closest to
+    the budget from below, else (none met it) the fastest, and `met` False."""
+    target = cfg.target
+    attempts, results = [], []
+    for _ in range(target.max_replans + 1):
+        trial = copy.deepcopy(model)
+        plan = prune_to_latency(trial, example, cfg, table, budget / correction * unit_ms, num_classes, grad_fn, name)
+        attempt = measure(trial)
+        attempt.predicted, attempt.reached = plan.predicted_ms / unit_ms, plan.reached
+        attempts.append(attempt)
+        results.append((trial, plan))
+        if (1 - target.tolerance) * budget <= attempt.measured <= budget:
+            break
+        if not plan.reached and attempt.measured > budget:
+            break  # the pruner's floor: a further plan can only be the same one
+        correction = attempt.measured / attempt.predicted
+    under = [i for i, a in enumerate(attempts) if a.measured <= budget]
+    chosen = max(under, key=lambda i: attempts[i].measured) if under else \
+        min(range(len(attempts)), key=lambda i: attempts[i].measured)
+    last = attempts[-1]
+    return BudgetResult(results[chosen][0], results[chosen][1], attempts, chosen, bool(under),
+                        last.measured / last.predicted)

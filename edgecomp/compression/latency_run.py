@@ -1,0 +1,188 @@
+"""A run's latency target: its latency model (profiled, or read back from the run directory) and each
+step's budget met on the device.
+
+Files, under <run>/latency/: `profile_NN.json` (one per profile, written as it
+lands, so an interrupted build resumes where it stopped) and `table.json` (the
+fitted model, its key, what it cost, the dense model's measured p50). A
+table whose key (device, runtime, precision, batch, threads, input, arch)
+differs from the recipe's is not reused.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+import torch.nn as nn
+
+from ..core.console import console
+from ..core.errors import PruneTargetError
+from ..core.recipe import LatencyTarget, PruneSection, Runtime
+from ..core.rundir import write_text
+from ..deploy.devices import resolve_device
+from ..deploy.latency import LatencyTable, Observation, channel_counts, relative_error
+from ..deploy.latency.profiles import Profiler, ProfileSettings
+from ..deploy.runners import make_runner
+from .latency_prune import Attempt, build_table, floor_ms, meet_budget
+from .steps import step_targets
+
+FLOOR_SLACK = 0.9  # the floor is a prediction: refuse only budgets clearly below it
+
+
+def settings_for(target: LatencyTarget, label: str) -> ProfileSettings:
+    runtime = "trtexec" if target.runtime == Runtime.tensorrt else "onnxruntime"
+    return ProfileSettings(device=label, runtime=runtime, precision=target.precision.value, batch=target.batch,
+                           threads=target.threads, iterations=target.profile_iterations)
+
+
+@dataclass
+class LatencyRun:
+    prune: PruneSection
+    settings: ProfileSettings
+    input_shape: tuple[int, ...]
+    table: LatencyTable
+    dense_ms: float  # the dense model's p50 on the target, measured when the table was built
+    unit_ms: float  # the table's prediction for the dense model: the unit of a fraction budget
+    record: dict[str, Any] = field(default_factory=dict)
+    correction: float = 1.0
+
+    @property
+    def target(self) -> LatencyTarget:
+        return self.prune.target
+
+    @property
+    def by_fraction(self) -> bool:
+        return self.target.latency is not None
+
+    @contextmanager
+    def profiler(self) -> Iterator[Profiler]:
+        with make_runner(resolve_device(self.target.device), run_id="latency") as runner:
+            yield Profiler(runner, self.settings, self.input_shape)
+
+    def budget(self, step: int) -> float:
+        """Step `step`'s budget: a fraction of the dense latency, or ms (the last step's is the recipe's)."""
+        target, steps = self.target, self.prune.steps
+        final = target.latency if self.by_fraction else target.latency_ms / self.dense_ms
+        fraction = step_targets(final, steps, self.prune.schedule.value == "geometric")[step - 1]
+        if self.by_fraction:
+            return fraction
+        return target.latency_ms if step == steps else fraction * self.dense_ms
+
+    def prune_step(self, model: nn.Module, dense: nn.Module, example: torch.Tensor, step: int, num_classes: int,
+                   grad_fn: Optional[Callable[[nn.Module], None]], name: str) -> tuple[nn.Module, dict[str, Any]]:
+        budget = self.budget(step)
+        with self.profiler() as profiler:
+            measure = self._measure(profiler, dense)
+            result = meet_budget(model, example, self.prune, self.table, budget,
+                                 self.unit_ms if self.by_fraction else 1.0, measure, num_classes, self.correction,
+                                 grad_fn, name)
+        self.correction = result.correction
+        chosen = result.attempts[result.chosen]
+        if not result.met:
+            console.print(f"[bold yellow]latency budget not met[/] at step {step}: measured {chosen.measured:.3f} "
+                          f"against {budget:.3f} after {len(result.attempts)} plans; kept the fastest")
+        return result.model, {
+            "latency_budget": round(budget, 5), "latency_unit": "fraction" if self.by_fraction else "ms",
+            "predicted_latency": round(chosen.predicted, 5), "measured_latency": round(chosen.measured, 5),
+            "measured_latency_low": chosen.low, "measured_latency_high": chosen.high,
+            "measured_p50_ms": round(chosen.p50_ms, 4),
+            "dense_p50_ms": round(chosen.dense_ms, 4) if chosen.dense_ms else None,
+            "budget_met": result.met, "latency_attempts": [a.as_dict() for a in result.attempts],
+            "measured_on": self.settings.device, "latency_runtime": self.settings.runtime,
+            "latency_threads": self.settings.threads,
+        }
+
+    def _measure(self, profiler: Profiler, dense: nn.Module) -> Callable[[nn.Module], Attempt]:
+        def measure(trial: nn.Module) -> Attempt:
+            timed = profiler.compare([dense, trial], iterations=self.target.latency_iterations)
+            dense_row, row, ratio = timed["models"][0], timed["models"][1], timed["ratios"][1]
+            if self.by_fraction:
+                return Attempt(0.0, ratio["p50"], ratio["low"], ratio["high"], row["p50"], dense_row["p50"], True)
+            return Attempt(0.0, row["p50"], row["p25"], row["p75"], row["p50"], dense_row["p50"], True)
+
+        return measure
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example: torch.Tensor, arch: str,
+                    num_classes: int, seed: int) -> LatencyRun:
+    """The run's latency model: read back from `folder` when its key matches, else profiled (resuming any
+    profiles already in `folder`). Refuses a budget below what the smallest model the pruner may make reaches."""
+    target = prune.target
+    label = resolve_device(target.device).label
+    settings, shape = settings_for(target, label), tuple(example.shape[1:])
+    key = settings.key(shape, arch)
+    stored = _read_json(folder / "table.json")
+    if stored is not None and stored.get("table", {}).get("key") == key:
+        table = LatencyTable.from_json(json.dumps(stored["table"]))
+        run = LatencyRun(prune, settings, shape, table, stored["dense_ms"], stored["unit_ms"], stored["record"])
+        console.print(f"latency model read back from {folder / 'table.json'}")
+    else:
+        run = _profile(folder, prune, settings, shape, key, dense, example, num_classes, seed)
+    _check_floor(run, dense, example, num_classes, arch)
+    return run
+
+
+def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape: tuple[int, ...],
+             key: dict[str, Any], dense: nn.Module, example: torch.Tensor, num_classes: int, seed: int) -> LatencyRun:
+    done = []
+    for path in sorted(folder.glob("profile_*.json")):
+        data = _read_json(path)
+        if data is None or data.get("key") != key:
+            break
+        done.append(Observation.from_dict(data["observation"]))
+
+    def keep(index: int, observation: Observation) -> None:
+        write_text(folder / f"profile_{index:02d}.json",
+                   json.dumps({"key": key, "observation": observation.as_dict()}))
+
+    target = prune.target
+    console.print(f"[bold]latency model[/]: {target.profiles} profiles on {settings.device} "
+                  f"({settings.runtime}, {settings.threads} thread(s), batch {settings.batch})"
+                  + (f", {len(done)} read back" if done else ""))
+    run = LatencyRun(prune, settings, shape, None, 0.0, 0.0)  # type: ignore[arg-type]
+    with run.profiler() as profiler:
+        info = profiler.check_runtime()
+        table, build = build_table(dense, example, prune, num_classes, key, profiler.observe, target.profiles,
+                                   seed, done, keep)
+        timed = profiler.compare([dense], iterations=target.latency_iterations)
+    run.table, run.dense_ms = table, timed["models"][0]["p50"]
+    run.unit_ms = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
+    run.record = {"profiles": build.profiles, "profiles_read_back": build.reused,
+                  "profile_seconds": round(build.seconds, 2), "runtime_version": profiler.runtime_version,
+                  "steps": table.steps, "fit_error": relative_error(table), "device_info": info}
+    write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,
+                                                  "unit_ms": run.unit_ms, "record": run.record}, indent=1))
+    console.print(f"latency model: {build.profiles} profiles in {build.seconds:.1f} s; channel steps "
+                  + ", ".join(f"{family} {step}" for family, step in table.steps.items())
+                  + f"; dense p50 {run.dense_ms:.3f} ms")
+    return run
+
+
+def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_classes: int, arch: str) -> None:
+    if not run.by_fraction and run.target.latency_ms >= run.dense_ms:
+        raise PruneTargetError(f"prune.target.latency_ms: {run.target.latency_ms:g} ms is at or above the dense "
+                               f"{arch}'s {run.dense_ms:.3f} ms on {run.settings.device}: nothing to prune for")
+    floor = floor_ms(dense, example, run.prune, run.table, num_classes, arch) / run.unit_ms
+    final = run.budget(run.prune.steps)
+    wanted = final if run.by_fraction else final / run.dense_ms
+    if wanted < floor * FLOOR_SLACK:
+        field_name = "latency" if run.by_fraction else "latency_ms"
+        given = f"{final:g}" if run.by_fraction else f"{final:g} ms"
+        floor_text = f"{floor:.3f} of the dense latency" if run.by_fraction else f"{floor * run.dense_ms:.3f} ms"
+        raise PruneTargetError(
+            f"prune.target.{field_name}: {given} is below {floor_text}, the predicted latency of the smallest "
+            f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}) on {run.settings.device} "
+            f"({run.settings.runtime}); ask for more, or raise prune.max_layer_ratio. The profiles are kept in "
+            f"this run's latency/ folder; start again with --out NEW_DIR"
+        )

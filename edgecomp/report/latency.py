@@ -1,0 +1,71 @@
+"""The latency target in the report: each step's budget, the latency model's prediction and the measurement,
+and accuracy against measured latency (beside a MACs-targeted run's rows when one is given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from .plots import _axes, _finish
+
+
+def _budget_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("latency_budget") is not None]
+
+
+def _value(value: Optional[float], unit: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if unit == "fraction" else f"{value:.3f} ms"
+
+
+def latency_section(rows: list[dict[str, Any]], figures: set[str]) -> list[str]:
+    steps = _budget_rows(rows)
+    if not steps:
+        return []
+    unit, final = steps[-1]["latency_unit"], steps[-1]
+    what = "fraction of the dense model's p50, both timed alternately in one loop" if unit == "fraction" \
+        else "p50 in ms"
+    verdict = "met" if final["budget_met"] else "NOT met (the fastest plan was kept)"
+    lines = ["## Latency target", "",
+             f"Budget as a {what}, on `{final['measured_on']}` ({final['latency_runtime']}, "
+             f"{final['latency_threads']} thread(s), batch 1). Final step: {verdict}.", "",
+             "| step | budget | predicted | measured [95% of rounds] | p50 (ms) | dense p50 (ms) | plans | met |",
+             "|---:|---:|---:|---:|---:|---:|---:|:--|"]
+    for row in steps:
+        spread = ""
+        if row.get("measured_latency_low") is not None:
+            spread = f" [{row['measured_latency_low']:.3f}–{row['measured_latency_high']:.3f}]"
+        lines.append(f"| {row['step']} | {_value(row['latency_budget'], unit)} | "
+                     f"{_value(row['predicted_latency'], unit)} | {_value(row['measured_latency'], unit)}{spread} | "
+                     f"{row['measured_p50_ms']:.3f} | {row['dense_p50_ms'] or 0:.3f} | "
+                     f"{len(row['latency_attempts'])} | {'yes' if row['budget_met'] else 'no'} |")
+    lines.append("")
+    if "latency_target.png" in figures:
+        lines += ["![accuracy vs measured latency](latency_target.png)", ""]
+    return lines
+
+
+def plot_latency_target(rows: list[dict[str, Any]], path: Path,
+                        macs_rows: Optional[list[dict[str, Any]]] = None) -> bool:
+    """Validation accuracy against measured latency (fraction of dense) per step; a MACs-targeted run's steps,
+    when given, are drawn at their own measured latency."""
+    steps = [r for r in _budget_rows(rows) if r["latency_unit"] == "fraction"]
+    if not steps:
+        return False
+    fig, ax = _axes()
+    dense = rows[0]
+    ax.plot([1.0] + [r["measured_latency"] for r in steps], [dense["accuracy"]] + [r["accuracy"] for r in steps],
+            "o-", label="latency target (measured)")
+    ax.plot([r["predicted_latency"] for r in steps], [r["accuracy"] for r in steps], "x", color="tab:gray",
+            label="latency model's prediction")
+    for row in steps:
+        ax.axvline(row["latency_budget"], color="tab:red", alpha=0.2)
+    macs_steps = [r for r in macs_rows or [] if r.get("measured_latency") is not None]
+    if macs_steps:
+        ax.plot([r["measured_latency"] for r in macs_steps], [r["accuracy"] for r in macs_steps], "s--",
+                label="MACs target (measured)")
+    ax.set_xlabel("latency, fraction of the dense model's p50 (red: budgets)")
+    ax.set_ylabel("top-1 accuracy on validation images (fraction)")
+    ax.set_title("accuracy vs measured latency (per step)")
+    return _finish(fig, ax, path)

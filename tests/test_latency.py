@@ -1,0 +1,277 @@
+"""Pruning for the device: the latency model, the plan under a latency budget, the closed loop, and the
+profile readers (onnxruntime for real on this CPU; trtexec on output written from its documented format)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+import torch
+import torchvision
+
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict
+from edgecomp import compress
+from edgecomp.compression.latency_prune import Attempt, meet_budget, plan_for_latency, prune_to_latency
+from edgecomp.compression.latency_run import prepare_latency
+from edgecomp.compression.prune import Planner, dense_profile, ignored_layers
+from edgecomp.core.errors import RecipeError
+from edgecomp.core.models import build_model
+from edgecomp.core.recipe import PruneSection, load_recipe, validate
+from edgecomp.deploy.export import export_onnx
+from edgecomp.deploy.latency import LatencyTable, Observation, channel_counts, fit_table, read_layers
+from edgecomp.deploy.latency.profiles import NodeResolver, Profiler, ProfileSettings, attribute, module_of
+from edgecomp.deploy.latency.table import Fit, padded, work
+from edgecomp.deploy.runners import HostRunner
+from edgecomp.deploy.target.profile import trtexec_layers, trtexec_profile_command
+
+
+def resnet8():
+    return build_model(tiny_recipe().model).eval(), torch.zeros(1, 1, 28, 28)
+
+
+def synthetic_table(model, example, step: int, intercept: float = 0.0) -> LatencyTable:
+    """A latency model whose every layer costs `work` at channel step `step` (slope 1e-6 ms per MAC)."""
+    layers = read_layers(model, example)
+    steps = {layer.family: step for layer in layers.values()}
+    fits = {name: Fit(intercept, 1e-6) for name in layers}
+    return LatencyTable({"synthetic": True}, layers, steps, fits, Fit(0.0, 0.0), 0.0)
+
+
+def counts_of(model, table):
+    return {name: channel_counts(model)[name] for name in table.layers}
+
+
+# ---------------------------------------------------------------- the latency model
+
+
+def test_the_fit_finds_each_familys_channel_step():
+    model, example = resnet8()
+    layers = read_layers(model, example)
+    true = {"conv9": 16, "conv1": 1, "linear": 1}
+    rng = random.Random(0)
+    observations = []
+    for _ in range(6):
+        counts = {n: (rng.randint(3, 64), rng.randint(3, 64)) for n in layers}
+        ms = {n: 0.01 + 2e-7 * work(layers[n], *counts[n], true.get(layers[n].family, 1)) * rng.uniform(0.98, 1.02)
+              for n in layers}
+        observations.append(Observation(counts, ms, 0.05, sum(ms.values()) + 0.05, sum(ms.values()) + 0.08))
+    table = fit_table({}, layers, observations)
+    assert table.steps["conv9"] == 16
+    assert table.steps["linear"] == 1  # a coarser step must earn its place
+    probe = {n: (40, 40) for n in layers}
+    truth = sum(0.01 + 2e-7 * work(layers[n], 40, 40, true.get(layers[n].family, 1)) for n in layers)
+    assert table.predict(probe) == pytest.approx(truth + 0.05 + 0.03, rel=0.05)
+    assert LatencyTable.from_json(table.to_json()).predict(probe) == pytest.approx(table.predict(probe))
+
+
+def test_a_fit_needs_three_profiles():
+    model, example = resnet8()
+    with pytest.raises(ValueError, match="at least 3 profiles"):
+        fit_table({}, read_layers(model, example), [])
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def planner_for(model, example, cfg):
+    return Planner(model, example, cfg, ignored_layers(model, cfg, 10), dense_profile(model, example))
+
+
+@pytest.mark.parametrize("step", [4, 8])
+def test_the_plan_fits_the_budget_with_counts_on_the_steps(step):
+    model, example = resnet8()
+    cfg = PruneSection(max_layer_ratio=0.9)
+    table = synthetic_table(model, example, step)
+    dense_ms = table.predict(counts_of(model, table))
+    plan = plan_for_latency(planner_for(model, example, cfg), table, model, 0.5 * dense_ms, cfg.max_layer_ratio)
+    assert plan.reached and plan.predicted_ms <= 0.5 * dense_ms
+    assert plan.predicted_ms >= 0.45 * dense_ms  # the refill gives back what still fits
+    pruned = copy.deepcopy(model)
+    prune_to_latency(pruned, example, cfg, table, 0.5 * dense_ms, 10)
+    counts = counts_of(pruned, table)
+    assert table.predict(counts) == pytest.approx(plan.predicted_ms)  # the plan is what Torch-Pruning made
+    dense_counts = counts_of(model, table)
+    for name, (_, out) in counts.items():
+        if name != "fc":
+            assert out % step == 0 or out == dense_counts[name][1], (name, out)  # the top of a step, or whole
+
+
+def test_a_channel_that_saves_nothing_is_kept():
+    """With a step of 16 a layer of 16 channels can only lose all of them: the plan keeps it whole, and the
+    wider layers land on 16, 32 or 48, never between (where a channel would cost a step and buy nothing)."""
+    model, example = resnet8()
+    cfg = PruneSection(max_layer_ratio=0.9)
+    table = synthetic_table(model, example, 16)
+    pruned = copy.deepcopy(model)
+    prune_to_latency(pruned, example, cfg, table, 0.6 * table.predict(counts_of(model, table)), 10)
+    outs = {out for _, out in counts_of(pruned, table).values()}
+    assert outs <= {10, 16, 32, 48, 64}
+
+
+def test_the_floor_is_the_deepest_plan():
+    model, example = resnet8()
+    cfg = PruneSection(max_layer_ratio=0.5)
+    table = synthetic_table(model, example, 1)
+    plan = plan_for_latency(planner_for(model, example, cfg), table, model, 0.0, cfg.max_layer_ratio)
+    assert not plan.reached
+    for name, (_, out) in plan.counts.items():
+        assert out >= channel_counts(model)[name][1] // 2
+
+
+def test_the_closed_loop_corrects_a_model_that_predicts_too_fast():
+    """The table predicts 1/1.3 of what the device measures: the first plan misses, the corrected one meets."""
+    model, example = resnet8()
+    cfg = PruneSection(target={"latency": 0.6, "tolerance": 0.08}, max_layer_ratio=0.9)
+    table = synthetic_table(model, example, 1)
+    dense_ms = table.predict(counts_of(model, table))
+
+    def measure(trial):
+        ratio = 1.3 * table.predict(counts_of(trial, table)) / dense_ms
+        return Attempt(0.0, min(ratio, 1.0), None, None, ratio * 10, 10.0, True)
+
+    result = meet_budget(model, example, cfg, table, 0.6, dense_ms, measure, 10)
+    first, chosen = result.attempts[0], result.attempts[result.chosen]
+    assert first.measured > 0.6 and len(result.attempts) >= 2
+    assert result.met and 0.6 * (1 - 0.08) <= chosen.measured <= 0.6
+    assert result.correction == pytest.approx(1.3, rel=0.05)
+
+
+# ---------------------------------------------------------------- profiles on the runtime
+
+
+@pytest.mark.parametrize("arch", ["cifar_resnet8", "mobilenet_v2"])
+def test_an_onnxruntime_profile_prices_every_layer(arch):
+    if arch == "mobilenet_v2":
+        model, example = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25).eval(), torch.zeros(1, 3, 32, 32)
+    else:
+        model, example = resnet8()
+    layers = read_layers(model, example)
+    settings = ProfileSettings(device="host", runtime="onnxruntime", iterations=5, warmup=1)
+    with HostRunner() as runner:
+        observation = Profiler(runner, settings, tuple(example.shape[1:])).observe(model, layers)
+    unpriced = [name for name in layers if observation.layer_ms[name] <= 0]
+    assert unpriced == []
+    assert observation.run_ms > 0 and observation.wall_ms >= observation.run_ms * 0.5
+    assert sum(observation.layer_ms.values()) + observation.rest_ms <= observation.run_ms * 1.05
+
+
+TRTEXEC_PROFILE = [  # trtexec --exportProfile: {"count"} first, then one entry per engine layer
+    {"count": 100},
+    {"name": "{conv} + {relu}", "timeMs": 12.0, "averageMs": 0.12, "medianMs": 0.11, "percentage": 40.0},
+    {"name": "Reformatting CopyNode for Input Tensor 0 to {conv}", "timeMs": 1.0, "averageMs": 0.01,
+     "medianMs": 0.01, "percentage": 3.0},
+]
+
+
+def test_trtexec_profile_layers_map_to_modules():
+    model, example = resnet8()
+    proto, _ = export_onnx(model, torch.zeros(2, 1, 28, 28))
+    conv = next(n.name for n in proto.graph.node if n.op_type == "Conv")
+    relu = next(n.name for n in proto.graph.node if n.op_type == "Relu")
+    sample = json.loads(json.dumps(TRTEXEC_PROFILE).replace("{conv}", conv).replace("{relu}", relu))
+    entries = trtexec_layers(sample)
+    assert [e["ms"] for e in entries] == [0.11, 0.01]
+    per_module, rest = attribute(entries, NodeResolver(proto, dict(model.named_modules())))
+    assert per_module == {"conv1": pytest.approx(0.11)} and rest == pytest.approx(0.01)
+    del sample[1]["medianMs"]  # TensorRT before 8.6 writes no median
+    assert trtexec_layers(sample)[0]["ms"] == 0.12
+
+
+def test_the_trtexec_profile_command_asks_for_a_separate_profile_run():
+    class Args:
+        model, iterations, warmup, shape, precision = "m.onnx", 20, 5, ["input:1x3x224x224"], "fp16"
+
+    command = trtexec_profile_command("/usr/src/tensorrt/bin/trtexec", Args, "/tmp/p.json")
+    assert command[:2] == ["/usr/src/tensorrt/bin/trtexec", "--onnx=m.onnx"]
+    assert {"--fp16", "--dumpProfile", "--separateProfileRun", "--exportProfile=/tmp/p.json"} <= set(command)
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def test_a_latency_target_replaces_a_macs_target_from_the_command_line():
+    recipe = load_recipe("quickstart.yaml", ["prune.target.latency=0.5", "prune.target.threads=2"])
+    assert recipe.prune.target.kind == "latency" and recipe.prune.target.threads == 2
+    back = load_recipe("quickstart.yaml", ["prune.target.latency=0.5", "prune.target.macs=0.4"])
+    assert back.prune.target.kind == "macs" and back.prune.target.macs == 0.4
+    assert validate(recipe.to_plain()).prune.target == recipe.prune.target  # a run directory's recipe reads back
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"macs": 0.5, "latency": 0.5}, "prune.target: give one of macs, params, latency or latency_ms"),
+    ({"latency": 0.5, "latency_ms": 3.0}, "prune.target: give one of latency"),
+    ({"latency": 1.5}, "prune.target.latency: must be < 1"),
+    ({"latency": 0.5, "precision": "fp16"}, "prune.target.precision: onnxruntime (CPU) prices fp32 only"),
+    ({"macs": 0.5, "device": "host"}, "prune.target.device: unknown key"),
+])
+def test_bad_latency_targets_name_the_field(target, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(tiny_recipe_dict(prune={"steps": 1, "target": target}))
+
+
+# ---------------------------------------------------------------- end to end on this CPU
+
+
+def latency_recipe(budget: float, **target):
+    return tiny_recipe(dense={"epochs": 0}, finetune={"epochs_per_step": 0}, device={"latency_iterations": 0},
+                       prune={"steps": 1, "target": {"latency": budget, "profiles": 3, "profile_iterations": 10,
+                                                     "latency_iterations": 30, **target}})
+
+
+@pytest.mark.e2e
+def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_root, monkeypatch):
+    result = compress(latency_recipe(0.92, max_replans=3), out=tmp_path / "run")
+    row = result.final
+    assert row["latency_unit"] == "fraction" and row["latency_budget"] == pytest.approx(0.92)
+    assert row["measured_on"] == "host" and row["latency_runtime"] == "onnxruntime" and row["latency_threads"] == 1
+    attempts = row["latency_attempts"]
+    assert 1 <= len(attempts) <= 4 and all(a["predicted"] > 0 and a["measured"] > 0 for a in attempts)
+    if row["budget_met"]:
+        assert row["measured_latency"] <= 0.92
+    else:  # a busy host: every plan measured over the budget, and the fastest was kept
+        assert row["measured_latency"] == min(a["measured"] for a in attempts)
+    assert row["macs_ratio"] < 1.0
+    assert "## Latency target" in result.report_path.read_text()
+    table = json.loads((result.run_dir / "latency" / "table.json").read_text())
+    assert table["record"]["profiles"] == 3 and table["record"]["runtime_version"]
+
+    # --resume reads the latency model back: no profile runs again
+    monkeypatch.setattr(Profiler, "observe", lambda *a: pytest.fail("profiled again on resume"))
+    recipe = latency_recipe(0.92, max_replans=3)
+    model = build_model(recipe.model).eval()
+    run = prepare_latency(result.run_dir / "latency", recipe.prune, model, torch.zeros(1, 1, 28, 28),
+                          recipe.model.arch, 10, 0)
+    assert run.table.steps == table["table"]["steps"]
+
+
+def test_a_budget_below_the_floor_exits_2_naming_it(tmp_path, write_recipe):
+    data = tiny_recipe_dict(dense={"epochs": 0}, prune={"steps": 1, "target": {"latency": 0.05, "profiles": 3,
+                                                                               "profile_iterations": 5}})
+    result = run_cli("compress", "--recipe", str(write_recipe(data)), "--out", str(tmp_path / "r"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert "prune.target.latency: 0.05 is below" in lines[-1] and "smallest cifar_resnet8" in lines[-1]
+
+
+def test_an_unknown_budget_device_exits_2_before_writing(tmp_path, write_recipe):
+    data = tiny_recipe_dict(prune={"steps": 2, "target": {"latency": 0.5, "device": "jetson-orn"}})
+    result = run_cli("compress", "--recipe", str(write_recipe(data)), "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "jetson-orn" in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_the_padded_count_is_the_top_of_its_step():
+    assert [padded(c, 16) for c in (1, 16, 17, 48, 49)] == [16, 16, 32, 48, 64]
+
+
+@pytest.mark.parametrize("node, module", [
+    ("/conv1/Conv", "conv1"), ("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"),
+    ("/layer2/layer2.0/shortcut/shortcut.0/Conv", "layer2.0.shortcut.0"),
+    ("/features/features.0/features.0.0/Conv", "features.0.0"),
+    ("/features/features.1/conv/conv.0/conv.0.0/Conv", "features.1.conv.0.0"), ("/Flatten", None),
+])
+def test_onnx_node_names_give_the_module(node, module):
+    import onnx
+
+    assert module_of(onnx.helper.make_node("Conv", ["x", "w"], ["y"], name=node)) == module
