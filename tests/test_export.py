@@ -663,7 +663,7 @@ class RecordingDevice(Runner):
 
 def export_on(device: RecordingDevice, run: Path, monkeypatch, **arguments):
     monkeypatch.setattr(delivery, "make_runner", lambda target, **_: device)
-    return edgecomp.export(run=run, trt=True, **arguments)
+    return edgecomp.export(run=run, format="engine", **arguments)
 
 
 @pytest.mark.e2e
