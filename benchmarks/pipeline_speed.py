@@ -32,13 +32,13 @@ from edgecomp.core.data import TensorBatches, read_fashion_mnist
 from edgecomp.core.models import build_model
 from edgecomp.compression.objective import Objective
 from edgecomp.compression.prune import Size, measure_size, prune_to
-from edgecomp.core.recipe import AugmentSection, AuxSection, ModelSection, OptimSettings, PruneSection, TeacherSection
+from edgecomp.core.recipe import AugmentSection, ModelSection, OptimSettings, PruneSection, TeacherSection, aux_section
 from edgecomp.compression.teacher import Teacher
 from edgecomp.compression.train import InputSpec, TrainJob, console, make_optimizer, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-AUX_VARIANTS = {"rep": AuxSection(kind="rep"), "rep_trunk": AuxSection(kind="rep", rep_trunk=True),
-                "heads": AuxSection(kind="heads")}
+AUX_VARIANTS = {"rep": aux_section(kind="rep"), "rep_trunk": aux_section(kind="rep", rep_trunk=True),
+                "heads": aux_section(kind="heads")}
 IMAGES, REPEATS, MAGNITUDE = 2048, 7, 9.0
 
 

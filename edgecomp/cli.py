@@ -32,13 +32,6 @@ def _newest_run(runs: Path = Path("runs")) -> Path:
     return max(candidates, key=lambda p: (p / "metrics.jsonl").stat().st_mtime)
 
 
-def _refresh_report(folder: Path) -> None:
-    """report.md follows every export and bench of a run directory."""
-    from .report import refresh
-
-    refresh(folder)
-
-
 @app.command()
 def compress(
     recipe: str = typer.Option(..., "--recipe", help="recipe YAML, or the name of a shipped recipe"),
@@ -47,15 +40,18 @@ def compress(
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last finished step"),
 ) -> None:
     """Prune and fine-tune a network as the recipe says."""
-    from .compression.pipeline import compress as run_compress
+    from . import compress as run_compress
     from .core.recipe import load_recipe
 
+    parsed = None
     try:
-        parsed = load_recipe(recipe, set_)
+        parsed = load_recipe(recipe, set_)  # named here too: Ctrl-C reports the run directory it makes
         result = run_compress(parsed, out=out, resume=resume)
     except UserInputError as error:
         _fail(error)
     except KeyboardInterrupt:
+        if parsed is None:  # before the recipe was read: nothing was written
+            raise typer.Exit(130)
         _interrupted(out if out is not None else Path("runs") / parsed.name)
     typer.echo(f"run directory: {result.run_dir}\nreport: {result.report_path}")
 
@@ -105,19 +101,21 @@ def export(
                                              help="accept and record a first-seen ssh host key (never a changed one)"),
 ) -> None:
     """Export a run's model: verified ONNX, Q/DQ INT8 ONNX, TensorRT engine."""
-    from .deploy.delivery import export as run_export
-    from .core.errors import ExportError
+    from . import export as run_export
+    from .core.errors import ExportError, ExportInputError
 
     try:
-        result = run_export(run=run or _newest_run(), trt=trt, precision=precision, device=device, opset=opset,
-                            calib_images=calib_images, max_batch=max_batch, dla_core=dla_core, fold_bn=fold_bn,
-                            accept_new_host_key=accept_new_host_key, onnx_only=onnx)
+        if onnx and trt:
+            raise ExportInputError("--onnx: writes model.onnx alone; drop it to build an engine with --trt")
+        result = run_export(run=run or _newest_run(), format="engine" if trt else "onnx" if onnx else None,
+                            precision=precision, device=device, opset=opset, calib_images=calib_images,
+                            max_batch=max_batch, dla_core=dla_core, fold_bn=fold_bn,
+                            accept_new_host_key=accept_new_host_key)
     except UserInputError as error:
         _fail(error)
     except ExportError as error:  # not the user's input: exit 1, still one line
         typer.echo(f"export failed: {str(error).splitlines()[0]}", err=True)
         raise typer.Exit(1)
-    _refresh_report(result.info_path.parent)
     fidelity, int8 = result.fidelity, result.info.get("int8")
     typer.echo(f"onnx: {result.onnx_path} (max |Δlogit| {fidelity['max_abs_diff']:.2e}, top-1 agreement "
                f"{fidelity['top1_agreement']:.2%} on {fidelity['images']} images)")
@@ -185,7 +183,7 @@ def bench(
                                              help="accept and record a first-seen ssh host key (never a changed one)"),
 ) -> None:
     """Measure latency, throughput, accuracy and power on a device; writes bench.json."""
-    from .deploy.bench import bench as run_bench
+    from . import bench as run_bench
 
     if run is None and model is None:
         try:
@@ -200,7 +198,6 @@ def bench(
     except EdgecompError as error:  # a failing program or a dropped connection: exit 1, one line
         typer.echo(f"bench failed: {str(error).splitlines()[0]}", err=True)
         raise typer.Exit(1)
-    _refresh_report(result.bench_path.parent)
     entry, latency = result.entry, result.latency_ms
     typer.echo(f"{result.device}: p50 {latency['p50']:.3f} ms, p99 {latency['p99'] or float('nan'):.3f} ms, "
                f"{result.throughput_fps or 0:.1f} img/s ({entry['backend']} {entry['precision']}, batch {entry['batch']})")

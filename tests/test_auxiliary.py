@@ -13,14 +13,14 @@ from edgecomp.compression.auxiliary import (
 from edgecomp.core.errors import RecipeError
 from edgecomp.core.models import build_model, model_from_payload, model_payload, model_structure
 from edgecomp.compression.prune import Size, measure_size, prune_to
-from edgecomp.core.recipe import AuxSection, ModelSection, PruneSection
+from edgecomp.core.recipe import AUX_KINDS, aux_section, ModelSection, PruneSection
 
 from conftest import tiny_recipe_dict
 
 SIZE = 32
 FOLD_ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "toy_grouped"]
 ROUND_TO = {"toy_grouped": 4}  # its grouped conv cannot reach 50% MACs in steps of 8
-REP, HEADS = AuxSection(kind="rep"), AuxSection(kind="heads")
+REP, HEADS = aux_section(kind="rep"), aux_section(kind="heads")
 # aux needs a policy with a magnitude (the default is crop + flip) and a strong view above 0 (the default schedule is
 # constant 0): linear from 9 gives both
 RANDAUGMENT = {"policy": "randaugment", "schedule": {"kind": "linear", "dense": 9}}
@@ -150,7 +150,7 @@ def test_attach_then_detach_without_training_gives_the_plain_weights_back(plain)
 
 
 def test_identity_branch_can_be_switched_off(plain):
-    branched = attach(plain("cifar_resnet8"), AuxSection(kind="rep", identity=False), example())
+    branched = attach(plain("cifar_resnet8"), aux_section(kind="rep", identity=False), example())
     assert all(block.id_scale is None for block in branched.blocks)
     assert detach(branched)[1].branches == len(branched.blocks)
 
@@ -165,7 +165,7 @@ def test_attach_preserves_outputs_in_eval_and_train_mode(plain, arch, kind):
     reference = copy.deepcopy(model)
     randomise(model)
     randomise(reference)
-    attach(model, AuxSection(kind=kind), example())
+    attach(model, aux_section(kind=kind), example())
     with torch.no_grad():
         assert torch.equal(model.eval()(x), reference.eval()(x))
         outputs = [torch.manual_seed(0) and m.train()(x) for m in (model, reference)]  # same dropout mask
@@ -179,7 +179,7 @@ def test_detach_leaves_exactly_the_plain_model(plain, arch, pruned, kind):
     names, buffers, structure = param_shapes(model), buffer_names(model), model_structure(model)
     size = measure_size(model, example())
     macs = lambda m: measure_size(m, example()).macs  # noqa: E731
-    branched = attach(model, AuxSection(kind=kind), example())
+    branched = attach(model, aux_section(kind=kind), example())
     assert branched.branch_parameters()
     with pytest.raises(PlainModelError):
         assert_plain(model, structure, size.params, macs, size.macs)
@@ -323,7 +323,7 @@ def test_heads_strong_pass_reaches_every_stage_of_the_trunk(plain):
 
 def test_rep_trunk_reading_trains_trunk_and_branches(plain):
     model, labels = plain("cifar_resnet8").train(), torch.arange(8) % 10
-    branched = attach(model, AuxSection(kind="rep", rep_trunk=True), example())
+    branched = attach(model, aux_section(kind="rep", rep_trunk=True), example())
     randomise(model)
     buffers = bn_buffers(model)
     F.cross_entropy(branched.strong_outputs(inputs(8))[0], labels).backward()
@@ -369,10 +369,10 @@ def test_unknown_model_needs_named_stages():
     with pytest.raises(RecipeError, match=r"aux\.heads_at: cannot find the stages of TinyNet"):
         attach(TinyNet(), HEADS, example())
     with pytest.raises(RecipeError, match=r"aux\.heads_at: TinyNet has no module named 'body.9'"):
-        attach(TinyNet(), AuxSection(kind="heads", heads_at=["body.1", "body.9"]), example())
+        attach(TinyNet(), aux_section(kind="heads", heads_at=["body.1", "body.9"]), example())
     with pytest.raises(RecipeError, match=r"aux\.heads_at: 'body.6' of TinyNet output no \(B, C, H, W\)"):
-        attach(TinyNet(), AuxSection(kind="heads", heads_at=["body.6"]), example())
-    branched = attach(TinyNet(), AuxSection(kind="heads", heads_at=["body.1", "body.3"]), example())
+        attach(TinyNet(), aux_section(kind="heads", heads_at=["body.6"]), example())
+    branched = attach(TinyNet(), aux_section(kind="heads", heads_at=["body.1", "body.3"]), example())
     assert [o.shape for o in branched.strong_outputs(inputs(2))] == [(2, 10), (2, 10)]
 
 
@@ -404,7 +404,7 @@ def test_rep_leaves_alone_a_conv_whose_output_is_used_beside_its_bn():
 def test_recipe_aux_section():
     from edgecomp.core.recipe import validate
 
-    assert all(field.description for field in AuxSection.model_fields.values())
+    assert all(field.description for kind in AUX_KINDS for field in kind.model_fields.values())
     recipe = validate(tiny_recipe_dict(aux={"kind": "heads", "heads_at": ["layer1"], "head_kd": 0.3}, augment=RANDAUGMENT))
     assert recipe.aux.kind.value == "heads" and recipe.aux.strong_magnitude is None and recipe.aux.kd_weight() == 0.3
     assert recipe.aux.loss_weight() == 0.05  # heads: a small default weight

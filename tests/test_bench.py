@@ -61,6 +61,7 @@ def entries(path: Path) -> dict:
     return document["entries"]
 
 
+@pytest.mark.e2e
 def test_bench_a_run_on_the_host(fake_run):
     result = cli("bench", "--run", str(fake_run), "--device", "host", *FAST)
     assert result.returncode == 0, result.stderr
@@ -81,6 +82,7 @@ def test_bench_a_run_on_the_host(fake_run):
     assert not (fake_run / PARTIAL_FILE).exists()
 
 
+@pytest.mark.e2e
 def test_device_accuracy_matches_onnxruntime_here(fake_run):
     """eval.py's top-1 equals onnxruntime's on the images export recorded (eval.npz: validation split,
     preprocessed as in evaluation)."""
@@ -206,6 +208,7 @@ def test_an_export_json_without_records_still_times_and_says_why_not_more(fake_r
     assert any("speed-up not measured: export.json records no dense model" in w for w in entry["warnings"])
 
 
+@pytest.mark.e2e
 def test_run_without_model_onnx_says_export_first(tmp_path, fake_run):
     run = tmp_path / "run"
     run.mkdir()
@@ -256,6 +259,7 @@ def test_failing_program_keeps_a_partial_file_only(tmp_path):
     assert entry["steps_done"] == ["info"] and entry["info"]["cpu_count"] and entry["latency_ms"] is None
 
 
+@pytest.mark.e2e
 def test_python_api_and_measure_latency(tmp_path):
     model = export_onnx(tmp_path / "m.onnx")
     result = edgecomp.bench(model=model, device="host", iterations=5, warmup=1, batch=2)
@@ -302,6 +306,7 @@ class FakeJetson:
         }[program]
 
 
+@pytest.mark.e2e
 def test_tensorrt_path_orchestration_with_a_fake_jetson(fake_run, tmp_path):
     """What the host asks a TensorRT device to do (no TensorRT here: the device is faked)."""
     from edgecomp.deploy.devices import resolve_device

@@ -71,6 +71,7 @@ def test_killed_again_and_again_then_resumed(tmp_path, write_recipe, fashion_roo
     assert all(torch.equal(final[k], reference[k]) for k in reference)
 
 
+@pytest.mark.e2e
 def test_damaged_checkpoint_is_redone(tmp_path, write_recipe, fashion_root):
     recipe = tiny_recipe_dict(prune={"steps": 2, "target": {"macs": 0.5}, "round_to": 4},
                               device={"latency_iterations": 0})

@@ -37,7 +37,7 @@ from edgecomp.deploy.export import (check_fidelity, conv_bn_pairs, export_onnx, 
                                    resolve_options, take_images, target_opset)
 from edgecomp.core.models import build_model, load_model_file, model_payload
 from edgecomp.compression.prune import Size, measure_size, prune_to
-from edgecomp.core.recipe import AuxSection, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
+from edgecomp.core.recipe import aux_section, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
 from edgecomp.core.rundir import RunDir, save_tensors, sha256, write_text
 from edgecomp.core.data import InputSpec
 from edgecomp.core.precision import Precision
@@ -183,7 +183,7 @@ def test_rep_folded_model_exports_exactly(gray28, tmp_path):
 
     torch.manual_seed(0)
     model = randomize_bn(build_model(ModelSection(arch="cifar_resnet8", in_channels=1, input_size=28)))
-    branched = attach(model, AuxSection(kind="rep"), torch.zeros(1, 1, 28, 28))
+    branched = attach(model, aux_section(kind="rep"), torch.zeros(1, 1, 28, 28))
     with torch.no_grad():
         for param in branched.branch_parameters():  # trained-looking branches: the fold has work to do
             param.normal_(0, 0.2)
@@ -255,6 +255,7 @@ def test_fidelity_gate_fails_on_a_corrupted_model(gray28, tmp_path):
         check_fidelity(tmp_path / "bad.onnx", model, images, ATOL)
 
 
+@pytest.mark.e2e
 def test_failed_fidelity_writes_no_model(tmp_path, monkeypatch, fashion_root):
     run = minimal_run(tmp_path / "run", data={"val_subset": 32, "train_subset": 32, "test_subset": 8})
 
@@ -289,6 +290,7 @@ def test_int8_qdq_within_one_point_of_fp32(int8_export):
     assert abs(int8["top1_fp32"] - int8["top1_int8"]) <= 0.01, int8
 
 
+@pytest.mark.e2e
 def test_int8_qdq_model_is_symmetric_qdq(quick_int8_export):
     model = onnx.load(quick_int8_export.int8_path)
     ops = {node.op_type for node in model.graph.node}
@@ -301,6 +303,7 @@ def test_int8_qdq_model_is_symmetric_qdq(quick_int8_export):
     assert quick_int8_export.info["int8"]["calib_images"] == 64
 
 
+@pytest.mark.e2e
 def test_export_json_fields(quick_int8_export):
     result = quick_int8_export
     info = json.loads(result.info_path.read_text())
@@ -696,9 +699,10 @@ class RecordingDevice(Runner):
 
 def export_on(device: RecordingDevice, run: Path, monkeypatch, **arguments):
     monkeypatch.setattr(delivery, "make_runner", lambda target, **_: device)
-    return edgecomp.export(run=run, trt=True, **arguments)
+    return edgecomp.export(run=run, format="engine", **arguments)
 
 
+@pytest.mark.e2e
 def test_export_builds_through_build_py_then_reuses(tmp_path, monkeypatch, fashion_root):
     """export --trt: the engine comes from build.py on the runner, is stored under its key, and is reused."""
     run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
@@ -715,6 +719,7 @@ def test_export_builds_through_build_py_then_reuses(tmp_path, monkeypatch, fashi
     assert second.engine_path == first.engine_path
 
 
+@pytest.mark.e2e
 def test_bench_reuses_the_engine_export_built(tmp_path, monkeypatch, fashion_root):
     """bench on the device export built for asks the store for the same key: no second build."""
     run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
@@ -756,6 +761,7 @@ def test_bench_reuses_an_engine_exported_for_a_dla_core(tmp_path, monkeypatch, f
                                              inputs={"input": (1, 28, 28)}, max_batch=8, dla_core=1)
 
 
+@pytest.mark.e2e
 def test_int8_engine_needs_the_qdq_model(tmp_path):
     """INT8 has one meaning: a float model is refused, not calibrated on whatever images are at hand."""
     from bench_helpers import export_onnx as tiny_onnx
@@ -812,6 +818,7 @@ def test_host_and_device_builds_run_the_same_command(tmp_path, monkeypatch):
     assert "--workspace-mb" in host and "512" in host
 
 
+@pytest.mark.e2e
 def test_int8_calibration_and_scoring_images_are_disjoint(quick_int8_export, tmp_path):
     """Calibration from the training split, scoring from validation: no image in both; bench.json says so."""
     run = quick_int8_export.run_dir

@@ -220,6 +220,7 @@ def latency_recipe(budget: float, **target):
                                                      "latency_iterations": 30, **target}})
 
 
+@pytest.mark.e2e
 def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_root, monkeypatch):
     result = compress(latency_recipe(0.92, max_replans=3), out=tmp_path / "run")
     row = result.final

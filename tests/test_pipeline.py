@@ -32,6 +32,7 @@ def tiny_run(tmp_path_factory, fashion_root):
     return compress(pipeline_recipe(), out=out)
 
 
+@pytest.mark.e2e
 def test_run_directory_contract(tiny_run):
     root = tiny_run.run_dir
     for name in ("recipe.yaml", "metrics.jsonl", "model.pt", "report.md", "pareto.png"):
@@ -50,6 +51,7 @@ def test_run_directory_contract(tiny_run):
     assert load_recipe(root / "recipe.yaml") == pipeline_recipe()
 
 
+@pytest.mark.e2e
 def test_final_model_rebuilds_from_plain_data(tiny_run):
     raw = torch.load(tiny_run.model_path, weights_only=True)
     model = load_model_file(tiny_run.model_path).eval()
@@ -60,11 +62,13 @@ def test_final_model_rebuilds_from_plain_data(tiny_run):
         assert torch.equal(tensor, last["model"]["state_dict"][key])
 
 
+@pytest.mark.e2e
 def test_report_lists_dense_and_every_step(tiny_run):
     text = tiny_run.report_path.read_text()
     assert "| 0 (dense) |" in text and "| 1 |" in text and "| 2 |" in text
 
 
+@pytest.mark.e2e
 def test_existing_run_is_not_overwritten(tiny_run):
     before = (tiny_run.run_dir / "metrics.jsonl").read_text()
     with pytest.raises(RunDirError, match="already holds a run"):
@@ -75,12 +79,14 @@ def test_existing_run_is_not_overwritten(tiny_run):
     assert (tiny_run.run_dir / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.e2e
 def test_resume_of_a_finished_run_adds_no_rows(tiny_run):
     again = compress(pipeline_recipe(), out=tiny_run.run_dir, resume=True)
     assert [r["step"] for r in again.rows] == [0, 1, 2]
     assert again.rows == tiny_run.rows
 
 
+@pytest.mark.e2e
 def test_prune_only_and_dense_weights(tmp_path, tiny_run, fashion_root):
     recipe = tiny_recipe(dense={"epochs": 0, "weights": str(tiny_run.run_dir / "checkpoints" / "step_000.pt")},
                          finetune={"epochs_per_step": 0})
@@ -89,6 +95,7 @@ def test_prune_only_and_dense_weights(tmp_path, tiny_run, fashion_root):
     assert result.rows[-1]["epochs"] == 0 and result.rows[-1]["final_loss"] is None
 
 
+@pytest.mark.e2e
 def test_resume_after_kill_matches_uninterrupted(tmp_path, write_recipe, fashion_root):
     recipe = tiny_recipe_dict(prune={"steps": 3, "target": {"macs": 0.4}, "round_to": 4},
                               device={"latency_iterations": 0})
@@ -116,6 +123,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, write_recipe, fashion
     assert clean(rows(killed)) == clean(rows(whole))
 
 
+@pytest.mark.e2e
 def test_divergence_stops_the_step_and_keeps_the_last_good_checkpoint(tmp_path, write_recipe, fashion_root):
     path = write_recipe(tiny_recipe_dict(finetune={"epochs_per_step": 1, "optim": {"lr": 1e12}}))
     out = tmp_path / "diverged"

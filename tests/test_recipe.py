@@ -71,12 +71,12 @@ def test_several_problems_on_one_line():
 
 def test_set_overrides_are_coerced_by_the_schema():
     data = apply_overrides(tiny_recipe_dict(), ["prune.steps=3", "data.dataset=fashion_mnist",
-                                                "augment.schedule.kind=constant", "prune.target.macs=0.25",
+                                                "augment.schedule.kind=steps", "prune.target.macs=0.25",
                                                 "augment.schedule.values=[1, 2, 3]", "model.small_input=true"])
     recipe = validate(data)
     assert recipe.prune.steps == 3 and isinstance(recipe.prune.steps, int)
     assert recipe.prune.target.macs == 0.25
-    assert recipe.augment.schedule.kind.value == "constant"
+    assert recipe.augment.schedule.kind.value == "steps"
     assert recipe.augment.schedule.values == [1.0, 2.0, 3.0]
     assert recipe.model.small_input is True
 
@@ -112,7 +112,13 @@ def test_bare_name_resolves_to_shipped_recipes(tmp_path, monkeypatch):
         resolve_recipe_path("nope.yaml")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED_RECIPES.glob("*.yaml")))
+BENCHMARK_RECIPES = SHIPPED_RECIPES.parents[1] / "benchmarks" / "recipes"
+
+
+RECIPES = sorted([p.name for p in SHIPPED_RECIPES.glob("*.yaml")] + [str(p) for p in BENCHMARK_RECIPES.glob("*.yaml")])
+
+
+@pytest.mark.parametrize("name", RECIPES, ids=lambda name: name.rsplit("/", 1)[-1])
 def test_shipped_recipes_validate(name):
     recipe = load_recipe(name)
     assert validate(yaml.safe_load(dump_recipe(recipe))) == recipe  # dump/load round trip
@@ -142,3 +148,53 @@ def test_schema_documents_every_field():
             if not spec.get("description"):
                 undocumented.append(f"{name}.{field}")
     assert undocumented == []
+
+
+def test_sections_with_kinds_are_one_class_per_kind():
+    from edgecomp.core.recipe import HeadsAux, LinearSchedule, NoAux, RepAux, recipe_schema
+
+    linear = validate(tiny_recipe_dict(augment={"schedule": {"kind": "linear", "dense": 9, "min": 2}}))
+    assert isinstance(linear.augment.schedule, LinearSchedule) and linear.augment.schedule.min == 2
+    assert isinstance(validate(tiny_recipe_dict()).aux, NoAux)  # no kind written: none, as before
+    randaugment = {"policy": "randaugment", "schedule": {"kind": "constant", "dense": 9}}
+    heads = validate(tiny_recipe_dict(aux={"kind": "heads"}, augment=randaugment)).aux
+    rep = validate(tiny_recipe_dict(aux={"kind": "rep"}, augment=randaugment)).aux
+    assert isinstance(heads, HeadsAux) and (heads.weight, heads.head_kd) == (0.05, 0.5)  # defaults per class
+    assert isinstance(rep, RepAux) and (rep.weight, rep.head_kd) == (1.0, 0.0)
+    assert "heads_at" not in RepAux.model_fields and "identity" not in HeadsAux.model_fields
+    with pytest.raises(RecipeError, match="augment.schedule.values: unknown key for kind linear"):
+        validate(tiny_recipe_dict(augment={"schedule": {"kind": "linear", "values": [1, 2]}}))
+    definitions = recipe_schema()["$defs"].values()
+    kinds = {d["properties"]["kind"].get("const") for d in definitions if "kind" in d.get("properties", {})}
+    assert {"constant", "linear", "steps", "teacher", "none", "rep", "heads"} <= kinds
+
+
+def test_set_changes_the_kind_of_a_shipped_recipe():
+    recipe = load_recipe("quickstart.yaml", ["augment.schedule.kind=linear", "augment.schedule.min=3"])
+    assert recipe.augment.schedule.kind.value == "linear" and recipe.augment.schedule.min == 3
+    assert load_recipe("quickstart.yaml", ["augment.schedule.kind=constant"]).augment.schedule.kind.value == "constant"
+
+
+def test_a_run_directory_recipe_written_before_the_kinds_still_loads():
+    """recipe.yaml of older runs holds every kind's fields at their defaults (the flat sections)."""
+    old_flat = {"augment": {"policy": "randaugment",
+                            "schedule": {"kind": "linear", "dense": 9.0, "min": 0.0, "values": []}},
+                "aux": {"kind": "heads", "strong_magnitude": None, "weight": None, "heads_at": [], "head_kd": None,
+                        "rep_trunk": False, "identity": True}}
+    recipe = validate(tiny_recipe_dict(**old_flat))
+    assert recipe.augment.schedule.min == 0 and recipe.aux.weight == 0.05 and recipe.aux.head_kd == 0.5
+    flat_constant = {"kind": "constant", "dense": 0.0, "min": 0.0, "values": []}
+    plain = validate(tiny_recipe_dict(augment={"schedule": flat_constant},
+                                      aux={"kind": "none", "strong_magnitude": None, "weight": None, "heads_at": [],
+                                           "head_kd": None, "rep_trunk": False, "identity": True}))
+    assert plain.aux.kind.value == "none"
+    with pytest.raises(RecipeError, match="aux.identity: unknown key for kind heads"):
+        validate(tiny_recipe_dict(aux={"kind": "heads", "identity": False}, augment=old_flat["augment"]))
+
+
+def test_set_kind_switches_a_section_and_drops_the_old_kinds_keys(write_recipe):
+    path = write_recipe(tiny_recipe_dict(augment={"schedule": {"kind": "linear", "dense": 9, "min": 2}}))
+    recipe = load_recipe(path, ["augment.schedule.kind=constant"])
+    assert recipe.augment.schedule.kind.value == "constant" and recipe.augment.schedule.dense == 9
+    with pytest.raises(RecipeError, match="augment.schedule.kind: must be one of 'constant', 'linear'"):
+        load_recipe(path, ["augment.schedule.kind=cosine"])

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from edgecomp.core.models import MODEL_FORMAT, load_model_file
@@ -29,6 +30,7 @@ def test_quickstart_starts_from_the_reference():
     assert recipe.dense.epochs == 0 and Path(recipe.dense.weights) == WEIGHTS.resolve()
 
 
+@pytest.mark.e2e
 def test_a_macs_target_below_the_round_to_floor_is_a_recipe_error(tmp_path, write_recipe, fashion_root):
     path = write_recipe(tiny_recipe_dict(model={"arch": "cifar_resnet20"}, prune={"round_to": 8,
                                                                                   "target": {"macs": 0.05}}))

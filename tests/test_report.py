@@ -50,6 +50,7 @@ def full_run(tmp_path_factory, fashion_root):
     return root, after_export
 
 
+@pytest.mark.e2e
 def test_export_and_bench_refresh_the_report(full_run):
     root, after_export = full_run
     assert "## Export" in after_export and "Not measured yet" in after_export  # export refreshed, no bench yet
@@ -59,6 +60,7 @@ def test_export_and_bench_refresh_the_report(full_run):
     assert f"{entry['speedup']:.2f}×" in text and f"{entry['accuracy']:.4f} ({entry['accuracy_samples']} img)" in text
 
 
+@pytest.mark.e2e
 def test_report_names_every_artefact_and_figure(full_run):
     root, _ = full_run
     for name in FIGURES:  # `edgecomp report` must rebuild all of them from the files alone
@@ -77,6 +79,7 @@ def test_report_names_every_artefact_and_figure(full_run):
         assert_valid_png(root / name)
 
 
+@pytest.mark.e2e
 def test_host_latency_rows_carry_their_spread(full_run):
     root, _ = full_run
     rows = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
@@ -86,6 +89,7 @@ def test_host_latency_rows_carry_their_spread(full_run):
     assert rows[0]["latency_speedup"] == 1.0 and all(r["latency_speedup"] > 0 for r in rows[1:])
 
 
+@pytest.mark.e2e
 def test_report_drops_what_the_files_no_longer_hold(full_run, tmp_path):
     root, _ = full_run
     (root / "bench.json").rename(tmp_path / "bench.json")

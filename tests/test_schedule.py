@@ -1,17 +1,17 @@
 import pytest
 
-from edgecomp.core.recipe import MagnitudeSchedule
+from edgecomp.core.recipe import ConstantSchedule, LinearSchedule, StepsSchedule
 from edgecomp.compression.magnitude import linear, magnitude_for
 from edgecomp.compression.steps import step_targets
 
 
 def test_constant_ignores_size_and_step():
-    cfg = MagnitudeSchedule(kind="constant", dense=14)
+    cfg = ConstantSchedule(dense=14)
     assert {magnitude_for(cfg, k, s) for k, s in [(0, 1.0), (2, 0.5), (5, 0.1)]} == {14.0}
 
 
 def test_linear_follows_the_macs_ratio():
-    cfg = MagnitudeSchedule(kind="linear", dense=14, min=2)
+    cfg = LinearSchedule(dense=14, min=2)
     assert magnitude_for(cfg, 0, 1.0) == 14
     assert magnitude_for(cfg, 3, 0.5) == pytest.approx(8.0)
     assert magnitude_for(cfg, 3, 0.0) == pytest.approx(2.0)
@@ -19,13 +19,13 @@ def test_linear_follows_the_macs_ratio():
 
 
 def test_linear_is_monotone_in_size():
-    cfg = MagnitudeSchedule(kind="linear", dense=20, min=0)
+    cfg = LinearSchedule(dense=20, min=0)
     values = [magnitude_for(cfg, 1, s / 10) for s in range(11)]
     assert values == sorted(values)
 
 
 def test_steps_schedule_uses_one_value_per_step():
-    cfg = MagnitudeSchedule(kind="steps", dense=14, values=[9, 5, 0])
+    cfg = StepsSchedule(dense=14, values=[9, 5, 0])
     assert [magnitude_for(cfg, k, 0.3) for k in range(4)] == [14, 9, 5, 0]
 
 

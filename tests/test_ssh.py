@@ -32,6 +32,8 @@ from edgecomp.deploy.bench import BENCH_FORMAT
 BENCH_FILE, PARTIAL_FILE = "model.bench.json", "model.bench.partial.json"
 from edgecomp.deploy.runners import SshRunner
 
+pytestmark = pytest.mark.ssh  # a real sshd on 127.0.0.1
+
 SSHD = Path("/usr/sbin/sshd")
 FAST = ("--iterations", "10", "--warmup", "2")
 

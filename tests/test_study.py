@@ -40,6 +40,7 @@ def test_snippet_loads_into_a_valid_recipe():
     assert recipe.augment.schedule.kind.value == "linear" and recipe.augment.schedule.dense > recipe.augment.schedule.min
 
 
+@pytest.mark.e2e
 def test_small_real_study_resumes(tmp_path, fashion_root):
     recipe = tiny_recipe(augment=RANDAUGMENT)
     seen = []

@@ -122,6 +122,7 @@ def calibrated(oracle, fashion, size, dense=12.0, ceiling=30.0, target_small=0.9
     return calibrate(oracle, images, labels, spec.prepare, AUG, cfg, size, 0, dense, ceiling)
 
 
+@pytest.mark.e2e
 def test_teacher_schedule_is_anchored_at_the_dense_magnitude(fashion, oracle):
     for dense in (0.0, 7.0, 12.0, 30.0):
         at_dense = calibrated(oracle, fashion, 1.0, dense=dense)
@@ -129,6 +130,7 @@ def test_teacher_schedule_is_anchored_at_the_dense_magnitude(fashion, oracle):
         assert dense in at_dense.curve and at_dense.target_fraction == pytest.approx(at_dense.dense_fraction)
 
 
+@pytest.mark.e2e
 def test_teacher_schedule_never_gives_a_smaller_model_more(fashion, oracle):
     chosen = [calibrated(oracle, fashion, s).magnitude for s in (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)]
     assert chosen[0] == 12.0
@@ -190,6 +192,7 @@ def test_teacher_is_frozen_and_runs_without_autograd(fashion):
     assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
 
 
+@pytest.mark.e2e
 def test_pipeline_with_teacher_schedule_weights_and_kd(tmp_path, fashion_root):
     recipe = tiny_recipe(augment={"policy": "randaugment", "schedule": {"kind": "teacher", "dense": 9}},
                          teacher={"kd_weight": 0.5, "difficulty": {"mode": "weight"},
@@ -208,6 +211,7 @@ def test_pipeline_with_teacher_schedule_weights_and_kd(tmp_path, fashion_root):
     assert (result.run_dir / "teacher_curves.png").is_file()
 
 
+@pytest.mark.e2e
 def test_mismatched_teacher_checkpoint_exits_2(tmp_path, write_recipe, fashion_root):
     from edgecomp.core.models import build_model
 

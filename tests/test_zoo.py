@@ -35,6 +35,7 @@ ZOO = [  # family, member, input px
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("family, arch, px", ZOO)
 def test_family_prunes_to_half_its_macs_and_exports(family, arch, px):
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
                       model_validator)
 
 from .errors import RecipeError
@@ -241,18 +241,60 @@ class ScheduleKind(str, Enum):
     teacher = "teacher"
 
 
-class MagnitudeSchedule(Section):
-    kind: ScheduleKind = Field(
+Magnitude = Annotated[float, Field(ge=0, le=MAX_MAGNITUDE)]
+
+
+def _tag_by_kind(default: str):
+    """The tag of a section with kinds: its `kind` key (absent: `default`, as recipes have always allowed)."""
+
+    def kind(value: Any) -> Optional[str]:
+        raw = value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
+        return getattr(raw, "value", raw) if isinstance(raw, (str, Enum)) else None
+
+    return kind
+
+
+# Shared fields as annotated types, so that each kind class lists `kind` first (recipe.yaml reads in that order).
+DenseMagnitude = Annotated[float, Field(ge=0, le=MAX_MAGNITUDE, description="magnitude for the dense model (0..30)")]
+
+
+class ConstantSchedule(Section):
+    kind: Literal[ScheduleKind.constant] = Field(
         ScheduleKind.constant,  # benchmarks/RESULTS.md table (a): M = 0 was best at every size, none followed it
-        description="constant (default: M=dense always), linear in the MACs ratio s (M=min+(dense-min)*s), "
-        "steps (one value per pruning step), teacher (largest M at which the teacher keeps "
-        "teacher.calibration's accuracy target; dense stage: dense)",
+        description="constant (the default): M = dense at every step",
     )
-    dense: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude for the dense model (0..30)")
-    min: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude a model of size 0 would get (linear)")
-    values: list[float] = Field(
-        default_factory=list, description="steps: magnitude for pruning steps 1..N (length = prune.steps)"
+    dense: DenseMagnitude = 0.0
+
+
+class LinearSchedule(Section):
+    kind: Literal[ScheduleKind.linear] = Field(
+        ScheduleKind.linear, description="linear in the MACs ratio s: M = min + (dense - min) * s")
+    dense: DenseMagnitude = 0.0
+    min: float = Field(0.0, ge=0, le=MAX_MAGNITUDE, description="magnitude a model of size 0 would get")
+
+
+class StepsSchedule(Section):
+    kind: Literal[ScheduleKind.steps] = Field(ScheduleKind.steps, description="steps: one value per pruning step")
+    dense: DenseMagnitude = 0.0
+    values: list[Magnitude] = Field(
+        default_factory=list, description="magnitude (0..30) for pruning steps 1..N (length = prune.steps)"
     )
+
+
+class TeacherSchedule(Section):
+    kind: Literal[ScheduleKind.teacher] = Field(
+        ScheduleKind.teacher,
+        description="teacher: the largest M at which the teacher keeps teacher.calibration's accuracy target "
+        "(dense stage: dense)",
+    )
+    dense: DenseMagnitude = 0.0
+
+
+MagnitudeSchedule = Annotated[
+    Union[Annotated[ConstantSchedule, Tag("constant")], Annotated[LinearSchedule, Tag("linear")],
+          Annotated[StepsSchedule, Tag("steps")], Annotated[TeacherSchedule, Tag("teacher")]],
+    Discriminator(_tag_by_kind("constant")),
+]
 
 
 class AugmentSection(Section):
@@ -278,7 +320,11 @@ class AugmentSection(Section):
     crop_padding: int = Field(
         2, ge=0, description="random crop after zero padding by this many pixels (0: off)"
     )
-    schedule: MagnitudeSchedule = Field(default_factory=MagnitudeSchedule, description="magnitude per step")
+    schedule: MagnitudeSchedule = Field(
+        default_factory=ConstantSchedule,
+        description="magnitude per step, one of four kinds chosen by `kind`: constant (default), linear, steps, "
+        "teacher",
+    )
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -305,49 +351,81 @@ class AuxKind(str, Enum):
     heads = "heads"  # auxiliary classifiers after intermediate stages, dropped after training
 
 
-AUX_DEFAULT_WEIGHT = {"rep": 1.0, "heads": 0.05}  # heads: the small weight deep-supervision work uses
-AUX_DEFAULT_HEAD_KD = {"rep": 0.0, "heads": 0.5}
-
-
-class AuxSection(Section):
-    kind: AuxKind = Field(
+class NoAux(Section):
+    kind: Literal[AuxKind.none] = Field(
         AuxKind.none,
         description="training-only branches trained on a strongly augmented view, removed before pruning and "
-        "export: none, rep (1x1 and identity branches beside every k×k conv+BN, folded exactly into the conv) "
-        "or heads (auxiliary classifiers after every stage, the last included, dropped)",
+        "export: none (the default), rep (1x1 and identity branches beside every k×k conv+BN, folded exactly into "
+        "the conv) or heads (auxiliary classifiers after every stage, the last included, dropped)",
     )
-    strong_magnitude: Optional[float] = Field(
-        None, ge=0, le=MAX_MAGNITUDE,
-        description="augmentation magnitude of the strong view the branches train on (0..30); it may never be "
-        "weaker than a step's weak view. null: per step, max(augment.schedule.dense, the step's magnitude)",
+
+
+StrongMagnitude = Annotated[Optional[float], Field(
+    ge=0, le=MAX_MAGNITUDE,
+    description="augmentation magnitude of the strong view the branches train on (0..30); it may never be "
+    "weaker than a step's weak view. null: per step, max(augment.schedule.dense, the step's magnitude)",
+)]
+
+
+class _BranchAux(Section):
+    """What both branch kinds have; each subclass declares its fields (kind first)."""
+
+    # pipeline.py reads the weights through these two (the per-kind defaults used to live here)
+    def loss_weight(self) -> float:
+        return self.weight
+
+    def kd_weight(self) -> float:
+        return self.head_kd
+
+
+class RepAux(_BranchAux):
+    kind: Literal[AuxKind.rep] = Field(
+        AuxKind.rep,
+        description="rep: 1x1 and identity branches beside every k×k conv+BN, folded exactly into the conv")
+    strong_magnitude: StrongMagnitude = None
+    weight: float = Field(1.0, ge=0, description="weight of the strong-view loss added to the main loss")
+    head_kd: float = Field(
+        0.0, ge=0, le=1,
+        description="weight of distillation from the main head's (detached) weak-view logits, added to the "
+        "strong-view loss",
     )
-    weight: Optional[float] = Field(
-        None, ge=0, description="weight of the strong-view loss added to the main loss (null: 1.0 for rep, 0.05 "
-        "for heads)"
+    rep_trunk: bool = Field(
+        False, description="the strong view trains the trunk as well as the branches (false: branches only, "
+        "the trunk detached in the strong pass)"
+    )
+    identity: bool = Field(True, description="add the identity (BN-only) branch where in = out channels and stride 1")
+
+
+class HeadsAux(_BranchAux):
+    kind: Literal[AuxKind.heads] = Field(
+        AuxKind.heads, description="heads: auxiliary classifiers after every stage, the last included, dropped")
+    strong_magnitude: StrongMagnitude = None
+    weight: float = Field(
+        0.05, ge=0, description="weight of the strong-view loss added to the main loss (the small weight "
+        "deep-supervision work uses)")
+    head_kd: float = Field(
+        0.5, ge=0, le=1,
+        description="weight of distillation from the main head's (detached) weak-view logits, added to each "
+        "auxiliary output's strong-view loss",
     )
     heads_at: list[str] = Field(
         default_factory=list,
-        description="heads: module names whose outputs get an auxiliary classifier (empty: found automatically "
-        "for ResNet, MobileNet, EfficientNet, RegNet and the CIFAR ResNets: the end of every stage)",
-    )
-    head_kd: Optional[float] = Field(
-        None, ge=0, le=1,
-        description="weight of distillation from the main head's (detached) weak-view logits, added to each "
-        "auxiliary output's strong-view loss (null: 0.5 for heads, 0 for rep)",
-    )
-    rep_trunk: bool = Field(
-        False, description="rep: the strong view trains the trunk as well as the branches (false: branches only, "
-        "the trunk detached in the strong pass)"
-    )
-    identity: bool = Field(
-        True, description="rep: add the identity (BN-only) branch where in = out channels and stride 1"
+        description="module names whose outputs get an auxiliary classifier (empty: found automatically for "
+        "ResNet, MobileNet, EfficientNet, RegNet and the CIFAR ResNets: the end of every stage)",
     )
 
-    def loss_weight(self) -> float:
-        return self.weight if self.weight is not None else AUX_DEFAULT_WEIGHT.get(self.kind.value, 0.0)
 
-    def kd_weight(self) -> float:
-        return self.head_kd if self.head_kd is not None else AUX_DEFAULT_HEAD_KD.get(self.kind.value, 0.0)
+AuxSection = Annotated[
+    Union[Annotated[NoAux, Tag("none")], Annotated[RepAux, Tag("rep")], Annotated[HeadsAux, Tag("heads")]],
+    Discriminator(_tag_by_kind("none")),
+]
+AUX_KINDS = (NoAux, RepAux, HeadsAux)
+_AUX_ADAPTER = TypeAdapter(AuxSection)
+
+
+def aux_section(**fields: Any) -> "NoAux | RepAux | HeadsAux":
+    """The aux class of `fields["kind"]` (default none), built from the fields as a recipe's aux section is."""
+    return _AUX_ADAPTER.validate_python(fields)
 
 
 class DifficultyMode(str, Enum):
@@ -478,7 +556,7 @@ class Recipe(Section):
     prune: PruneSection = Field(default_factory=PruneSection, description="structured pruning")
     finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="fine-tuning after each step")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="augmentation and its schedule")
-    aux: AuxSection = Field(default_factory=AuxSection, description="auxiliary branches (finding B)")
+    aux: AuxSection = Field(default_factory=NoAux, description="auxiliary branches (finding B), chosen by `kind`")
     teacher: TeacherSection = Field(default_factory=TeacherSection, description="the dense model as teacher")
     export: ExportSection = Field(default_factory=ExportSection, description="export settings")
     device: DeviceSection = Field(default_factory=DeviceSection, description="where latency is measured")
@@ -490,8 +568,6 @@ class Recipe(Section):
             raise ValueError(
                 f"augment.schedule.values: needs {self.prune.steps} values (prune.steps), got {len(sched.values)}"
             )
-        if any(not 0 <= v <= MAX_MAGNITUDE for v in sched.values):
-            raise ValueError(f"augment.schedule.values: every magnitude must be in 0..{MAX_MAGNITUDE}")
         self._strong_view_checks()
         grid = self.teacher.calibration.grid
         if not grid or any(not 0 <= v <= MAX_MAGNITUDE for v in grid):
@@ -500,33 +576,38 @@ class Recipe(Section):
 
     def _strong_view_checks(self) -> None:
         """Branches and the teacher schedule need a magnitude, and branches a strong view above the weak one."""
-        sched = self.augment.schedule
-        strong, weakest_bound = self.aux.strong_magnitude, _largest_weak_magnitude(sched)
-        if self.aux.kind != AuxKind.none and strong is not None and strong < weakest_bound:
-            raise ValueError(
-                f"aux.strong_magnitude: {strong:g} is weaker than the weak view, which reaches {weakest_bound:g} "
-                f"under augment.schedule {sched.kind.value}; the strong view must be at least as strong (raise it, "
-                "or leave it null: per step the larger of the dense and the step's magnitude)"
-            )
+        sched, aux = self.augment.schedule, self.aux
         if self.augment.policy == Policy.none:  # the default since the benchmarks: crop + flip, no magnitude
-            needs = [f"aux.kind {self.aux.kind.value} (its strong view)"] if self.aux.kind != AuxKind.none else []
-            needs += ["augment.schedule.kind teacher (it calibrates magnitudes)"] if sched.kind == ScheduleKind.teacher \
-                else []
+            needs = [f"aux.kind {aux.kind.value} (its strong view)"] if isinstance(aux, _BranchAux) else []
+            if sched.kind == ScheduleKind.teacher:
+                needs.append("augment.schedule.kind teacher (it calibrates magnitudes)")
             if needs:
                 raise ValueError(f"augment.policy: none applies no magnitude, but {' and '.join(needs)} needs one; "
                                  "set augment.policy: randaugment")
-        if self.aux.kind != AuxKind.none and (strong if strong is not None else weakest_bound) == 0:
-            raise ValueError(
-                f"aux.strong_magnitude: {'null' if strong is None else '0'} gives magnitude 0 at every step (augment."
-                f"schedule never goes above 0), so aux.kind {self.aux.kind.value} would train its branches on the weak "
-                "view; set aux.strong_magnitude above 0 (the benchmarks used 10)"
-            )
+        if isinstance(aux, _BranchAux):
+            _check_strong_view(aux, sched)
 
     def to_plain(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
 
 
 # ---------------------------------------------------------------- loading
+
+
+def _check_strong_view(aux: _BranchAux, sched: MagnitudeSchedule) -> None:
+    strong, weakest_bound = aux.strong_magnitude, _largest_weak_magnitude(sched)
+    if strong is not None and strong < weakest_bound:
+        raise ValueError(
+            f"aux.strong_magnitude: {strong:g} is weaker than the weak view, which reaches {weakest_bound:g} "
+            f"under augment.schedule {sched.kind.value}; the strong view must be at least as strong (raise it, "
+            "or leave it null: per step the larger of the dense and the step's magnitude)"
+        )
+    if (strong if strong is not None else weakest_bound) == 0:
+        raise ValueError(
+            f"aux.strong_magnitude: {'null' if strong is None else '0'} gives magnitude 0 at every step (augment."
+            f"schedule never goes above 0), so aux.kind {aux.kind.value} would train its branches on the weak "
+            "view; set aux.strong_magnitude above 0 (the benchmarks used 10)"
+        )
 
 
 def _largest_weak_magnitude(sched: MagnitudeSchedule) -> float:
@@ -617,6 +698,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node[parts[-1]] = value
         if parts[:-1] == ["prune", "target"] and parts[-1] in TARGET_KINDS:
             _switch_target_kind(node, parts[-1])
+        if parts[-1] == "kind" and tuple(parts[:-1]) in KIND_CLASSES:
+            _switch_kind(node, KIND_CLASSES[tuple(parts[:-1])].get(str(value)))
     return data
 
 
@@ -629,12 +712,34 @@ def _switch_target_kind(target: dict[str, Any], key: str) -> None:
             del target[other]
 
 
+def _without_tag(path: tuple) -> tuple[tuple, Optional[str]]:
+    """pydantic puts the chosen kind into an error's path (aux.rep.weight); users write aux.weight."""
+    for section, kinds in KIND_CLASSES.items():
+        size = len(section)
+        if path[:size] == section and len(path) > size and path[size] in kinds:
+            return path[:size] + path[size + 1:], path[size]
+    return path, None
+
+
+def _switch_kind(section: dict[str, Any], kind: Optional[type[BaseModel]]) -> None:
+    """`--set augment.schedule.kind=constant` on a linear schedule switches it: keys only the old kind has go
+    (an unknown kind is left for the schema to name)."""
+    for key in list(section) if kind is not None else []:
+        if key not in kind.model_fields:
+            del section[key]
+
+
 def _describe(error: dict[str, Any]) -> str:
-    parts = [str(p) for p in error["loc"] if not str(p).startswith(TAG)]
-    loc = ".".join(parts).encode("unicode_escape").decode() or "recipe"
+    path, chosen = _without_tag(tuple(p for p in error["loc"] if not str(p).startswith(TAG)))
+    loc = ".".join(str(p) for p in path).encode("unicode_escape").decode() or "recipe"
     kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
     if kind == "extra_forbidden":
-        return f"{loc}: unknown key"
+        return f"{loc}: unknown key" + (f" for kind {chosen}" if chosen else "")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        kinds = list(KIND_CLASSES.get(path, {}))
+        if not isinstance(got, dict):
+            return f"{loc}: must be a section (a mapping with kind: {' | '.join(kinds)}), got {got!r}"
+        return f"{loc}.kind: must be one of {', '.join(map(repr, kinds))} (got {ctx.get('tag')!r})"
     if kind == "missing":
         return f"{loc}: required"
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
@@ -650,9 +755,40 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{loc}: {error['msg'].lower()} (got {got!r})"
 
 
+# recipe.yaml in a run directory is the resolved recipe. Those written before the kinds were classes hold every
+# kind's fields at these defaults; such fields are dropped so the runs still load and mean what they meant. A
+# field of another kind with any other value is still refused.
+LEGACY_FLAT_DEFAULTS = {
+    ("augment", "schedule"): {"min": 0.0, "values": []},
+    ("aux",): {"strong_magnitude": None, "weight": None, "heads_at": [], "head_kd": None, "rep_trunk": False,
+               "identity": True},
+}
+KIND_CLASSES = {  # the class of each kind, the first one being the kind taken when none is written
+    ("augment", "schedule"): {"constant": ConstantSchedule, "linear": LinearSchedule, "steps": StepsSchedule,
+                              "teacher": TeacherSchedule},
+    ("aux",): {"none": NoAux, "rep": RepAux, "heads": HeadsAux},
+}
+
+
+def _drop_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for path, defaults in LEGACY_FLAT_DEFAULTS.items():
+        node = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        classes = KIND_CLASSES[path]
+        chosen = classes.get(_tag_by_kind(next(iter(classes)))(node))
+        for key, old in defaults.items():
+            if chosen and key in node and node[key] == old and (key not in chosen.model_fields or old is None):
+                del node[key]  # None meant "the kind's default", which is now the class default
+    return data
+
+
 def validate(data: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
-        return Recipe.model_validate(data)
+        return Recipe.model_validate(_drop_legacy_defaults(data))
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors(include_url=False)).replace("\n", "\\n")
         raise RecipeError(problems if source == "recipe" else f"{source}: {problems}") from None

@@ -96,6 +96,7 @@ FINETUNE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("threads", [1, 2])
 def test_pruned_shapes_finetune_on_grayscale(threads, fashion_root):
     import yaml
@@ -161,6 +162,7 @@ HANG_MODEL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_a_hang_in_finetuning_stops_with_one_line_and_keeps_the_checkpoint(tmp_path, write_recipe, fashion_root):
     (tmp_path / "hang_model.py").write_text(HANG_MODEL)
     recipe = tiny_recipe_dict(model={"arch": "hang_model:build"}, dense={"epochs": 0},
