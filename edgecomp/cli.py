@@ -43,16 +43,12 @@ def compress(
     from . import compress as run_compress
     from .core.recipe import load_recipe
 
-    parsed = None
     try:
-        parsed = load_recipe(recipe, set_)  # named here too: Ctrl-C reports the run directory it makes
-        result = run_compress(parsed, out=out, resume=resume)
+        result = run_compress(recipe, overrides=set_, out=out, resume=resume)
     except UserInputError as error:
         _fail(error)
-    except KeyboardInterrupt:
-        if parsed is None:  # before the recipe was read: nothing was written
-            raise typer.Exit(130)
-        _interrupted(out if out is not None else Path("runs") / parsed.name)
+    except KeyboardInterrupt:  # the recipe was read before the run started: its name gives the run directory
+        _interrupted(out if out is not None else Path("runs") / load_recipe(recipe, set_).name)
     typer.echo(f"run directory: {result.run_dir}\nreport: {result.report_path}")
 
 

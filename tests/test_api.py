@@ -90,8 +90,8 @@ def test_prune_plan_lists_every_layer_before_and_after():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    ({}, "give exactly one of target_macs or target_params"),
-    ({"target_macs": 0.5, "target_params": 0.5}, "give exactly one of target_macs or target_params"),
+    ({}, "give exactly one of target_macs, target_params or target_latency"),
+    ({"target_macs": 0.5, "target_params": 0.5}, "give exactly one of target_macs, target_params or target_latency"),
     ({"target_macs": 1.5}, "target_macs: input should be less than 1"),
     ({"target_macs": 0.5, "importance": "magnitude"}, "importance: input should be"),
     ({"target_macs": 0.5, "round_to": 0}, "round_to: input should be greater than or equal to 1"),

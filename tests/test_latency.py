@@ -373,3 +373,28 @@ def test_the_next_plan_interpolates_once_attempts_bracket_the_aim():
     assert 0.366 < wanted < 0.605
     assert wanted == pytest.approx(0.366 + (aim - 0.18) / (0.533 - 0.18) * (0.605 - 0.366))
     assert next_prediction([wide], aim) == pytest.approx(0.605 * aim / 0.533)  # nothing to bracket yet
+
+
+def test_a_model_in_memory_prunes_to_a_latency_target():
+    import edgecomp
+
+    model, example = resnet8()
+    table = synthetic_table(model, example, 8)
+    result = edgecomp.prune(model, example, target_latency=0.6, latency_model=table, num_classes=10)
+    assert result.predicted_latency <= 0.6 and result.macs_ratio < 1.0
+    assert table.predict(counts_of(result.model, table)) / table.predict(counts_of(model, table)) == \
+        pytest.approx(result.predicted_latency)
+    assert channel_counts(model)["conv1"] == (1, 16)  # the caller's model is untouched
+    with pytest.raises(edgecomp.UserInputError, match="target_latency needs latency_model="):
+        edgecomp.prune(model, example, target_latency=0.6)
+    with pytest.raises(edgecomp.UserInputError, match="give exactly one of target_macs, target_params or target_"):
+        edgecomp.prune(model, example, target_latency=0.6, target_macs=0.5, latency_model=table)
+
+
+def test_latency_model_from_python_profiles_on_this_cpu():
+    import edgecomp
+
+    model, example = resnet8()
+    table = edgecomp.latency_model(model, example, profiles=3)
+    assert len(table.observations) == 3 and set(table.layers) == set(read_layers(model, example))
+    assert table.key["runtime"] == "onnxruntime" and table.key["threads"] == 1

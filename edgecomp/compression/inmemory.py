@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from ..core.errors import ModelError, PruneError, UserInputError
 from ..core.models import Size, measure_size
 from ..core.recipe import Importance, PruneSection
+from ..deploy.latency import LatencyTable, channel_counts
+from .latency_prune import prune_to_latency
 from .prune import prune_to
 
 WIDTH_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
@@ -50,6 +52,7 @@ class PruneResult:
     before: Size
     after: Size
     layers: list[LayerPlan]
+    predicted_latency: Optional[float] = None  # with a latency target: the latency model's, a fraction of before
 
     @property
     def macs_ratio(self) -> float:
@@ -76,6 +79,8 @@ def prune(
     *,
     target_macs: Optional[float] = None,
     target_params: Optional[float] = None,
+    target_latency: Optional[float] = None,
+    latency_model: Optional[LatencyTable] = None,
     importance: "Importance | str" = Importance.l2,
     round_to: int = 8,
     global_pruning: bool = True,
@@ -85,14 +90,19 @@ def prune(
     grad_fn: Optional[Callable[[nn.Module], None]] = None,
 ) -> PruneResult:
     """Prune a copy of `model` to `target_macs` (or `target_params`): the fraction of its MACs (parameters)
-    to keep. The other arguments mean what the recipe's `prune.*` keys of the same name mean; `num_classes`
+    to keep; or to `target_latency`, a fraction of its latency as `latency_model` (`edgecomp.latency_model`,
+    measured on the target) predicts it, channels chosen by that model. In memory nothing is timed whole:
+    `compress` with `prune.target.latency` adds the closed loop that measures each step. The other arguments mean what the recipe's `prune.*` keys of the same name mean; `num_classes`
     (default: the width of the model's output on `example_inputs`) finds the classifier, which is never
     pruned; `grad_fn(model)` runs a backward pass on a batch or two, needed by importance "taylor"."""
     if not isinstance(model, nn.Module) or not isinstance(example_inputs, torch.Tensor):
         raise UserInputError("prune: needs a torch.nn.Module and one example input tensor (a batch, e.g. "
                              "torch.randn(1, 3, 224, 224))")
-    section = _section(target_macs, target_params, importance, round_to, global_pruning, max_layer_ratio,
-                       ignored_layers)
+    section = _section(target_macs, target_params, target_latency, importance, round_to, global_pruning,
+                       max_layer_ratio, ignored_layers)
+    if target_latency is not None and not isinstance(latency_model, LatencyTable):
+        raise UserInputError("prune: target_latency needs latency_model= (edgecomp.latency_model(model, "
+                             "example_inputs, device=...), measured on the target runtime)")
     unknown = sorted(set(ignored_layers) - {name for name, _ in model.named_modules()})
     if unknown:
         raise UserInputError(f"prune: ignored_layers: the model has no module named {', '.join(map(repr, unknown))}")
@@ -100,18 +110,60 @@ def prune(
     classes = num_classes if num_classes is not None else _output_width(pruned, example_inputs)
     widths_before = layer_widths(pruned)
     before = measure_size(pruned, example_inputs)
+    if target_latency is not None:
+        unit = _predicted_ms(latency_model, pruned)
+        plan = prune_to_latency(pruned, example_inputs, section, latency_model, target_latency * unit, classes,
+                                grad_fn, type(model).__name__)
+        after = measure_size(pruned, example_inputs)
+        return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)),
+                           plan.predicted_ms / unit)
     fraction = target_macs if target_macs is not None else target_params
     target = Size(int(before.macs * fraction), int(before.params * fraction))
     after = prune_to(pruned, example_inputs, section, target, classes, grad_fn=grad_fn, name=type(model).__name__)
     return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)))
 
 
-def _section(target_macs, target_params, importance, round_to, global_pruning, max_layer_ratio,
+def _predicted_ms(table: LatencyTable, model: nn.Module) -> float:
+    counts = channel_counts(model)
+    missing = sorted(set(table.layers) - set(counts))
+    if missing:
+        raise UserInputError(f"prune: latency_model was measured on another network (it prices {missing[0]!r}, "
+                             "which this model does not have)")
+    return table.predict({name: counts[name] for name in table.layers})
+
+
+def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str = "host",
+                  runtime: str = "onnxruntime", threads: int = 1, profiles: int = 6, seed: int = 0,
+                  num_classes: Optional[int] = None) -> LatencyTable:
+    """Profile `model` and `profiles - 1` random-width copies on the target runtime (a device over SSH, or this
+    host) and fit the latency model `prune(target_latency=...)` plans with."""
+    from ..deploy.devices import resolve_device
+    from .latency_prune import build_table
+    from .latency_run import LatencyRun, settings_for
+
+    section = _section(None, None, 0.5, "l2", 8, True, 0.9, [])
+    target = section.target.model_copy(update={"device": device, "runtime": runtime, "threads": threads,
+                                               "profiles": profiles})
+    section = section.model_copy(update={"target": target})
+    shape = tuple(example_inputs.shape[1:])
+    settings = settings_for(target, resolve_device(device).label)
+    run = LatencyRun(section, settings, shape, None, 0.0, 0.0)  # type: ignore[arg-type]
+    classes = num_classes if num_classes is not None else _output_width(copy.deepcopy(model), example_inputs)
+    with run.profiler() as profiler:
+        profiler.check_runtime()
+        table, _ = build_table(copy.deepcopy(model).eval(), example_inputs[:1], section, classes,
+                               settings.key(shape, type(model).__name__), profiler.observe, profiles, seed)
+    return table
+
+
+def _section(target_macs, target_params, target_latency, importance, round_to, global_pruning, max_layer_ratio,
              ignored_layers) -> PruneSection:
     """The keyword arguments as the recipe's prune section, validated by its schema (one line on error)."""
-    target = {key: value for key, value in (("macs", target_macs), ("params", target_params)) if value is not None}
+    given = (("macs", target_macs), ("params", target_params), ("latency", target_latency))
+    target = {key: value for key, value in given if value is not None}
     if len(target) != 1:
-        raise UserInputError("prune: give exactly one of target_macs or target_params (a fraction to keep, 0..1)")
+        raise UserInputError("prune: give exactly one of target_macs, target_params or target_latency (a fraction "
+                             "to keep, 0..1)")
     fields = {"steps": 1, "target": target, "importance": importance, "round_to": round_to,
               "global_pruning": global_pruning, "max_layer_ratio": max_layer_ratio,
               "ignored_layers": list(ignored_layers)}
