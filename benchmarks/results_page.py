@@ -645,6 +645,7 @@ def main() -> None:
             "the host latency column (PyTorch, batch 1, median over the seeds) compares measured latency. "
             "Equal MACs here is a fact of the runs; equal latency holds only as far as that noisy column shows."]),
         "## The pipeline's own speed", "", (RESULTS / "pipeline_speed.md").read_text().split("\n", 1)[1].strip(), "",
+        *latency_pruning_section(),
         "## Export and device latency", "",
         "See `benchmarks/results/export_latency.md` (host onnxruntime latency of dense vs pruned exports, fp32 "
         "vs Q/DQ int8) and `benchmarks/results/host_latency_repeatability.md` (p50 spread over 5 repeats). "
@@ -653,6 +654,38 @@ def main() -> None:
     ]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def latency_verdicts(cells: list[dict]) -> list[str]:
+    """Issue 21's criteria, read from the cells: the budget met within 5% (final loop), faster than plain
+    Torch-Pruning at the same MACs, and the goal speed-up >= 1.0x the MACs reduction. One run per cell: the
+    p50 of paired rounds, no interval over repeats, so a difference is worded as this run's, not as shown."""
+    lines = []
+    for cell in cells:
+        lat, tp = cell["latency"], cell["tp_macs"]
+        met = "met its budget within 5%" if lat["within_5pct"] else "missed the 5% band"
+        faster = lat["ratio_p50"] < tp["ratio_p50"]
+        gap = (tp["ratio_p50"] - lat["ratio_p50"]) / tp["ratio_p50"]
+        versus = (f"ran {gap:.0%} faster than Torch-Pruning at the same MACs" if faster else
+                  f"was **not** faster than Torch-Pruning at the same MACs ({-gap:.0%} slower)")
+        goal = "reached" if lat["speedup_per_macs_reduction"] >= 1.0 else "not reached"
+        apart = lat["ratio_high"] < tp["ratio_low"] or tp["ratio_high"] < lat["ratio_low"]
+        overlap = "do not overlap" if apart else "overlap"
+        lines.append(f"{cell['arch']} at {cell['budget']:.2f} of the dense latency: the latency-aware model "
+                     f"{met} ({lat['ratio_p50']:.3f}), {versus} ({tp['ratio_p50']:.3f}); speed-up ÷ MACs "
+                     f"reduction {lat['speedup_per_macs_reduction']:.2f} against {tp['speedup_per_macs_reduction']:.2f}"
+                     f" (goal 1.0: {goal}). One run; the per-round ranges of the two {overlap}.")
+    return lines
+
+
+def latency_pruning_section() -> list[str]:
+    path = RESULTS / "latency_pruning.json"
+    if not path.is_file():
+        return []
+    cells = json.loads(path.read_text())
+    table = (RESULTS / "latency_pruning.md").read_text().split("\n", 1)[1].strip()
+    return ["## Pruning for the device's latency (issue 21)", "", table, "",
+            *(f"- {line}" for line in latency_verdicts(cells)), ""]
 
 
 if __name__ == "__main__":

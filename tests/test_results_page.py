@@ -209,3 +209,21 @@ def test_rule_timing_is_what_git_shows_not_what_the_plan_says(page, tmp_path, or
 def test_rule_timing_without_history_says_so(page, tmp_path):
     lines = page.rule_history(tmp_path, [("x", "## Rule (x)", ["results/*.json"])], plan="PLAN.md")
     assert len(lines) == 1 and "history is not available" in lines[0]
+
+
+def test_latency_verdicts_say_when_the_latency_model_was_not_faster():
+    page = load_benchmark("results_page")
+
+    def cell(lat, tp, within=True, per_macs=0.9):
+        return {"arch": "net", "budget": 0.5,
+                "latency": {"ratio_p50": lat, "ratio_low": lat - 0.01, "ratio_high": lat + 0.01,
+                            "within_5pct": within, "speedup_per_macs_reduction": per_macs},
+                "tp_macs": {"ratio_p50": tp, "ratio_low": tp - 0.1, "ratio_high": tp + 0.1,
+                            "speedup_per_macs_reduction": 0.8}}
+
+    ahead, behind = page.latency_verdicts([cell(0.45, 0.5), cell(0.5, 0.45, within=False, per_macs=1.1)])
+    assert "ran 10% faster than Torch-Pruning" in ahead and "goal 1.0: not reached" in ahead
+    assert "was **not** faster" in behind and "missed the 5% band" in behind and "goal 1.0: reached" in behind
+    assert all("One run; the per-round ranges of the two overlap" in line for line in (ahead, behind))
+    (apart,) = page.latency_verdicts([cell(0.2, 0.5)])
+    assert "do not overlap" in apart
