@@ -85,3 +85,22 @@ def test_study_bad_input(tmp_path, write_recipe):
     path = write_recipe(tiny_recipe_dict(augment=RANDAUGMENT))
     result = run_cli("study", "--recipe", str(path), "--sizes", "1.0,abc", "--out", str(tmp_path / "y"))
     assert result.returncode == 2 and "--sizes" in result.stderr and not (tmp_path / "y").exists()
+
+
+@pytest.mark.e2e
+def test_a_study_without_a_held_out_split_records_no_test_figure(tmp_path):
+    from PIL import Image
+
+    for label in ("cat", "dog"):  # an ImageFolder root of class folders: no train/, val/ or test/
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (16, 16), (200 if label == "cat" else 20, i * 10, 0)).save(
+                tmp_path / "images" / label / f"{i}.png")
+    recipe = tiny_recipe(model={"num_classes": 2, "in_channels": 3, "input_size": 16},
+                         data={"dataset": "imagefolder", "root": str(tmp_path / "images"), "val_fraction": 0.25,
+                               "train_subset": None, "val_subset": None, "test_subset": None, "batch_size": 8},
+                         dense={"epochs": 1}, prune={"steps": 1, "target": {"macs": 0.6}, "round_to": 4},
+                         augment=RANDAUGMENT)
+    study(recipe, sizes=[1.0], magnitudes=[0.0], rule=PlateauRule(max_epochs=1), out=tmp_path / "s", workers=1)
+    summary = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert summary["test_grid"] == {"1.0": {"0.0": None}}

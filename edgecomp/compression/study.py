@@ -146,7 +146,8 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
     result = train_until_plateau(model, job, data.val, PlateauRule(**rule), Path(state_path))
     val_accuracy = evaluate(model, data.val, spec)
     return {"size": size, "magnitude": magnitude, "seed": recipe.seed, "accuracy": val_accuracy,
-            "val_accuracy": val_accuracy, "test_accuracy": evaluate(model, data.test, spec),
+            # no held-out split, no test figure: null, never an accuracy over zero images
+            "val_accuracy": val_accuracy, "test_accuracy": evaluate(model, data.test, spec) if data.has_test else None,
             "train_images": len(data.train), "test_images": len(data.test), **result.as_dict()}
 
 
