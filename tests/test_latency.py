@@ -398,3 +398,21 @@ def test_latency_model_from_python_profiles_on_this_cpu():
     table = edgecomp.latency_model(model, example, profiles=3)
     assert len(table.observations) == 3 and set(table.layers) == set(read_layers(model, example))
     assert table.key["runtime"] == "onnxruntime" and table.key["threads"] == 1
+
+
+def test_switching_between_latency_and_latency_ms_from_the_command_line():
+    recipe = load_recipe("quickstart.yaml", ["prune.target.latency_ms=12", "prune.target.latency=0.5"])
+    assert recipe.prune.target.latency == 0.5 and recipe.prune.target.latency_ms is None
+    back = load_recipe("quickstart.yaml", ["prune.target.latency=0.5", "prune.target.latency_ms=12"])
+    assert back.prune.target.latency is None and back.prune.target.latency_ms == 12
+
+
+def test_an_unreachable_latency_target_in_memory_is_refused():
+    import edgecomp
+
+    model, example = resnet8()
+    table = synthetic_table(model, example, 1, intercept=1.0)  # a fixed ms per layer: narrow models stay slow
+    with pytest.raises(edgecomp.UserInputError, match="target_latency 0.05 is below"):
+        edgecomp.prune(model, example, target_latency=0.05, latency_model=table, num_classes=10)
+    with pytest.raises(edgecomp.UserInputError, match="latency_model: .*runtime"):
+        edgecomp.latency_model(model, example, runtime="tensorrtt")

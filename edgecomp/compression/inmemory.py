@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 from pydantic import ValidationError
 
-from ..core.errors import ModelError, PruneError, UserInputError
+from ..core.errors import ModelError, PruneError, PruneTargetError, UserInputError
 from ..core.models import Size, measure_size
-from ..core.recipe import Importance, PruneSection
+from ..core.recipe import Importance, LatencyTarget, PruneSection
 from ..deploy.latency import LatencyTable, channel_counts
 from .latency_prune import prune_to_latency
 from .prune import prune_to
@@ -114,6 +114,10 @@ def prune(
         unit = _predicted_ms(latency_model, pruned)
         plan = prune_to_latency(pruned, example_inputs, section, latency_model, target_latency * unit, classes,
                                 grad_fn, type(model).__name__)
+        if not plan.reached:
+            raise PruneTargetError(f"prune: target_latency {target_latency:g} is below {plan.predicted_ms / unit:.3f}, "
+                                   f"the predicted latency of the smallest model the pruner may make "
+                                   f"(max_layer_ratio {max_layer_ratio:g})")
         after = measure_size(pruned, example_inputs)
         return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)),
                            plan.predicted_ms / unit)
@@ -141,10 +145,13 @@ def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str
     from .latency_prune import build_table
     from .latency_run import LatencyRun, settings_for
 
-    section = _section(None, None, 0.5, "l2", 8, True, 0.9, [])
-    target = section.target.model_copy(update={"device": device, "runtime": runtime, "threads": threads,
-                                               "profiles": profiles})
-    section = section.model_copy(update={"target": target})
+    try:
+        target = LatencyTarget.model_validate({"latency": 0.5, "device": device, "runtime": runtime,
+                                               "threads": threads, "profiles": profiles})
+    except ValidationError as exc:
+        raise UserInputError("latency_model: " + "; ".join(_describe(e) for e in exc.errors(include_url=False))) \
+            from None
+    section = _section(None, None, 0.5, "l2", 8, True, 0.9, []).model_copy(update={"target": target})
     shape = tuple(example_inputs.shape[1:])
     settings = settings_for(target, resolve_device(device).label)
     run = LatencyRun(section, settings, shape, None, 0.0, 0.0)  # type: ignore[arg-type]

@@ -287,8 +287,8 @@ class Attempt:
 
     predicted: float  # in the budget's unit: a fraction of the dense latency, or ms
     measured: float
-    low: Optional[float]  # the measurement's 95% range (paired per-round ratios), where it has one
-    high: Optional[float]
+    low: Optional[float]  # a fraction: 2.5% of the paired per-round ratios; ms: the rounds' p25
+    high: Optional[float]  # a fraction: 97.5% of them; ms: p75
     p50_ms: float
     dense_ms: Optional[float]
     reached: bool  # the plan fits the corrected budget as predicted (False: the pruner's floor)
@@ -335,6 +335,8 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
     target = cfg.target
     aim = budget * (1 - target.tolerance / 2)
     attempts, results, wanted = [], [], aim / correction
+    now = channel_counts(model)
+    ceiling = 0.98 * table.predict({n: now[n] for n in table.layers}) / unit_ms
     for _ in range(target.max_replans + 1):
         trial = copy.deepcopy(model)
         plan = prune_to_latency(trial, example, cfg, table, wanted * unit_ms, num_classes, grad_fn, name)
@@ -346,7 +348,7 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
             break
         if not plan.reached and attempt.measured > budget:
             break  # the pruner's floor: a further plan can only be the same one
-        wanted = next_prediction(attempts, aim)
+        wanted = min(next_prediction(attempts, aim), ceiling)  # never plan the unpruned model again
     under = [i for i, a in enumerate(attempts) if a.measured <= budget]
     chosen = max(under, key=lambda i: attempts[i].measured) if under else \
         min(range(len(attempts)), key=lambda i: attempts[i].measured)

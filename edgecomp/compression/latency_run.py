@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..core.console import console
 from ..core.errors import PruneTargetError
-from ..core.recipe import LatencyTarget, PruneSection, Runtime
+from ..core.recipe import Importance, LatencyTarget, PruneSection, Runtime
 from ..core.rundir import write_text
 from ..deploy.devices import resolve_device
 from ..deploy.latency import LatencyTable, Observation, channel_counts, relative_error
@@ -36,7 +36,7 @@ FLOOR_SLACK = 0.9  # the floor is a prediction: refuse only budgets clearly belo
 
 
 def settings_for(target: LatencyTarget, label: str) -> ProfileSettings:
-    runtime = {Runtime.tensorrt: "trtexec", Runtime.torch: "torch"}.get(target.runtime, "onnxruntime")
+    runtime = {Runtime.onnxruntime: "onnxruntime", Runtime.tensorrt: "trtexec", Runtime.torch: "torch"}[target.runtime]
     return ProfileSettings(device=label, runtime=runtime, precision=target.precision.value, batch=target.batch,
                            threads=target.threads, iterations=target.profile_iterations)
 
@@ -100,7 +100,8 @@ class LatencyRun:
             "dense_p50_ms": round(chosen.dense_ms, 4) if chosen.dense_ms else None,
             "budget_met": result.met, "latency_attempts": [a.as_dict() for a in result.attempts],
             "measured_on": self.settings.device, "latency_runtime": self.settings.runtime,
-            "latency_threads": self.settings.threads,
+            "latency_threads": self.settings.threads, "latency_batch": self.settings.batch,
+            "latency_correction": round(result.correction, 5),
         }
 
     def _measure(self, profiler: Profiler, dense: nn.Module) -> Callable[[nn.Module], Attempt]:
@@ -176,6 +177,11 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     return run
 
 
+def _untaylored(prune: PruneSection) -> PruneSection:
+    """Taylor importance needs gradients; the floor's channel choice does not matter, only its latency."""
+    return prune.model_copy(update={"importance": Importance.l2}) if prune.importance == Importance.taylor else prune
+
+
 def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_classes: int, arch: str) -> None:
     """Refuse a budget the smallest model the pruner may make cannot meet. The table's floor is a prediction
     (it over-predicts narrow models): when it says no, the floor model is timed beside the dense one, and
@@ -188,8 +194,9 @@ def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_c
     floor = floor_ms(dense, example, run.prune, run.table, num_classes, arch) / run.unit_ms
     if wanted >= floor * FLOOR_SLACK:
         return
-    smallest = copy.deepcopy(dense)
-    prune_to_latency(smallest, example, run.prune, run.table, 0.0, num_classes, name=arch)
+    smallest, probe = copy.deepcopy(dense), _untaylored(run.prune)
+    for _ in range(run.prune.steps):  # max_layer_ratio holds per step: the floor compounds over the steps
+        prune_to_latency(smallest, example, probe, run.table, 0.0, num_classes, name=arch)
     with run.profiler() as profiler:
         floor = profiler.compare([dense, smallest], iterations=run.target.latency_iterations)["ratios"][1]["p50"]
     run.record["measured_floor"] = floor

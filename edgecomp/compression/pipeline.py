@@ -223,9 +223,8 @@ def _latency_run(ctx: Context) -> LatencyRun:
     dense = _dense_copy(ctx)
     run = prepare_latency(ctx.run.root / "latency", ctx.recipe.prune, dense, ctx.spec.example().cpu(),
                           ctx.recipe.model.arch, ctx.recipe.model.num_classes, ctx.recipe.seed)
-    if len(ctx.rows) > 1 and ctx.rows[-1].get("latency_budget") is not None:
-        last = ctx.rows[-1]  # a resumed run goes on from the correction the last step measured
-        run.correction = last["latency_attempts"][-1]["measured"] / last["latency_attempts"][-1]["predicted"]
+    if len(ctx.rows) > 1 and ctx.rows[-1].get("latency_correction") is not None:
+        run.correction = ctx.rows[-1]["latency_correction"]  # a resumed run goes on as the live run would
     return run
 
 
@@ -235,7 +234,7 @@ def _prune_for_latency(ctx: Context, model: nn.Module, step: int) -> tuple[nn.Mo
     recipe = ctx.recipe
     pruned, record = ctx.latency.prune_step(
         model.cpu(), _dense_copy(ctx), ctx.spec.example().cpu(), step, recipe.model.num_classes,
-        lambda m: _taylor_grads(ctx, m.to(ctx.spec.device)), recipe.model.arch)
+        lambda m: (_taylor_grads(ctx, m.to(ctx.spec.device)), m.cpu()), recipe.model.arch)  # plans on the CPU
     console.print(f"  step {step}: latency {record['measured_latency']:.3f} measured, "
                   f"{record['predicted_latency']:.3f} predicted, budget {record['latency_budget']:.3f} "
                   f"({record['latency_unit']}, {len(record['latency_attempts'])} plan(s))")

@@ -157,11 +157,12 @@ class LatencyTarget(Section):
     profiles: int = Field(6, ge=3, le=32, description="whole-network profiles the latency model is fitted from: "
                           "the dense model and profiles - 1 copies at random widths")
     profile_iterations: int = Field(30, ge=5, description="timed runs per profile (median per layer)")
-    latency_iterations: int = Field(100, ge=10, description="alternating timed rounds per whole-model measurement")
+    latency_iterations: int = Field(100, ge=10, description="alternating timed rounds per whole-model measurement "
+                                    "(trtexec: one round per 20, each a trtexec run of 50 inferences per model)")
     tolerance: float = Field(0.05, gt=0, lt=0.5, description="a step is accepted once its measured latency is within "
                              "[1 - tolerance, 1] of its budget; below that it is re-planned to keep more channels")
-    max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each corrected "
-                             "by the last measurement")
+    max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each aimed by "
+                             "interpolating between the measured plans")
 
     @property
     def kind(self) -> str:
@@ -708,7 +709,7 @@ def _switch_target_kind(target: dict[str, Any], key: str) -> None:
     keys only the old kind has go with it."""
     kind = {"macs": MacsTarget, "params": ParamsTarget, "latency": LatencyTarget}[_kind_of(key)]
     for other in list(target):
-        if other not in kind.model_fields:
+        if other not in kind.model_fields or (other in TARGET_KINDS and other != key):  # latency <-> latency_ms too
             del target[other]
 
 

@@ -217,7 +217,9 @@ class Profiler:
                 args += ["--model", self.runner.stage(path, path.name)]
             settings = self.settings
             backend = "trtexec" if settings.runtime == "trtexec" else "onnxruntime"
-            args += ["--backend", backend, "--iterations", str(iterations), "--warmup", str(settings.warmup),
+            timed = ["--iterations", str(iterations)] if backend == "onnxruntime" else \
+                ["--iterations", "50", "--rounds", str(max(3, iterations // 20))]  # trtexec: a run per round
+            args += ["--backend", backend, *timed, "--warmup", str(settings.warmup),
                      "--batch", str(settings.batch), "--threads", str(settings.threads),
                      "--provider", settings.provider]
             if backend == "trtexec":
