@@ -416,3 +416,30 @@ def test_an_unreachable_latency_target_in_memory_is_refused():
         edgecomp.prune(model, example, target_latency=0.05, latency_model=table, num_classes=10)
     with pytest.raises(edgecomp.UserInputError, match="latency_model: .*runtime"):
         edgecomp.latency_model(model, example, runtime="tensorrtt")
+
+
+def test_an_absolute_budget_steps_down_to_its_milliseconds(monkeypatch):
+    """latency_ms: intermediate steps take fractions of the dense ms, the last the recipe's ms; the row keeps
+    ms and the rounds' p25-p75 (a stand-in device whose ms are the table's prediction, 10% slower)."""
+    from contextlib import contextmanager
+
+    from edgecomp.compression.latency_run import LatencyRun
+
+    model, example = resnet8()
+    table = synthetic_table(model, example, 1)
+    dense_ms = 1.1 * table.predict(counts_of(model, table))
+
+    class Device:
+        def compare(self, models, iterations):
+            ms = [1.1 * table.predict(counts_of(m, table)) for m in models]
+            return {"models": [{"p25": v * 0.95, "p50": v, "p75": v * 1.05} for v in ms],
+                    "ratios": [{"p50": v / ms[0], "low": v / ms[0], "high": v / ms[0]} for v in ms]}
+
+    monkeypatch.setattr(LatencyRun, "profiler", contextmanager(lambda self: (yield Device())))
+    prune = PruneSection(steps=2, target={"latency_ms": 0.5 * dense_ms, "tolerance": 0.1}, max_layer_ratio=0.9)
+    run = LatencyRun(prune, ProfileSettings("host", "onnxruntime"), (1, 28, 28), table, dense_ms, 1.0)
+    assert run.budget(1) == pytest.approx(0.75 * dense_ms) and run.budget(2) == pytest.approx(0.5 * dense_ms)
+    pruned, row = run.prune_step(model, model, example, 2, 10, None, "cifar_resnet8")
+    assert row["latency_unit"] == "ms" and row["budget_met"]
+    assert 0.45 * dense_ms <= row["measured_latency"] <= 0.5 * dense_ms
+    assert row["measured_latency_low"] == pytest.approx(0.95 * row["measured_latency"])
