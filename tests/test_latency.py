@@ -221,6 +221,7 @@ def latency_recipe(budget: float, **target):
 
 
 @pytest.mark.e2e
+@pytest.mark.e2e
 def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_root, monkeypatch):
     result = compress(latency_recipe(0.92, max_replans=3), out=tmp_path / "run")
     row = result.final
@@ -246,6 +247,7 @@ def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_
     assert run.table.steps == table["table"]["steps"]
 
 
+@pytest.mark.e2e
 def test_a_budget_below_the_floor_exits_2_naming_it(tmp_path, write_recipe):
     data = tiny_recipe_dict(dense={"epochs": 0}, prune={"steps": 1, "target": {"latency": 0.05, "profiles": 3,
                                                                                "profile_iterations": 5}})
@@ -293,6 +295,7 @@ def test_the_torch_profiler_prices_every_layer_with_its_hooks():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # the caller's model
 
 
+@pytest.mark.e2e
 def test_profiles_survive_a_dropped_connection_and_resume_goes_on(tmp_path, fashion_root, monkeypatch):
     from edgecomp.core.errors import RemoteError
 
