@@ -221,7 +221,6 @@ def latency_recipe(budget: float, **target):
 
 
 @pytest.mark.e2e
-@pytest.mark.e2e
 def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_root, monkeypatch):
     result = compress(latency_recipe(0.92, max_replans=3), out=tmp_path / "run")
     row = result.final
