@@ -35,6 +35,20 @@ def tiny_recipe_dict(**sections) -> dict:
     return data
 
 
+def unsplit_imagefolder(root: Path) -> dict:
+    """An ImageFolder root of two class folders (no train/, val/ or test/) and the sections a tiny run on it needs."""
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (16, 16), (200 if label == "cat" else 20, i * 10, 0)).save(root / label / f"{i}.png")
+    return {"model": {"num_classes": 2, "in_channels": 3, "input_size": 16},
+            "data": {"dataset": "imagefolder", "root": str(root), "val_fraction": 0.25, "train_subset": None,
+                     "val_subset": None, "test_subset": None, "batch_size": 8},
+            "dense": {"epochs": 1}, "prune": {"steps": 1, "target": {"macs": 0.6}, "round_to": 4}}
+
+
 def tiny_recipe(**sections) -> Recipe:
     return validate(tiny_recipe_dict(**sections))
 

@@ -719,17 +719,23 @@ def test_export_builds_through_build_py_then_reuses(tmp_path, monkeypatch, fashi
     assert second.engine_path == first.engine_path
 
 
-@pytest.mark.e2e
-def test_bench_reuses_the_engine_export_built(tmp_path, monkeypatch, fashion_root):
-    """bench on the device export built for asks the store for the same key: no second build."""
-    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
-    exported = export_on(RecordingDevice(), run, monkeypatch, precision="fp16")
+def bench_on_a_recording_device(run: Path):
+    """Bench the run's TensorRT engine on a recording ssh device: (device, job, entry)."""
     device = RecordingDevice()
     options = deploy_bench._options(10, 1, 2, "tensorrt", None)
     job = deploy_bench.plan_job(run, None, options, evaluate=False)
     target = resolve_device("ssh://me@jetson")
     entry = deploy_bench._new_entry(target, job, options)
     deploy_bench.measure(device, target, job, options, entry, None)
+    return device, job, entry
+
+
+@pytest.mark.e2e
+def test_bench_reuses_the_engine_export_built(tmp_path, monkeypatch, fashion_root):
+    """bench on the device export built for asks the store for the same key: no second build."""
+    run = minimal_run(tmp_path / "run", data={"val_subset": 16, "train_subset": 16, "test_subset": 8})
+    exported = export_on(RecordingDevice(), run, monkeypatch, precision="fp16")
+    device, job, entry = bench_on_a_recording_device(run)
     assert device.builds() == [] and entry["engine"]["reused"]
     assert Path(entry["engine"]["path"]) == exported.engine_path and entry["precision"] == "fp16"
     bench_call = next(args for program, args in device.calls if program == "bench")
@@ -745,14 +751,10 @@ def test_bench_reuses_an_engine_exported_for_a_dla_core(tmp_path, monkeypatch, f
     built = exporting.builds()[0]
     assert built[built.index("--dla") + 1] == "1" and exported.info["engine"]["key"]["dla_core"] == 1
     assert exported.info["engine_request"]["dla_core"] == 1
-    device = RecordingDevice()
-    options = deploy_bench._options(10, 1, 2, "tensorrt", None)
-    job = deploy_bench.plan_job(run, None, options, evaluate=False)
-    target = resolve_device("ssh://me@jetson")
-    entry = deploy_bench._new_entry(target, job, options)
-    deploy_bench.measure(device, target, job, options, entry, None)
+    device, job, entry = bench_on_a_recording_device(run)
     assert device.builds() == [] and entry["engine"]["reused"] and entry["engine"]["key"]["dla_core"] == 1
     assert Path(entry["engine"]["path"]) == exported.engine_path
+    target, options = resolve_device("ssh://me@jetson"), deploy_bench._options(10, 1, 2, "tensorrt", None)
     fp32 = deploy_bench._options(10, 1, 2, "tensorrt", "fp32")
     with pytest.raises(UserInputError, match="--precision fp32: export built for DLA core 1"):
         deploy_bench.measure(RecordingDevice(), target, job, fp32, deploy_bench._new_entry(target, job, fp32), None)

@@ -12,7 +12,7 @@ from edgecomp.core.errors import RunDirError
 from edgecomp.core.models import load_model_file
 from edgecomp.core.recipe import load_recipe
 from edgecomp.core.rundir import RunDir
-from conftest import run_cli, tiny_recipe, tiny_recipe_dict
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict, unsplit_imagefolder
 
 # The shared run follows size on purpose (the default schedule is constant 0), so the rows show a falling magnitude
 SIZE_FOLLOWING = {"augment": {"policy": "randaugment", "schedule": {"kind": "linear", "dense": 9}}}
@@ -160,17 +160,7 @@ def test_rows_record_the_latency_threads_the_verdict_and_the_splits(tiny_run, fa
 
 
 def test_no_held_out_split_gives_no_test_figure(tmp_path, write_recipe):
-    from PIL import Image
-
-    for label in ("cat", "dog"):  # an ImageFolder root of class folders: no train/, val/ or test/
-        (tmp_path / "images" / label).mkdir(parents=True)
-        for i in range(12):
-            Image.new("RGB", (16, 16), (200 if label == "cat" else 20, i * 10, 0)).save(
-                tmp_path / "images" / label / f"{i}.png")
-    recipe = tiny_recipe_dict(model={"num_classes": 2, "in_channels": 3, "input_size": 16},
-                              data={"dataset": "imagefolder", "root": str(tmp_path / "images"), "val_fraction": 0.25,
-                                    "train_subset": None, "val_subset": None, "test_subset": None, "batch_size": 8},
-                              dense={"epochs": 1}, prune={"steps": 1, "target": {"macs": 0.6}, "round_to": 4})
+    recipe = tiny_recipe_dict(**unsplit_imagefolder(tmp_path / "images"))
     out = tmp_path / "run"
     result = run_cli("compress", "--recipe", str(write_recipe(recipe)), "--out", str(out))
     assert result.returncode == 0, result.stderr

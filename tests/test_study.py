@@ -7,7 +7,7 @@ from edgecomp.compression.convergence import PlateauRule
 from edgecomp.core.errors import UserInputError
 from edgecomp.core.recipe import validate
 from edgecomp.compression.study import best_per_size, fit_linear, recipe_snippet, study
-from conftest import run_cli, tiny_recipe, tiny_recipe_dict
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict, unsplit_imagefolder
 
 RANDAUGMENT = {"policy": "randaugment"}  # the default policy (none) has no magnitude to study
 
@@ -89,18 +89,7 @@ def test_study_bad_input(tmp_path, write_recipe):
 
 @pytest.mark.e2e
 def test_a_study_without_a_held_out_split_records_no_test_figure(tmp_path):
-    from PIL import Image
-
-    for label in ("cat", "dog"):  # an ImageFolder root of class folders: no train/, val/ or test/
-        (tmp_path / "images" / label).mkdir(parents=True)
-        for i in range(12):
-            Image.new("RGB", (16, 16), (200 if label == "cat" else 20, i * 10, 0)).save(
-                tmp_path / "images" / label / f"{i}.png")
-    recipe = tiny_recipe(model={"num_classes": 2, "in_channels": 3, "input_size": 16},
-                         data={"dataset": "imagefolder", "root": str(tmp_path / "images"), "val_fraction": 0.25,
-                               "train_subset": None, "val_subset": None, "test_subset": None, "batch_size": 8},
-                         dense={"epochs": 1}, prune={"steps": 1, "target": {"macs": 0.6}, "round_to": 4},
-                         augment=RANDAUGMENT)
+    recipe = tiny_recipe(**unsplit_imagefolder(tmp_path / "images"), augment=RANDAUGMENT)
     study(recipe, sizes=[1.0], magnitudes=[0.0], rule=PlateauRule(max_epochs=1), out=tmp_path / "s", workers=1)
     summary = json.loads((tmp_path / "s" / "study.json").read_text())
     assert summary["test_grid"] == {"1.0": {"0.0": None}}
