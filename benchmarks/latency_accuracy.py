@@ -230,9 +230,28 @@ def run_cell(budget: float, method: str, seed: int) -> dict:
     return cell
 
 
+def dense_job(seed: int) -> dict:
+    ensure_dense(seed)
+    record = json.loads((OUT / f"dense-s{seed}" / "reference.json").read_text())
+    return {"dense": seed, "epochs": record["epochs"], "val_accuracy": record["val_accuracy"]}
+
+
 def run(budgets: list[float], seeds: list[int], workers: int) -> None:
-    """Every missing cell, budget by budget in the order given, seed by seed (each trains its dense model first)."""
-    jobs = [(run_cell, b, m, s) for b in budgets for s in seeds for m in METHODS if not cell_path(b, m, s).is_file()]
+    """Every missing cell, budget by budget in the order given, seed by seed. The next seed's dense model is
+    queued beside the current seed's cells, so that no worker waits on a dense model it needs."""
+    jobs: list[tuple] = []
+    queued: set[int] = set()
+
+    def queue_dense(seed: int) -> None:
+        if seed not in queued and not (OUT / f"dense-s{seed}" / "reference.json").is_file():
+            queued.add(seed)
+            jobs.append((dense_job, seed))
+
+    for budget in budgets:
+        for index, seed in enumerate(seeds):
+            for upcoming in seeds[index:index + 2]:
+                queue_dense(upcoming)
+            jobs += [(run_cell, budget, m, seed) for m in METHODS if not cell_path(budget, m, seed).is_file()]
     pool(jobs, workers)
 
 
