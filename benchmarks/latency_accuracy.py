@@ -221,10 +221,7 @@ def run_cell(budget: float, method: str, seed: int) -> dict:
             "steps": [{k: row.get(k) for k in ("step", "accuracy", "macs_ratio", "latency_budget",
                                                 "predicted_latency", "measured_latency", "budget_met")}
                       for row in result.rows[1:]], "search": search, **stamp()}
-    table = result.run_dir / "latency" / "table.json"
-    if table.is_file():
-        data = json.loads(table.read_text())
-        cell["profiling"] = {"profiles": len(data.get("observations", [])), "seconds": data.get("profile_seconds")}
+    cell["profiling"] = profiling(budget, method, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cell, indent=1) + "\n")
     return cell
@@ -234,6 +231,15 @@ def dense_job(seed: int) -> dict:
     ensure_dense(seed)
     record = json.loads((OUT / f"dense-s{seed}" / "reference.json").read_text())
     return {"dense": seed, "epochs": record["epochs"], "val_accuracy": record["val_accuracy"]}
+
+
+def profiling(budget: float, method: str, seed: int) -> dict | None:
+    """What the run's latency model cost (latency/table.json's record), or None for a MACs run."""
+    table = run_dir(budget, method, seed) / "latency" / "table.json"
+    if not table.is_file():
+        return None
+    record = json.loads(table.read_text())["record"]
+    return {"profiles": record["profiles"], "seconds": record["profile_seconds"]}
 
 
 def run(budgets: list[float], seeds: list[int], workers: int) -> None:
