@@ -157,6 +157,29 @@ def test_an_onnxruntime_profile_prices_every_layer(arch):
     assert sum(observation.layer_ms.values()) + observation.rest_ms <= observation.run_ms * 1.05
 
 
+def test_a_layer_the_profile_gives_no_time_is_named_and_kept_through_the_table(monkeypatch):
+    """A node the runtime fused into another (or left out) is priced 0 ms: the table says which ones."""
+    model, example = resnet8()
+    layers = read_layers(model, example)
+    from edgecomp.deploy.latency import profiles
+
+    real = profiles.attribute
+
+    def without_first_conv(entries, resolver):  # as if the runtime had folded conv1 into its neighbour
+        per_module, rest = real(entries, resolver)
+        return {name: ms for name, ms in per_module.items() if name != "conv1"}, rest
+
+    monkeypatch.setattr(profiles, "attribute", without_first_conv)
+    settings = ProfileSettings(device="host", runtime="onnxruntime", iterations=5, warmup=1)
+    with HostRunner() as runner:
+        profiler = Profiler(runner, settings, tuple(example.shape[1:]))
+        observations = [profiler.observe(model, layers) for _ in range(3)]
+    assert observations[0].unpriced == ["conv1"] and observations[0].layer_ms["conv1"] == 0.0
+    table = fit_table({}, layers, observations)
+    assert table.unpriced == ["conv1"]
+    assert LatencyTable.from_json(table.to_json()).unpriced == ["conv1"]  # survives the run file
+
+
 TRTEXEC_PROFILE = [  # trtexec --exportProfile: {"count"} first, then one entry per engine layer
     {"count": 100},
     {"name": "{conv} + {relu}", "timeMs": 12.0, "averageMs": 0.12, "medianMs": 0.11, "percentage": 40.0},

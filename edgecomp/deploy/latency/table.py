@@ -50,6 +50,8 @@ class Observation:
     rest_ms: float  # profiled time no layer claims (pools, reorders, unfused adds)
     run_ms: float  # the runtime's own length of a run
     wall_ms: float  # perf_counter around a run
+    # layers the profiler named no time for (fused into another node, or missed): priced 0 ms, and said so
+    unpriced: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "counts": {k: list(v) for k, v in self.counts.items()}}
@@ -75,6 +77,11 @@ class LatencyTable:
     overhead_ms: float
     observations: list[Observation] = field(default_factory=list)
     profile_seconds: float = 0.0
+
+    @property
+    def unpriced(self) -> list[str]:
+        """Layers some profile gave no time of their own: their cost hides in a neighbour's, or is missed."""
+        return sorted({name for o in self.observations for name in o.unpriced})
 
     def step(self, name: str) -> int:
         return self.steps[self.layers[name].family]
