@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
-from latency_accuracy import EFFECT, HERE, METHODS, OUT, load_cells, stamp, points
-from paired_stats import paired_difference
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks are scripts, not a package
+
+from latency_accuracy import EFFECT, HERE, METHODS, OUT, load_cells, points, stamp  # noqa: E402
+from paired_stats import paired_difference  # noqa: E402
 
 REGIME2 = HERE / "results" / "converged" / "fmnist_regime_2k"
 MISS = 0.05  # a final ratio more than 5% off its budget is named beside the verdict (PLAN.md amendment)

@@ -211,6 +211,25 @@ def test_rule_timing_without_history_says_so(page, tmp_path):
     assert len(lines) == 1 and "history is not available" in lines[0]
 
 
+def test_a_rule_whose_results_are_not_committed_yet_says_so(page, tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    commit(tmp_path, {"PLAN.md": "# Plan\n\n## Rule (x)\n"}, "2026-11-29T07:30:00+00:00")
+    table = page.rule_history(tmp_path, [("x", "## Rule (x)", ["results/*.json"])], plan="PLAN.md")
+    assert table[-1].endswith("| none yet | no results committed yet |"), table
+
+
+@pytest.mark.parametrize("low, mean, high, verdict", [
+    (0.2, 1.5, 2.8, "shown"),
+    (0.1, 0.6, 1.1, "interval above zero, mean under the +1-point goal: not shown"),
+    (-0.5, 1.2, 2.9, "not supported in this regime"),
+    (-2.0, -1.0, -0.1, "fails"),
+])
+def test_issue_22_verdict_follows_the_plan(low, mean, high, verdict):
+    assert load_benchmark("latency_accuracy_page").verdict(low, mean, high) == verdict
+
+
 def test_latency_verdicts_say_when_the_latency_model_was_not_faster():
     page = load_benchmark("results_page")
 
