@@ -221,18 +221,43 @@ def run_cell(budget: float, method: str, seed: int) -> dict:
             "steps": [{k: row.get(k) for k in ("step", "accuracy", "macs_ratio", "latency_budget",
                                                 "predicted_latency", "measured_latency", "budget_met")}
                       for row in result.rows[1:]], "search": search, **stamp()}
-    table = result.run_dir / "latency" / "table.json"
-    if table.is_file():
-        data = json.loads(table.read_text())
-        cell["profiling"] = {"profiles": len(data.get("observations", [])), "seconds": data.get("profile_seconds")}
+    cell["profiling"] = profiling(budget, method, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cell, indent=1) + "\n")
     return cell
 
 
+def dense_job(seed: int) -> dict:
+    ensure_dense(seed)
+    record = json.loads((OUT / f"dense-s{seed}" / "reference.json").read_text())
+    return {"dense": seed, "epochs": record["epochs"], "val_accuracy": record["val_accuracy"]}
+
+
+def profiling(budget: float, method: str, seed: int) -> dict | None:
+    """What the run's latency model cost (latency/table.json's record), or None for a MACs run."""
+    table = run_dir(budget, method, seed) / "latency" / "table.json"
+    if not table.is_file():
+        return None
+    record = json.loads(table.read_text())["record"]
+    return {"profiles": record["profiles"], "seconds": record["profile_seconds"]}
+
+
 def run(budgets: list[float], seeds: list[int], workers: int) -> None:
-    """Every missing cell, budget by budget in the order given, seed by seed (each trains its dense model first)."""
-    jobs = [(run_cell, b, m, s) for b in budgets for s in seeds for m in METHODS if not cell_path(b, m, s).is_file()]
+    """Every missing cell, budget by budget in the order given, seed by seed. The next seed's dense model is
+    queued beside the current seed's cells, so that no worker waits on a dense model it needs."""
+    jobs: list[tuple] = []
+    queued: set[int] = set()
+
+    def queue_dense(seed: int) -> None:
+        if seed not in queued and not (OUT / f"dense-s{seed}" / "reference.json").is_file():
+            queued.add(seed)
+            jobs.append((dense_job, seed))
+
+    for budget in budgets:
+        for index, seed in enumerate(seeds):
+            for upcoming in seeds[index:index + 2]:
+                queue_dense(upcoming)
+            jobs += [(run_cell, budget, m, seed) for m in METHODS if not cell_path(budget, m, seed).is_file()]
     pool(jobs, workers)
 
 
