@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks are scripts, not a package
 
-from latency_accuracy import EFFECT, HERE, METHODS, OUT, load_cells, points, stamp  # noqa: E402
+from latency_accuracy import EFFECT, HERE, METHODS, OUT, load_cells, points, profiling, stamp  # noqa: E402
 from paired_stats import paired_difference  # noqa: E402
 
 REGIME2 = HERE / "results" / "converged" / "fmnist_regime_2k"
@@ -62,7 +62,7 @@ def comparison(cells: dict, times: dict, budget: float) -> dict:
     for method in METHODS:
         ratios = [times[budget, s][method]["ratio_p50"] for s in val["seeds"] if (budget, s) in times]
         cell_list = [cells[budget, method, s] for s in val["seeds"]]
-        profiled = [c["profiling"] for c in cell_list if c.get("profiling")]
+        profiled = [p for p in (profiling(budget, method, s) for s in val["seeds"]) if p]  # the run's own record
         out[method] = {
             "val_mean": statistics.fmean(c["val_accuracy"] for c in cell_list),
             "test_mean": statistics.fmean(c["test_accuracy"] for c in cell_list),
@@ -139,7 +139,8 @@ def markdown(record: dict) -> str:
             ratios = ", ".join(f"{r:.3f}" for r in m["latency_ratios"]) or "not timed"
             median = f"{m['latency_ratio_median']:.3f}" if m["latency_ratio_median"] else "–"
             params = f"{m['params_ratio_mean']:.3f}" if m["params_ratio_mean"] else "–"
-            prof = f"{m['profile_seconds_mean']:.1f} ({m['profiles']})" if m["profile_seconds_mean"] else "–"
+            prof = (f"{m['profile_seconds_mean']:.1f} ({m['profiles']}; "
+                    f"{m['profile_seconds_mean'] / m['wall_s_mean']:.1%} of the run)") if m["profile_seconds_mean"] else "–"
             lines.append(f"| {c['budget']:.2f} | {method} | {m['val_mean']:.4f} | {m['test_mean']:.4f} | {median} "
                          f"[{ratios}] | {m['macs_ratio_mean']:.3f} | {params} | "
                          f"{', '.join(map(str, m['missed_budget'])) or 'none'} | {m['wall_s_mean']:.0f} | {prof} |")
