@@ -64,6 +64,20 @@ def test_the_fit_finds_each_familys_channel_step():
     truth = sum(0.01 + 2e-7 * work(layers[n], 40, 40, true.get(layers[n].family, 1)) for n in layers)
     assert table.predict(probe) == pytest.approx(truth + 0.05 + 0.03, rel=0.05)
     assert LatencyTable.from_json(table.to_json()).predict(probe) == pytest.approx(table.predict(probe))
+    capped = fit_table({}, layers, observations, max_step=4)  # prune.target.max_step
+    assert max(capped.steps.values()) <= 4  # conv9 took 16 uncapped
+
+
+def test_max_step_reaches_the_fit_from_the_recipe(monkeypatch):
+    from edgecomp.compression import latency_prune
+
+    seen = []
+    monkeypatch.setattr(latency_prune, "fit_table", lambda *args: seen.append(args[-1]))
+    model, example = resnet8()
+    cfg = PruneSection(target={"latency": 0.5, "max_step": 8})
+    fake = lambda variant, layers: Observation(channel_counts(variant), {}, 0.0, 1.0, 1.0)  # noqa: E731
+    latency_prune.build_table(model, example, cfg, 10, {}, fake, 3, 0)
+    assert seen == [8]
 
 
 def test_a_fit_needs_three_profiles():

@@ -211,7 +211,9 @@ def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_c
         floor_text = f"{floor:.3f} of the dense latency" if run.by_fraction else f"{floor * run.dense_ms:.3f} ms"
         raise PruneTargetError(
             f"prune.target.{field_name}: {given} is below {floor_text}, the measured latency of the smallest "
-            f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}) on {run.settings.device} "
-            f"({run.settings.runtime}); ask for more, or raise prune.max_layer_ratio. The profiles are kept in "
+            f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}; channel steps "
+            + ", ".join(f"{family} {step}" for family, step in run.table.steps.items())
+            + f") on {run.settings.device} ({run.settings.runtime}); ask for more, raise prune.max_layer_ratio, "
+            f"or cap the steps (prune.target.max_step). The profiles are kept in "
             f"this run's latency/ folder; start again with --out NEW_DIR"
         )
