@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks are scripts, not a package
 
-from latency_accuracy import EFFECT, HARD, HERE, METHODS, OUT, load_cells, points, profiling, stamp  # noqa: E402
+from latency_accuracy import (BASE, EFFECT, HARD, HERE, JUDGED, METHODS, OUT, load_cells, points,  # noqa: E402
+                              profiling, stamp)
 from paired_stats import paired_difference  # noqa: E402
 
 REGIME2 = HERE / "results" / "converged" / "fmnist_regime_2k"
@@ -59,34 +60,39 @@ def interval(diff) -> dict:
             "n": diff.n, "seeds": list(diff.seeds), "differences": list(diff.differences)}
 
 
-def comparison(cells: dict, times: dict, budget: float, seeds: list[int]) -> dict:
-    """latency - tp_macs at `budget` over the planned seeds; a planned seed without both cells is named, not
-    dropped silently (a failed run is a result)."""
-    out: dict = {"budget": budget, "planned_seeds": seeds,
-                 "missing": [f"{m} seed {s}" for s in seeds for m in METHODS if (budget, m, s) not in cells]}
-    both = [s for s in seeds if all((budget, m, s) in cells for m in METHODS)]
+def comparison(cells: dict, times: dict, budget: float, seeds: list[int], method: str) -> dict:
+    """`method` - tp_macs at `budget` over the planned seeds. A planned run that failed (no model) or did not run
+    is named, and the verdict says on how many seeds it stands: a failed run is a result, never dropped."""
+    failed = [f"{m} seed {s}" for s in seeds for m in (BASE, method) if "failed" in cells.get((budget, m, s), {})]
+    missing = [f"{m} seed {s}" for s in seeds for m in (BASE, method) if (budget, m, s) not in cells]
+    out: dict = {"budget": budget, "method": method, "planned_seeds": seeds, "failed": failed, "missing": missing}
+    first = next((cells[budget, m, s]["failed"] for s in seeds for m in (method, BASE)
+                  if "failed" in cells.get((budget, m, s), {})), None)
+    out["first_failure"] = first
+    both = [s for s in seeds if all(s in points(cells, budget, m) for m in (BASE, method))]
     if len(both) < 2:
-        return {**out, "verdict": f"pending: {len(both)} of {len(seeds)} seeds have both runs"}
-    pick = lambda method, key: {s: v for s, v in points(cells, budget, method, key).items() if s in both}  # noqa: E731
+        state = "failed" if failed else "pending"
+        return {**out, "verdict": f"{state}: {len(both)} of {len(seeds)} planned seeds have a model from both"}
+    pick = lambda m, key: {s: v for s, v in points(cells, budget, m, key).items() if s in both}  # noqa: E731
     for key in ("val_accuracy", "test_accuracy"):
-        out[key] = interval(paired_difference(pick("latency", key), pick("tp_macs", key)))
+        out[key] = interval(paired_difference(pick(method, key), pick(BASE, key)))
     val = out["val_accuracy"]
     out["verdict"] = verdict(val["low"], val["mean"], val["high"])
     if len(both) < len(seeds):
         out["verdict"] += f" (on {len(both)} of the {len(seeds)} planned seeds: the interval was not sized for a " \
                           "1-point effect)"
-    timed = [s for s in both if (budget, s) in times]
-    if len(timed) > 1:  # do the two land at the same latency? latency - tp_macs in the paired final loops
-        ratio = {m: {s: times[budget, s][m]["ratio_p50"] for s in timed} for m in METHODS}
-        out["latency_ratio_difference"] = interval(paired_difference(ratio["latency"], ratio["tp_macs"]))
-    for method in METHODS:
-        out[method] = method_summary(cells, times, budget, method, both)
+    timed = [s for s in both if (budget, s) in times and method in times[budget, s]]
+    if len(timed) > 1:  # do the two land at the same latency? method - tp_macs in the paired final loops
+        ratio = {m: {s: times[budget, s][m]["ratio_p50"] for s in timed} for m in (BASE, method)}
+        out["latency_ratio_difference"] = interval(paired_difference(ratio[method], ratio[BASE]))
+    for m in (BASE, method):
+        out[m] = method_summary(cells, times, budget, m, both)
     return out
 
 
 def method_summary(cells: dict, times: dict, budget: float, method: str, seeds: list[int]) -> dict:
     cell_list = [cells[budget, method, s] for s in seeds]
-    timed = [times[budget, s][method] for s in seeds if (budget, s) in times]
+    timed = [times[budget, s][method] for s in seeds if (budget, s) in times and method in times[budget, s]]
     profiled = [p for p in (profiling(budget, method, s) for s in seeds) if p]  # the run's own record
     ratios = [t["ratio_p50"] for t in timed]
     return {
@@ -97,7 +103,7 @@ def method_summary(cells: dict, times: dict, budget: float, method: str, seeds: 
         "latency_ratios": ratios, "latency_ratio_median": statistics.median(ratios) if ratios else None,
         # the spread of single rounds (2.5-97.5%) in each seed's final loop: how noisy one measurement is
         "round_ranges": [[t["ratio_low"], t["ratio_high"]] for t in timed],
-        "missed_budget": [s for s in seeds if (budget, s) in times
+        "missed_budget": [s for s in seeds if (budget, s) in times and method in times[budget, s]
                           and abs(times[budget, s][method]["ratio_p50"] / budget - 1) > MISS],
         "wall_s_mean": statistics.fmean(c["wall_s"] for c in cell_list),
         "profile_seconds_mean": statistics.fmean(p["seconds"] for p in profiled) if profiled else None,
@@ -112,11 +118,11 @@ def plot(cells: dict, times: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, colour in zip(METHODS, ("tab:gray", "tab:blue")):
-        points = [(times[b, s][method]["ratio_p50"], 100 * c["val_accuracy"])
-                  for (b, m, s), c in cells.items() if m == method and (b, s) in times]
-        if points:
-            ax.scatter(*zip(*points), label=method, color=colour, alpha=0.8)
+    for method, colour in zip(METHODS, ("tab:gray", "tab:orange", "tab:blue")):
+        drawn = [(times[b, s][method]["ratio_p50"], 100 * c["val_accuracy"]) for (b, m, s), c in cells.items()
+                 if m == method and "failed" not in c and method in times.get((b, s), {})]
+        if drawn:
+            ax.scatter(*zip(*drawn), label=method, color=colour, alpha=0.8)
     for budget in sorted({b for b, _, _ in cells}):
         ax.axvline(budget, color="black", lw=0.6, ls=":")
     ax.set_xlabel("measured latency / dense (onnxruntime fp32, 1 thread, batch 1; one loop per seed)")
@@ -135,10 +141,11 @@ def write_page() -> None:
     counted = json.loads(seeds_path.read_text()) if seeds_path.is_file() else None
     # the planned seeds: 0..n-1 from the spread (seeds.json); before it exists, the spread's own seeds
     planned = list(range(counted["n"])) if counted else [0, 1, 2]
-    comparisons = [comparison(cells, times, b, planned) for b in BUDGETS]
+    comparisons = [comparison(cells, times, b, planned, m) for m in METHODS if m != BASE for b in BUDGETS]
     record = {"gate": json.loads(gate_path.read_text()) if gate_path.is_file() else None, "seeds": counted,
               "dense": dense_records(), "comparisons": comparisons,
-              "claim_holds": counted is not None and all(c["verdict"] == "shown" for c in comparisons),
+              "judged": JUDGED, "claim_holds": counted is not None and all(
+                  c["verdict"] == "shown" for c in comparisons if c["method"] == JUDGED),
               "written": stamp()["date"]}
     (HERE / "results" / "latency_accuracy.json").write_text(json.dumps(record, indent=1) + "\n")
     plot(cells, times, HERE / "results" / "latency_accuracy.png")
@@ -156,35 +163,43 @@ def _latency_words(c: dict) -> str:
     """Beside the verdict: did both land at the budget (final loops), and did they land at the same latency?"""
     if "latency_ratio_difference" not in c:
         return "not timed yet"
-    missed = [f"{m} seed(s) {', '.join(map(str, c[m]['missed_budget']))}" for m in METHODS if c[m]["missed_budget"]]
-    return (f"latency − tp_macs ratio {_interval(c['latency_ratio_difference'], digits=3)}; "
+    missed = [f"{m} seed(s) {', '.join(map(str, c[m]['missed_budget']))}" for m in (BASE, c["method"])
+              if c[m]["missed_budget"]]
+    return (f"{c['method']} − tp_macs ratio {_interval(c['latency_ratio_difference'], digits=3)}; "
             + (f"more than 5% off the budget: {'; '.join(missed)}" if missed else "both within 5% of the budget"))
 
 
 def verdict_lines(record: dict) -> list[str]:
-    lines = ["| budget | seeds | val diff, points [95%] | test diff, points [95%] | verdict (validation) | "
-             "measured latency (final loops) |", "|---:|---:|---|---|---|---|"]
+    lines = ["| method − tp_macs | budget | seeds | val diff, points [95%] | test diff, points [95%] | "
+             "verdict (validation) | measured latency (final loops) |", "|---|---:|---:|---|---|---|---|"]
     for c in record["comparisons"]:
         if "val_accuracy" not in c:
-            lines.append(f"| {c['budget']:.2f} | – | – | – | {c['verdict']} | – |")
+            lines.append(f"| {c['method']} | {c['budget']:.2f} | – | – | – | {c['verdict']} | – |")
             continue
-        lines.append(f"| {c['budget']:.2f} | {c['val_accuracy']['n']} | {_interval(c['val_accuracy'])} | "
-                     f"{_interval(c['test_accuracy'])} | {c['verdict']} | {_latency_words(c)} |")
-    missing = [f"{c['budget']:.2f}: {', '.join(c['missing'])}" for c in record["comparisons"] if c["missing"]]
+        lines.append(f"| {c['method']} | {c['budget']:.2f} | {c['val_accuracy']['n']} | "
+                     f"{_interval(c['val_accuracy'])} | {_interval(c['test_accuracy'])} | {c['verdict']} | "
+                     f"{_latency_words(c)} |")
     holds = "holds" if record["claim_holds"] else "does not hold" if record["seeds"] else "not decided yet"
-    lines += ["", f"Claim (shown at both budgets on the planned seeds): **{holds}**."]
-    if missing:
-        lines.append(f"Planned runs without a result (failed or not run): {'; '.join(missing)}.")
+    lines += ["", f"Claim (`{record['judged']}` shown at both budgets on the planned seeds, PLAN.md's third "
+                  f"amendment): **{holds}**."]
+    for c in record["comparisons"]:
+        if c["failed"]:
+            lines.append(f"- {c['method']} at {c['budget']:.2f}: failed runs (no model): {', '.join(c['failed'])}. "
+                         f"First refusal: {c['first_failure']}")
+        if c["missing"]:
+            lines.append(f"- {c['method']} at {c['budget']:.2f}: planned runs not run: {', '.join(c['missing'])}.")
     return lines
 
 
 def method_lines(record: dict) -> list[str]:
     lines = ["| budget | method | val % | test % | latency / dense, median of seeds [each seed] | MACs | params | "
              "run (s) | profiling (s, profiles) |", "|---:|---|---:|---:|---|---:|---:|---:|---|"]
+    shown: set[tuple[float, str]] = set()
     for c in record["comparisons"]:
-        for method in METHODS:
-            if method not in c:
+        for method in (BASE, c["method"]):
+            if method not in c or (c["budget"], method) in shown:
                 continue
+            shown.add((c["budget"], method))
             m = c[method]
             ratios = ", ".join(f"{r:.3f}" for r in m["latency_ratios"]) or "not timed"
             median = f"{m['latency_ratio_median']:.3f}" if m["latency_ratio_median"] else "–"
@@ -209,7 +224,7 @@ def markdown(record: dict) -> str:
                  "with nothing else running; the ratio is the p50 of the per-round ratios (`timing/`).")
     if record["seeds"]:
         s = record["seeds"]
-        lines.append(f"Seed count: s_d = {s['s_d_points']:.2f} points over seeds {s['spread_seeds']} at {HARD} "
+        lines.append(f"Seed count ({s['method']} − tp_macs): s_d = {s['s_d_points']:.2f} points over seeds {s['spread_seeds']} at {HARD} "
                      f"→ n = {s['n']} (PLAN.md).")
     if record["gate"]:
         g = record["gate"]
