@@ -34,7 +34,9 @@ ssh-tools:  # the ssh tests start a real sshd on 127.0.0.1
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client
 
 demo: install data
-	$(VENV)/bin/edgecomp compress --recipe quickstart.yaml --out runs/quickstart --resume
+	# --resume only when an earlier demo left a run: a fresh one starts plainly
+	$(VENV)/bin/edgecomp compress --recipe quickstart.yaml --out runs/quickstart \
+		$(if $(wildcard runs/quickstart),--resume)
 
 test: install data ssh-tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)

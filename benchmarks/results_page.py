@@ -522,6 +522,10 @@ RULES = [  # (the rule, the PLAN.md heading that states it, git pathspecs of the
     ("confirmation (g), against (f)'s runs, which chose its candidates", "## Confirmation on new seeds 3–5",
      [f"{DECISIVE_RUNS}/s*_kd_plain_seed[012].json"]),
     ("confirmation (g), against its own runs", "## Confirmation on new seeds 3–5", [f"{DECISIVE_RUNS}/s*_seed[345].json"]),
+    ("issue 22: accuracy at equal latency", "## Pruning for the device: accuracy at equal measured latency",
+     ["benchmarks/results/latency_accuracy/cells/*.json"]),
+    ("issue 22, first amendment (regime 2)", "## Amendment to the issue 22 rule", ["benchmarks/results/latency_accuracy/cells/*.json"]),
+    ("issue 22, second amendment (budget 0.35)", "## Second amendment to the issue 22 rule", ["benchmarks/results/latency_accuracy/cells/*.json"]),
 ]
 
 
@@ -556,9 +560,14 @@ def rule_history(repo: Path, rules=RULES, plan: str = "benchmarks/PLAN.md") -> l
     for what, heading, results in rules:
         rule = _first_commit(repo, "-S", heading, "--", plan)
         first = _first_commit(repo, "--diff-filter=A", "--", *(f":(glob){spec}" for spec in results))
-        if rule is None or first is None:
-            return [f"The history is not available here (`git log` found {'no rule' if rule is None else 'no results'}"
-                    f" for {what}), so the page cannot say when the rules were committed."]
+        if rule is None:
+            return [f"The history is not available here (`git log` found no rule for {what}), so the page cannot "
+                    "say when the rules were committed."]
+        stated = next((line for line in plan_text if line.startswith(heading)), heading).lstrip("#").strip()
+        if first is None:
+            lines.append(f"| {what} | {stated} | `{rule[0]}` {rule[1]:%Y-%m-%d %H:%M} | none yet | "
+                         "no results committed yet |")
+            continue
         if rule[0] == first[0]:
             shows = "**the same commit**: the history cannot show the rule came first"
         elif _is_ancestor(repo, rule[0], first[0]):
@@ -566,7 +575,6 @@ def rule_history(repo: Path, rules=RULES, plan: str = "benchmarks/PLAN.md") -> l
             shows = f"the rule, {minutes:.0f} min before the results"
         else:
             shows = "**after** its results: the history cannot show the rule came first"
-        stated = next((line for line in plan_text if line.startswith(heading)), heading).lstrip("#").strip()
         lines.append(f"| {what} | {stated} | `{rule[0]}` {rule[1]:%Y-%m-%d %H:%M} | "
                      f"`{first[0]}` {first[1]:%Y-%m-%d %H:%M} | {shows} |")
     return lines
@@ -646,6 +654,7 @@ def main() -> None:
             "Equal MACs here is a fact of the runs; equal latency holds only as far as that noisy column shows."]),
         "## The pipeline's own speed", "", (RESULTS / "pipeline_speed.md").read_text().split("\n", 1)[1].strip(), "",
         *latency_pruning_section(),
+        *latency_accuracy_section(),
         "## Export and device latency", "",
         "See `benchmarks/results/export_latency.md` (host onnxruntime latency of dense vs pruned exports, fp32 "
         "vs Q/DQ int8) and `benchmarks/results/host_latency_repeatability.md` (p50 spread over 5 repeats). "
@@ -686,6 +695,17 @@ def latency_pruning_section() -> list[str]:
     table = (RESULTS / "latency_pruning.md").read_text().split("\n", 1)[1].strip()
     return ["## Pruning for the device's latency (issue 21)", "", table, "",
             *(f"- {line}" for line in latency_verdicts(cells)), ""]
+
+
+def latency_accuracy_section() -> list[str]:
+    """Issue 22: the page `latency_accuracy.py summary` wrote, under this page's heading."""
+    path = RESULTS / "latency_accuracy.md"
+    if not path.is_file():
+        return ["## Accuracy at equal measured latency (issue 22)", "",
+                "Not run yet: only its rule is committed (benchmarks/PLAN.md).", ""]
+    body = path.read_text().split("\n", 1)[1].strip().replace("](latency_accuracy.png)",
+                                                              "](results/latency_accuracy.png)")
+    return ["## Accuracy at equal measured latency (issue 22)", "", body, ""]
 
 
 if __name__ == "__main__":

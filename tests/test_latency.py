@@ -64,6 +64,20 @@ def test_the_fit_finds_each_familys_channel_step():
     truth = sum(0.01 + 2e-7 * work(layers[n], 40, 40, true.get(layers[n].family, 1)) for n in layers)
     assert table.predict(probe) == pytest.approx(truth + 0.05 + 0.03, rel=0.05)
     assert LatencyTable.from_json(table.to_json()).predict(probe) == pytest.approx(table.predict(probe))
+    capped = fit_table({}, layers, observations, max_step=4)  # prune.target.max_step
+    assert max(capped.steps.values()) <= 4  # conv9 took 16 uncapped
+
+
+def test_max_step_reaches_the_fit_from_the_recipe(monkeypatch):
+    from edgecomp.compression import latency_prune
+
+    seen = []
+    monkeypatch.setattr(latency_prune, "fit_table", lambda *args: seen.append(args[-1]))
+    model, example = resnet8()
+    cfg = PruneSection(target={"latency": 0.5, "max_step": 8})
+    fake = lambda variant, layers: Observation(channel_counts(variant), {}, 0.0, 1.0, 1.0)  # noqa: E731
+    latency_prune.build_table(model, example, cfg, 10, {}, fake, 3, 0)
+    assert seen == [8]
 
 
 def test_a_fit_needs_three_profiles():
@@ -155,6 +169,29 @@ def test_an_onnxruntime_profile_prices_every_layer(arch):
     assert unpriced == []
     assert observation.run_ms > 0 and observation.wall_ms >= observation.run_ms * 0.5
     assert sum(observation.layer_ms.values()) + observation.rest_ms <= observation.run_ms * 1.05
+
+
+def test_a_layer_the_profile_gives_no_time_is_named_and_kept_through_the_table(monkeypatch):
+    """A node the runtime fused into another (or left out) is priced 0 ms: the table says which ones."""
+    model, example = resnet8()
+    layers = read_layers(model, example)
+    from edgecomp.deploy.latency import profiles
+
+    real = profiles.attribute
+
+    def without_first_conv(entries, resolver):  # as if the runtime had folded conv1 into its neighbour
+        per_module, rest = real(entries, resolver)
+        return {name: ms for name, ms in per_module.items() if name != "conv1"}, rest
+
+    monkeypatch.setattr(profiles, "attribute", without_first_conv)
+    settings = ProfileSettings(device="host", runtime="onnxruntime", iterations=5, warmup=1)
+    with HostRunner() as runner:
+        profiler = Profiler(runner, settings, tuple(example.shape[1:]))
+        observations = [profiler.observe(model, layers) for _ in range(3)]
+    assert observations[0].unpriced == ["conv1"] and observations[0].layer_ms["conv1"] == 0.0
+    table = fit_table({}, layers, observations)
+    assert table.unpriced == ["conv1"]
+    assert LatencyTable.from_json(table.to_json()).unpriced == ["conv1"]  # survives the run file
 
 
 TRTEXEC_PROFILE = [  # trtexec --exportProfile: {"count"} first, then one entry per engine layer

@@ -211,6 +211,105 @@ def test_rule_timing_without_history_says_so(page, tmp_path):
     assert len(lines) == 1 and "history is not available" in lines[0]
 
 
+def test_a_rule_whose_results_are_not_committed_yet_says_so(page, tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    commit(tmp_path, {"PLAN.md": "# Plan\n\n## Rule (x)\n"}, "2026-11-29T07:30:00+00:00")
+    table = page.rule_history(tmp_path, [("x", "## Rule (x)", ["results/*.json"])], plan="PLAN.md")
+    assert table[-1].endswith("| none yet | no results committed yet |"), table
+
+
+@pytest.mark.parametrize("low, mean, high, verdict", [
+    (0.2, 1.5, 2.8, "shown"),
+    (0.1, 0.6, 1.1, "interval above zero, mean under the +1-point goal: not shown"),
+    (-0.5, 1.2, 2.9, "not supported in this regime"),
+    (-2.0, -1.0, -0.1, "fails"),
+])
+def test_issue_22_verdict_follows_the_plan(low, mean, high, verdict):
+    assert load_benchmark("latency_accuracy_page").verdict(low, mean, high) == verdict
+
+
+def issue22_files(out, seeds, gains, fail=()):
+    """Cell and timing files as latency_accuracy.py writes them: `latency` refused by its floor at every seed,
+    `latency_s4` ahead of `tp_macs` by `gains[seed]` points; the cells in `fail` refused too."""
+    import json
+
+    (out / "cells").mkdir(parents=True)
+    (out / "timing").mkdir()
+    refused = {"failed": "prune error: prune.target.latency: 0.35 is below 0.619 of the dense latency"}
+    for budget in (0.5, 0.35):
+        for seed in seeds:
+            base = 0.80 + 0.01 * seed
+            for method, acc in (("tp_macs", base), ("latency", None), ("latency_s4", base + gains[seed] / 100)):
+                cell = {"budget": budget, "method": method, "seed": seed, "val_accuracy": acc, "test_accuracy": acc,
+                        "macs_ratio": 0.1, "params_ratio": 0.2, "wall_s": 300.0}
+                if acc is None or (budget, method, seed) in fail:
+                    cell = {"budget": budget, "method": method, "seed": seed, "wall_s": 5.0, **refused}
+                (out / "cells" / f"b{budget:.2f}_{method}_seed{seed}.json").write_text(json.dumps(cell))
+            model = {"ratio_p50": budget * 0.98, "ratio_low": budget * 0.9, "ratio_high": budget * 1.1}
+            timing = {"budget": budget, "seed": seed, "tp_macs": model,
+                      "latency_s4": {**model, "ratio_p50": budget * 0.97}}
+            (out / "timing" / f"b{budget:.2f}_seed{seed}.json").write_text(json.dumps(timing))
+
+
+@pytest.fixture
+def issue22_page(tmp_path, monkeypatch):
+    page = load_benchmark("latency_accuracy_page")
+    import latency_accuracy
+
+    for module in (page, latency_accuracy):
+        monkeypatch.setattr(module, "OUT", tmp_path / "out")
+    monkeypatch.setattr(latency_accuracy, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(page, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    return page, latency_accuracy, tmp_path
+
+
+def test_issue_22_page_decides_on_the_planned_seeds_and_names_failed_runs(issue22_page):
+    import json
+
+    page, runner, root = issue22_page
+    issue22_files(root / "out", range(5), {0: 1.5, 1: 1.8, 2: 1.6, 3: 1.4, 4: 1.7}, fail={(0.5, "latency_s4", 4)})
+    assert runner.seed_count()["n"] == 5  # s_d from seeds 0-2 at the hard budget is tiny: the minimum, 5
+    page.write_page()
+    record = json.loads((root / "results" / "latency_accuracy.json").read_text())
+    by = {(c["method"], c["budget"]): c for c in record["comparisons"]}
+    assert by["latency_s4", 0.35]["verdict"] == "shown" and by["latency_s4", 0.35]["val_accuracy"]["n"] == 5
+    assert by["latency_s4", 0.5]["failed"] == ["latency_s4 seed 4"]
+    assert by["latency_s4", 0.5]["verdict"].startswith("shown (on 4 of the 5 planned seeds")
+    assert by["latency", 0.35]["verdict"] == "failed: 0 of 5 planned seeds have a model from both"
+    assert record["claim_holds"] is False  # a planned run without a result counts against the claim
+    text = (root / "results" / "latency_accuracy.md").read_text()
+    assert "- latency_s4 at 0.50: failed runs (no model): latency_s4 seed 4." in text
+    assert "First refusal: prune error: prune.target.latency: 0.35 is below 0.619" in text
+    assert "both within 5% of the budget" in text
+    assert by["latency_s4", 0.35]["latency_ratio_difference"]["mean"] == pytest.approx(-0.0035)  # 0.97 vs 0.98
+
+
+def test_issue_22_claim_is_judged_on_the_capped_method_alone(issue22_page):
+    import json
+
+    page, runner, root = issue22_page
+    issue22_files(root / "out", range(5), {0: 1.5, 1: 1.8, 2: 1.6, 3: 1.4, 4: 1.7})
+    runner.seed_count()
+    page.write_page()
+    record = json.loads((root / "results" / "latency_accuracy.json").read_text())
+    assert record["claim_holds"] is True  # the registered `latency` failing everywhere is reported beside it
+    assert "**holds**" in (root / "results" / "latency_accuracy.md").read_text()
+
+
+def test_issue_22_page_waits_for_the_seed_count(issue22_page):
+    import json
+
+    page, _, root = issue22_page
+    issue22_files(root / "out", range(3), {0: -1.0, 1: 0.5, 2: 2.0})
+    page.write_page()
+    record = json.loads((root / "results" / "latency_accuracy.json").read_text())
+    assert record["claim_holds"] is False and record["seeds"] is None
+    assert "**not decided yet**" in (root / "results" / "latency_accuracy.md").read_text()
+
+
 def test_latency_verdicts_say_when_the_latency_model_was_not_faster():
     page = load_benchmark("results_page")
 

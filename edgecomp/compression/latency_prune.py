@@ -275,7 +275,8 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
         if keep is not None:
             keep(index, observation)
     record.profiles, record.seconds = len(observations), time.perf_counter() - started
-    return fit_table(key, layers, observations, record.seconds), record
+    max_step = getattr(cfg.target, "max_step", None)  # a latency target's cap on the step found
+    return fit_table(key, layers, observations, record.seconds, max_step), record
 
 
 # ---------------------------------------------------------------- the closed loop

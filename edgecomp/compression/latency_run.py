@@ -168,12 +168,17 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     run.unit_ms = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
     run.record = {"profiles": build.profiles, "profiles_read_back": build.reused,
                   "profile_seconds": round(build.seconds, 2), "runtime_version": profiler.runtime_version,
-                  "steps": table.steps, "fit_error": relative_error(table), "device_info": info}
+                  "steps": table.steps, "fit_error": relative_error(table), "unpriced_layers": table.unpriced,
+                  "device_info": info}
     write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,
                                                   "unit_ms": run.unit_ms, "record": run.record}, indent=1))
     console.print(f"latency model: {build.profiles} profiles in {build.seconds:.1f} s; channel steps "
                   + ", ".join(f"{family} {step}" for family, step in table.steps.items())
                   + f"; dense p50 {run.dense_ms:.3f} ms")
+    if table.unpriced:
+        console.print(f"[yellow]latency model[/]: the {settings.runtime} profile gave no time of its own to "
+                      f"{len(table.unpriced)} layer(s), priced 0 ms: {', '.join(table.unpriced[:5])}"
+                      + (" …" if len(table.unpriced) > 5 else "") + " (table.json: unpriced_layers)")
     return run
 
 
@@ -206,7 +211,9 @@ def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_c
         floor_text = f"{floor:.3f} of the dense latency" if run.by_fraction else f"{floor * run.dense_ms:.3f} ms"
         raise PruneTargetError(
             f"prune.target.{field_name}: {given} is below {floor_text}, the measured latency of the smallest "
-            f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}) on {run.settings.device} "
-            f"({run.settings.runtime}); ask for more, or raise prune.max_layer_ratio. The profiles are kept in "
+            f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}; channel steps "
+            + ", ".join(f"{family} {step}" for family, step in run.table.steps.items())
+            + f") on {run.settings.device} ({run.settings.runtime}); ask for more, raise prune.max_layer_ratio, "
+            f"or cap the steps (prune.target.max_step). The profiles are kept in "
             f"this run's latency/ folder; start again with --out NEW_DIR"
         )

@@ -163,6 +163,9 @@ class LatencyTarget(Section):
                              "[1 - tolerance, 1] of its budget; below that it is re-planned to keep more channels")
     max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each aimed by "
                              "interpolating between the measured plans")
+    max_step: Optional[int] = Field(None, ge=1, le=64, description="cap on the channel step the latency model may "
+                                    "find per layer family (none: 1-64 as the profiles say); a step as wide as a "
+                                    "family's narrowest layer leaves that layer unprunable")
 
     @property
     def kind(self) -> str:

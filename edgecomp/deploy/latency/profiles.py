@@ -203,7 +203,7 @@ class Profiler:
                               f"{len(missing)} of {len(layers)} layers (e.g. {missing[0]}); cannot price them")
         counts = channel_counts(model)
         return Observation({n: counts[n] for n in layers}, {n: per_module.get(n, 0.0) for n in layers}, rest,
-                           float(result["run_ms"]), float(result["wall_ms"]))
+                           float(result["run_ms"]), float(result["wall_ms"]), missing)
 
     def compare(self, models: list[nn.Module], iterations: int = 50) -> dict[str, Any]:
         """Alternating timing of `models` in one loop; ratios are to the first."""

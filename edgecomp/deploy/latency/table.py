@@ -50,6 +50,8 @@ class Observation:
     rest_ms: float  # profiled time no layer claims (pools, reorders, unfused adds)
     run_ms: float  # the runtime's own length of a run
     wall_ms: float  # perf_counter around a run
+    # layers the profiler named no time for (fused into another node, or missed): priced 0 ms, and said so
+    unpriced: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "counts": {k: list(v) for k, v in self.counts.items()}}
@@ -75,6 +77,11 @@ class LatencyTable:
     overhead_ms: float
     observations: list[Observation] = field(default_factory=list)
     profile_seconds: float = 0.0
+
+    @property
+    def unpriced(self) -> list[str]:
+        """Layers some profile gave no time of their own: their cost hides in a neighbour's, or is missed."""
+        return sorted({name for o in self.observations for name in o.unpriced})
 
     def step(self, name: str) -> int:
         return self.steps[self.layers[name].family]
@@ -123,10 +130,11 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[Fit, float]:
     return fit, float(residual @ residual)
 
 
-def _fit_family(layers: list[Layer], observations: list[Observation]) -> tuple[int, dict[str, Fit], dict[int, float]]:
+def _fit_family(layers: list[Layer], observations: list[Observation],
+                steps: tuple[int, ...] = STEPS) -> tuple[int, dict[str, Fit], dict[int, float]]:
     """The step that explains the family's profiles best, and each layer's line at that step."""
     errors, fits = {}, {}
-    for step in STEPS:
+    for step in steps:
         fits[step], errors[step] = {}, 0.0
         for layer in layers:
             x = np.array([work(layer, *o.counts[layer.name], step) for o in observations])
@@ -135,20 +143,23 @@ def _fit_family(layers: list[Layer], observations: list[Observation]) -> tuple[i
             errors[step] += sse
     best = min(errors.values())
     # the smallest step within STEP_TIE of the best: a coarser staircase must earn its place
-    chosen = min(step for step in STEPS if errors[step] <= best * (1 + STEP_TIE) + 1e-15)
+    chosen = min(step for step in steps if errors[step] <= best * (1 + STEP_TIE) + 1e-15)
     return chosen, fits[chosen], errors
 
 
 def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[Observation],
-              profile_seconds: float = 0.0) -> LatencyTable:
+              profile_seconds: float = 0.0, max_step: Optional[int] = None) -> LatencyTable:
+    """Per family, the step and per-layer lines that explain the profiles; `max_step` caps the step (a step as
+    wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions)."""
     if len(observations) < 3:
         raise ValueError(f"a latency model needs at least 3 profiles, got {len(observations)}")
+    candidates = tuple(step for step in STEPS if max_step is None or step <= max_step)
     families: dict[str, list[Layer]] = {}
     for layer in layers.values():
         families.setdefault(layer.family, []).append(layer)
     steps, fits = {}, {}
     for family, members in families.items():
-        steps[family], chosen, _ = _fit_family(members, observations)
+        steps[family], chosen, _ = _fit_family(members, observations, candidates)
         fits.update(chosen)
     partial = LatencyTable(key, layers, steps, fits, Fit(0.0, 0.0), 0.0)
     sums = np.array([sum(partial.layer_ms(n, *o.counts[n]) for n in layers) for o in observations])
