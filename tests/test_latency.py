@@ -434,9 +434,10 @@ def test_latency_model_from_python_profiles_on_this_cpu():
     import edgecomp
 
     model, example = resnet8()
-    table = edgecomp.latency_model(model, example, profiles=3)
+    table = edgecomp.latency_model(model, example, profiles=3, max_step=2)
     assert len(table.observations) == 3 and set(table.layers) == set(read_layers(model, example))
     assert table.key["runtime"] == "onnxruntime" and table.key["threads"] == 1
+    assert max(table.steps.values()) <= 2
 
 
 def test_switching_between_latency_and_latency_ms_from_the_command_line():
