@@ -43,7 +43,8 @@ def dense_records() -> list[dict]:
         old_sha = json.loads(old.read_text()).get("weights_sha256") if old.is_file() else None
         rows.append({"seed": seed, "epochs": record["epochs"], "val_accuracy": record["val_accuracy"],
                      "test_accuracy": record["test_accuracy"], "train_val_gap": record["train_val_gap"],
-                     "weights_sha256": record["weights_sha256"], "same_as_regime2": record["weights_sha256"] == old_sha})
+                     "weights_sha256": record["weights_sha256"],
+                     "same_as_regime2": record["weights_sha256"] == old_sha})
     return rows
 
 
@@ -203,8 +204,10 @@ def method_lines(record: dict) -> list[str]:
             m = c[method]
             ratios = ", ".join(f"{r:.3f}" for r in m["latency_ratios"]) or "not timed"
             median = f"{m['latency_ratio_median']:.3f}" if m["latency_ratio_median"] else "–"
-            prof = (f"{m['profile_seconds_mean']:.1f} ({m['profiles']}; "
-                    f"{m['profile_seconds_mean'] / m['wall_s_mean']:.1%} of the run)") if m["profile_seconds_mean"] else "–"
+            prof = "–"
+            if m["profile_seconds_mean"]:
+                share = m["profile_seconds_mean"] / m["wall_s_mean"]
+                prof = f"{m['profile_seconds_mean']:.1f} ({m['profiles']}; {share:.1%} of the run)"
             lines.append(f"| {c['budget']:.2f} | {method} | {100 * m['val_mean']:.2f} | {100 * m['test_mean']:.2f} | "
                          f"{median} [{ratios}] | {m['macs_ratio_mean']:.3f} | {m['params_ratio_mean']:.3f} | "
                          f"{m['wall_s_mean']:.0f} | {prof} |")
@@ -224,14 +227,16 @@ def markdown(record: dict) -> str:
                  "with nothing else running; the ratio is the p50 of the per-round ratios (`timing/`).")
     if record["seeds"]:
         s = record["seeds"]
-        lines.append(f"Seed count ({s['method']} − tp_macs): s_d = {s['s_d_points']:.2f} points over seeds {s['spread_seeds']} at {HARD} "
+        lines.append(f"Seed count ({s['method']} − tp_macs): s_d = {s['s_d_points']:.2f} points over seeds "
+                     f"{s['spread_seeds']} at {HARD} "
                      f"→ n = {s['n']} (PLAN.md).")
     if record["gate"]:
         g = record["gate"]
         lines.append(f"Gate: per-call overhead {min(g['overhead_share']):.1%}–{max(g['overhead_share']):.1%} of "
                      f"the dense latency ({'passes' if g['passes'] else 'fails'}; the rule asks < 20%).")
     lines += ["", "Dense models (regime 2's gate recipe, retrained here by the same code):", "",
-              "| seed | epochs | val | test | train − val | same sha256 as regime 2's |", "|---:|---:|---:|---:|---:|---|"]
+              "| seed | epochs | val | test | train − val | same sha256 as regime 2's |",
+              "|---:|---:|---:|---:|---:|---|"]
     for d in record["dense"]:
         lines.append(f"| {d['seed']} | {d['epochs']} | {d['val_accuracy']:.4f} | {d['test_accuracy']:.4f} | "
                      f"{d['train_val_gap']:.4f} | {'yes' if d['same_as_regime2'] else 'no'} |")

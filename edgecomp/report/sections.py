@@ -135,7 +135,8 @@ def export_section(export: Optional[dict[str, Any]], figures: set[str]) -> list[
         f"| max abs logit diff {fid['max_abs_diff']:.2e} (atol {fid['atol']:g}), top-1 agreement "
         f"{fid['top1_agreement']:.2%}: **{'passed' if fid['passed'] else 'FAILED'}** |",
     ]
-    lines += _bench_input_rows(export, sizes) + _int8_rows(export.get("int8"), sizes) + _engine_rows(export.get("engine"))
+    lines += _bench_input_rows(export, sizes) + _int8_rows(export.get("int8"), sizes)
+    lines += _engine_rows(export.get("engine"))
     return lines + ["", *figure("int8.png", figures)]
 
 
