@@ -223,8 +223,8 @@ def markdown(record: dict) -> str:
              "Differences are `latency − tp_macs`, paired by seed, with 95% t-intervals. Seeds vary the fine-tuning "
              "and the dense model's initialisation, not the data split: the claim covers this network, input and "
              "runtime only.", "", *verdict_lines(record), "", *method_lines(record), ""]
-    lines.append("Latency: each seed's dense, tp_macs and latency models timed alternately in one loop of 300 rounds "
-                 "with nothing else running; the ratio is the p50 of the per-round ratios (`timing/`).")
+    lines.append("Latency: each seed's dense model and every method's model timed alternately in one loop of 300 "
+                 "rounds with nothing else running; the ratio is the p50 of the per-round ratios (`timing/`).")
     if record["seeds"]:
         s = record["seeds"]
         lines.append(f"Seed count ({s['method']} − tp_macs): s_d = {s['s_d_points']:.2f} points over seeds "
