@@ -61,11 +61,23 @@ def interval(diff) -> dict:
             "n": diff.n, "seeds": list(diff.seeds), "differences": list(diff.differences)}
 
 
+def seed_ranges(seeds: list[int]) -> str:
+    """[0, 1, 2, 5, 6] -> "seeds 0-2, 5-6": the planned seeds that did not run, without listing 180 of them."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return "seeds " + ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+
+
 def comparison(cells: dict, times: dict, budget: float, seeds: list[int], method: str) -> dict:
     """`method` - tp_macs at `budget` over the planned seeds. A planned run that failed (no model) or did not run
     is named, and the verdict says on how many seeds it stands: a failed run is a result, never dropped."""
     failed = [f"{m} seed {s}" for s in seeds for m in (BASE, method) if "failed" in cells.get((budget, m, s), {})]
-    missing = [f"{m} seed {s}" for s in seeds for m in (BASE, method) if (budget, m, s) not in cells]
+    missing = [f"{m} {seed_ranges([s for s in seeds if (budget, m, s) not in cells])}" for m in (BASE, method)
+               if any((budget, m, s) not in cells for s in seeds)]
     out: dict = {"budget": budget, "method": method, "planned_seeds": seeds, "failed": failed, "missing": missing}
     first = next((cells[budget, m, s]["failed"] for s in seeds for m in (method, BASE)
                   if "failed" in cells.get((budget, m, s), {})), None)

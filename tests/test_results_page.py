@@ -299,6 +299,19 @@ def test_issue_22_claim_is_judged_on_the_capped_method_alone(issue22_page):
     assert "**holds**" in (root / "results" / "latency_accuracy.md").read_text()
 
 
+def test_issue_22_page_names_the_planned_seeds_that_did_not_run(issue22_page):
+    import json
+
+    page, _, root = issue22_page
+    issue22_files(root / "out", range(5), {0: 4.0, 1: -3.0, 2: 1.0, 3: 0.5, 4: 2.0})
+    (root / "out" / "seeds.json").write_text(json.dumps({"method": "latency_s4", "spread_seeds": [0, 1, 2],
+                                                        "s_d_points": 3.5, "n": 183}))
+    page.write_page()
+    text = (root / "results" / "latency_accuracy.md").read_text()
+    assert "- latency_s4 at 0.35: planned runs not run: tp_macs seeds 5–182, latency_s4 seeds 5–182." in text
+    assert "(on 5 of the 183 planned seeds: the interval was not sized for a 1-point effect)" in text
+
+
 def test_issue_22_page_waits_for_the_seed_count(issue22_page):
     import json
 
