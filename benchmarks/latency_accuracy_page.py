@@ -181,12 +181,13 @@ def _latency_words(c: dict) -> str:
         return "not timed yet"
     missed = [f"{m} seed(s) {', '.join(map(str, c[m]['missed_budget']))}" for m in (BASE, c["method"])
               if c[m]["missed_budget"]]
+    words = (f"{c['method']} − tp_macs ratio {_interval(c['latency_ratio_difference'], digits=3)}; "
+             + (f"more than 5% off the budget: {'; '.join(missed)}" if missed else "both within 5% of the budget"))
     loop = c[c["method"]]["loop_missed"]
     if loop:
-        missed.append(f"{c['method']}'s closed loop ran out of re-plans at seed(s) {', '.join(map(str, loop))} "
-                      "and kept the closest plan under the budget")
-    return (f"{c['method']} − tp_macs ratio {_interval(c['latency_ratio_difference'], digits=3)}; "
-            + (f"more than 5% off the budget: {'; '.join(missed)}" if missed else "both within 5% of the budget"))
+        words += (f"; {c['method']}'s closed loop ran out of re-plans at seed(s) {', '.join(map(str, loop))} and "
+                  "kept the closest plan under the budget")
+    return words
 
 
 def verdict_lines(record: dict) -> list[str]:
