@@ -33,8 +33,8 @@ ssh-tools:  # the ssh tests start a real sshd on 127.0.0.1
 	@if [ -x /usr/sbin/sshd ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then exit 0; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client
 
+# --resume only when an earlier demo left a run: a fresh one starts plainly
 demo: install data
-	# --resume only when an earlier demo left a run: a fresh one starts plainly
 	$(VENV)/bin/edgecomp compress --recipe quickstart.yaml --out runs/quickstart \
 		$(if $(wildcard runs/quickstart),--resume)
 

@@ -339,7 +339,8 @@ def timing() -> None:
                                            for m in present]
             timed = timer.compare(models, iterations=FINAL_ROUNDS)
             sizes = [measure_size(m, example) for m in models]
-            record = {"budget": budget, "seed": seed, "rounds": timed["rounds"], "dense_p50_ms": timed["models"][0]["p50"]}
+            record = {"budget": budget, "seed": seed, "rounds": timed["rounds"],
+                      "dense_p50_ms": timed["models"][0]["p50"]}
             for index, method in enumerate(present, start=1):
                 ratio = timed["ratios"][index]
                 record[method] = {"ratio_p50": ratio["p50"], "ratio_low": ratio["low"], "ratio_high": ratio["high"],

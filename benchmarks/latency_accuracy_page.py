@@ -43,7 +43,8 @@ def dense_records() -> list[dict]:
         old_sha = json.loads(old.read_text()).get("weights_sha256") if old.is_file() else None
         rows.append({"seed": seed, "epochs": record["epochs"], "val_accuracy": record["val_accuracy"],
                      "test_accuracy": record["test_accuracy"], "train_val_gap": record["train_val_gap"],
-                     "weights_sha256": record["weights_sha256"], "same_as_regime2": record["weights_sha256"] == old_sha})
+                     "weights_sha256": record["weights_sha256"],
+                     "same_as_regime2": record["weights_sha256"] == old_sha})
     return rows
 
 
@@ -60,11 +61,23 @@ def interval(diff) -> dict:
             "n": diff.n, "seeds": list(diff.seeds), "differences": list(diff.differences)}
 
 
+def seed_ranges(seeds: list[int]) -> str:
+    """[0, 1, 2, 5, 6] -> "seeds 0-2, 5-6": the planned seeds that did not run, without listing 180 of them."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return "seeds " + ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+
+
 def comparison(cells: dict, times: dict, budget: float, seeds: list[int], method: str) -> dict:
     """`method` - tp_macs at `budget` over the planned seeds. A planned run that failed (no model) or did not run
     is named, and the verdict says on how many seeds it stands: a failed run is a result, never dropped."""
     failed = [f"{m} seed {s}" for s in seeds for m in (BASE, method) if "failed" in cells.get((budget, m, s), {})]
-    missing = [f"{m} seed {s}" for s in seeds for m in (BASE, method) if (budget, m, s) not in cells]
+    missing = [f"{m} {seed_ranges([s for s in seeds if (budget, m, s) not in cells])}" for m in (BASE, method)
+               if any((budget, m, s) not in cells for s in seeds)]
     out: dict = {"budget": budget, "method": method, "planned_seeds": seeds, "failed": failed, "missing": missing}
     first = next((cells[budget, m, s]["failed"] for s in seeds for m in (method, BASE)
                   if "failed" in cells.get((budget, m, s), {})), None)
@@ -105,6 +118,9 @@ def method_summary(cells: dict, times: dict, budget: float, method: str, seeds: 
         "round_ranges": [[t["ratio_low"], t["ratio_high"]] for t in timed],
         "missed_budget": [s for s in seeds if (budget, s) in times and method in times[budget, s]
                           and abs(times[budget, s][method]["ratio_p50"] / budget - 1) > MISS],
+        # latency methods: seeds whose last step's closed loop ran out of re-plans and kept a plan off the band
+        "loop_missed": [s for s, c in zip(seeds, cell_list)
+                        if c.get("steps") and c["steps"][-1].get("budget_met") is False],
         "wall_s_mean": statistics.fmean(c["wall_s"] for c in cell_list),
         "profile_seconds_mean": statistics.fmean(p["seconds"] for p in profiled) if profiled else None,
         "profiles": profiled[0]["profiles"] if profiled else None,
@@ -165,8 +181,13 @@ def _latency_words(c: dict) -> str:
         return "not timed yet"
     missed = [f"{m} seed(s) {', '.join(map(str, c[m]['missed_budget']))}" for m in (BASE, c["method"])
               if c[m]["missed_budget"]]
-    return (f"{c['method']} − tp_macs ratio {_interval(c['latency_ratio_difference'], digits=3)}; "
-            + (f"more than 5% off the budget: {'; '.join(missed)}" if missed else "both within 5% of the budget"))
+    words = (f"{c['method']} − tp_macs ratio {_interval(c['latency_ratio_difference'], digits=3)}; "
+             + (f"more than 5% off the budget: {'; '.join(missed)}" if missed else "both within 5% of the budget"))
+    loop = c[c["method"]]["loop_missed"]
+    if loop:
+        words += (f"; {c['method']}'s closed loop ran out of re-plans at seed(s) {', '.join(map(str, loop))} and "
+                  "kept the closest plan under the budget")
+    return words
 
 
 def verdict_lines(record: dict) -> list[str]:
@@ -203,8 +224,10 @@ def method_lines(record: dict) -> list[str]:
             m = c[method]
             ratios = ", ".join(f"{r:.3f}" for r in m["latency_ratios"]) or "not timed"
             median = f"{m['latency_ratio_median']:.3f}" if m["latency_ratio_median"] else "–"
-            prof = (f"{m['profile_seconds_mean']:.1f} ({m['profiles']}; "
-                    f"{m['profile_seconds_mean'] / m['wall_s_mean']:.1%} of the run)") if m["profile_seconds_mean"] else "–"
+            prof = "–"
+            if m["profile_seconds_mean"]:
+                share = m["profile_seconds_mean"] / m["wall_s_mean"]
+                prof = f"{m['profile_seconds_mean']:.1f} ({m['profiles']}; {share:.1%} of the run)"
             lines.append(f"| {c['budget']:.2f} | {method} | {100 * m['val_mean']:.2f} | {100 * m['test_mean']:.2f} | "
                          f"{median} [{ratios}] | {m['macs_ratio_mean']:.3f} | {m['params_ratio_mean']:.3f} | "
                          f"{m['wall_s_mean']:.0f} | {prof} |")
@@ -220,18 +243,20 @@ def markdown(record: dict) -> str:
              "Differences are `latency − tp_macs`, paired by seed, with 95% t-intervals. Seeds vary the fine-tuning "
              "and the dense model's initialisation, not the data split: the claim covers this network, input and "
              "runtime only.", "", *verdict_lines(record), "", *method_lines(record), ""]
-    lines.append("Latency: each seed's dense, tp_macs and latency models timed alternately in one loop of 300 rounds "
-                 "with nothing else running; the ratio is the p50 of the per-round ratios (`timing/`).")
+    lines.append("Latency: each seed's dense model and every method's model timed alternately in one loop of 300 "
+                 "rounds with nothing else running; the ratio is the p50 of the per-round ratios (`timing/`).")
     if record["seeds"]:
         s = record["seeds"]
-        lines.append(f"Seed count ({s['method']} − tp_macs): s_d = {s['s_d_points']:.2f} points over seeds {s['spread_seeds']} at {HARD} "
+        lines.append(f"Seed count ({s['method']} − tp_macs): s_d = {s['s_d_points']:.2f} points over seeds "
+                     f"{s['spread_seeds']} at {HARD} "
                      f"→ n = {s['n']} (PLAN.md).")
     if record["gate"]:
         g = record["gate"]
         lines.append(f"Gate: per-call overhead {min(g['overhead_share']):.1%}–{max(g['overhead_share']):.1%} of "
                      f"the dense latency ({'passes' if g['passes'] else 'fails'}; the rule asks < 20%).")
     lines += ["", "Dense models (regime 2's gate recipe, retrained here by the same code):", "",
-              "| seed | epochs | val | test | train − val | same sha256 as regime 2's |", "|---:|---:|---:|---:|---:|---|"]
+              "| seed | epochs | val | test | train − val | same sha256 as regime 2's |",
+              "|---:|---:|---:|---:|---:|---|"]
     for d in record["dense"]:
         lines.append(f"| {d['seed']} | {d['epochs']} | {d['val_accuracy']:.4f} | {d['test_accuracy']:.4f} | "
                      f"{d['train_val_gap']:.4f} | {'yes' if d['same_as_regime2'] else 'no'} |")

@@ -77,7 +77,22 @@ def test_max_step_reaches_the_fit_from_the_recipe(monkeypatch):
     cfg = PruneSection(target={"latency": 0.5, "max_step": 8})
     fake = lambda variant, layers: Observation(channel_counts(variant), {}, 0.0, 1.0, 1.0)  # noqa: E731
     latency_prune.build_table(model, example, cfg, 10, {}, fake, 3, 0)
-    assert seen == [8]
+    latency_prune.build_table(model, example, PruneSection(target={"latency": 0.5}), 10, {}, fake, 3, 0)
+    assert seen == [8, None]  # no cap unless asked
+
+
+def test_a_step_as_wide_as_a_layer_leaves_it_unprunable_and_a_cap_frees_it():
+    """The issue-22 case: 16-channel convolutions under a 16-step table cannot shrink; under a 4-step one they can."""
+    model, example = resnet8()
+    cfg = PruneSection(max_layer_ratio=0.9)
+    narrow = [n for n, (_, c_out) in channel_counts(model).items() if c_out == 16 and n != "fc"]
+    deepest = {}
+    for step in (16, 4):
+        table = synthetic_table(model, example, step)
+        plan = plan_for_latency(planner_for(model, example, cfg), table, model, 0.0, cfg.max_layer_ratio)
+        deepest[step] = {name: plan.counts[name][1] for name in narrow if name in plan.counts}
+    assert deepest[16] and set(deepest[16].values()) == {16}
+    assert max(deepest[4].values()) < 16 and all(c % 4 == 0 for c in deepest[4].values())
 
 
 def test_a_fit_needs_three_profiles():
@@ -242,6 +257,7 @@ def test_a_latency_target_replaces_a_macs_target_from_the_command_line():
     ({"latency": 1.5}, "prune.target.latency: must be < 1"),
     ({"latency": 0.5, "precision": "fp16"}, "prune.target.precision: onnxruntime (CPU) prices fp32 only"),
     ({"macs": 0.5, "device": "host"}, "prune.target.device: unknown key"),
+    ({"latency": 0.5, "max_step": 12}, "prune.target.max_step: 12 is not one of the steps the latency model fits"),
 ])
 def test_bad_latency_targets_name_the_field(target, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -382,18 +398,22 @@ def test_compare_builds_each_trtexec_engine_once(monkeypatch, tmp_path):
     assert len(timings) == 4 and result["rounds"] == 2 and result["ratios"][1]["p50"] == 1.0
 
 
-@pytest.mark.parametrize("target, message", [
-    ({"latency_ms": 2.0}, r"prune.target.latency_ms: 2 ms is at or above the dense cifar_resnet8's 1.000 ms"),
-    ({"latency_ms": 0.01}, r"prune.target.latency_ms: 0.01 ms is below \d\.\d+ ms, the measured latency of the smallest"),
-    ({"latency": 0.05}, r"prune.target.latency: 0.05 is below 0\.\d+ of the dense latency"),
+@pytest.mark.parametrize("target, step, message", [
+    ({"latency_ms": 2.0}, 1, r"prune.target.latency_ms: 2 ms is at or above the dense cifar_resnet8's 1.000 ms"),
+    ({"latency_ms": 0.01}, 1, r"prune.target.latency_ms: 0.01 ms is below \d\.\d+ ms, the measured latency of the "
+                              r"smallest"),
+    ({"latency": 0.05}, 1, r"prune.target.latency: 0.05 is below 0\.\d+ of the dense latency.*channel steps conv9 1, "
+                           r".*raise prune.max_layer_ratio\. The profiles"),  # steps of 1: a cap cannot help
+    ({"latency": 0.05}, 16, r"channel steps conv9 16, .*or set the cap on the steps \(prune.target.max_step\)"),
+    ({"latency": 0.05, "max_step": 16}, 16, r"channel steps conv9 16, .* under max_step 16\) .*or lower the cap"),
 ])
-def test_budgets_out_of_reach_name_the_limit(target, message):
+def test_budgets_out_of_reach_name_the_limit(target, step, message):
     from edgecomp.compression.latency_run import LatencyRun, _check_floor
     from edgecomp.core.errors import PruneTargetError
 
     model, example = resnet8()
     prune = PruneSection(steps=2, target=target, max_layer_ratio=0.5)
-    table = synthetic_table(model, example, 1, intercept=0.001)
+    table = synthetic_table(model, example, step, intercept=0.001)
     run = LatencyRun(prune, ProfileSettings("host", "onnxruntime"), (1, 28, 28), table, 1.0,
                      table.predict(counts_of(model, table)))
     with pytest.raises(PruneTargetError, match=message):
@@ -434,9 +454,10 @@ def test_latency_model_from_python_profiles_on_this_cpu():
     import edgecomp
 
     model, example = resnet8()
-    table = edgecomp.latency_model(model, example, profiles=3)
+    table = edgecomp.latency_model(model, example, profiles=3, max_step=2)
     assert len(table.observations) == 3 and set(table.layers) == set(read_layers(model, example))
     assert table.key["runtime"] == "onnxruntime" and table.key["threads"] == 1
+    assert max(table.steps.values()) <= 2
 
 
 def test_switching_between_latency_and_latency_ms_from_the_command_line():

@@ -70,6 +70,9 @@ def test_report_names_every_artefact_and_figure(full_run):
     assert result.returncode == 0, result.stderr
     text = (root / "report.md").read_text()
     export = json.loads((root / "export.json").read_text())
+    export_rows = text.split("## Export", 1)[1].split("\n## ", 1)[0].splitlines()
+    for written in [export["eval"]["file"], export["dense"]["file"]]:  # what bench reads: a row of its own
+        assert any(row.startswith(f"| `{written}`") for row in export_rows), written
     for artefact in [export["onnx"]["file"], export["int8"]["file"], export["int8"]["calib_file"], "bench.json"]:
         assert f"`{artefact}`" in text or f"| {artefact} |" in text, artefact
     assert f"int8 {export['int8']['top1_int8']:.2%} vs fp32 {export['int8']['top1_fp32']:.2%}" in text

@@ -243,7 +243,8 @@ def issue22_files(out, seeds, gains, fail=()):
             base = 0.80 + 0.01 * seed
             for method, acc in (("tp_macs", base), ("latency", None), ("latency_s4", base + gains[seed] / 100)):
                 cell = {"budget": budget, "method": method, "seed": seed, "val_accuracy": acc, "test_accuracy": acc,
-                        "macs_ratio": 0.1, "params_ratio": 0.2, "wall_s": 300.0}
+                        "macs_ratio": 0.1, "params_ratio": 0.2, "wall_s": 300.0,
+                        "steps": [{"step": 3, "budget_met": not (method == "latency_s4" and seed == 1)}]}
                 if acc is None or (budget, method, seed) in fail:
                     cell = {"budget": budget, "method": method, "seed": seed, "wall_s": 5.0, **refused}
                 (out / "cells" / f"b{budget:.2f}_{method}_seed{seed}.json").write_text(json.dumps(cell))
@@ -284,6 +285,7 @@ def test_issue_22_page_decides_on_the_planned_seeds_and_names_failed_runs(issue2
     assert "- latency_s4 at 0.50: failed runs (no model): latency_s4 seed 4." in text
     assert "First refusal: prune error: prune.target.latency: 0.35 is below 0.619" in text
     assert "both within 5% of the budget" in text
+    assert "latency_s4's closed loop ran out of re-plans at seed(s) 1 and kept the closest plan under" in text
     assert by["latency_s4", 0.35]["latency_ratio_difference"]["mean"] == pytest.approx(-0.0035)  # 0.97 vs 0.98
 
 
@@ -297,6 +299,19 @@ def test_issue_22_claim_is_judged_on_the_capped_method_alone(issue22_page):
     record = json.loads((root / "results" / "latency_accuracy.json").read_text())
     assert record["claim_holds"] is True  # the registered `latency` failing everywhere is reported beside it
     assert "**holds**" in (root / "results" / "latency_accuracy.md").read_text()
+
+
+def test_issue_22_page_names_the_planned_seeds_that_did_not_run(issue22_page):
+    import json
+
+    page, _, root = issue22_page
+    issue22_files(root / "out", range(5), {0: 4.0, 1: -3.0, 2: 1.0, 3: 0.5, 4: 2.0})
+    (root / "out" / "seeds.json").write_text(json.dumps({"method": "latency_s4", "spread_seeds": [0, 1, 2],
+                                                        "s_d_points": 3.5, "n": 183}))
+    page.write_page()
+    text = (root / "results" / "latency_accuracy.md").read_text()
+    assert "- latency_s4 at 0.35: planned runs not run: tp_macs seeds 5–182, latency_s4 seeds 5–182." in text
+    assert "(on 5 of the 183 planned seeds: the interval was not sized for a 1-point effect)" in text
 
 
 def test_issue_22_page_waits_for_the_seed_count(issue22_page):

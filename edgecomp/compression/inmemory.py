@@ -138,16 +138,17 @@ def _predicted_ms(table: LatencyTable, model: nn.Module) -> float:
 
 def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str = "host",
                   runtime: str = "onnxruntime", threads: int = 1, profiles: int = 6, seed: int = 0,
-                  num_classes: Optional[int] = None) -> LatencyTable:
+                  num_classes: Optional[int] = None, max_step: Optional[int] = None) -> LatencyTable:
     """Profile `model` and `profiles - 1` random-width copies on the target runtime (a device over SSH, or this
-    host) and fit the latency model `prune(target_latency=...)` plans with."""
+    host) and fit the latency model `prune(target_latency=...)` plans with; `max_step` caps each layer
+    family's channel step (as `prune.target.max_step`)."""
     from ..deploy.devices import resolve_device
     from .latency_prune import build_table
     from .latency_run import LatencyRun, settings_for
 
     try:
         target = LatencyTarget.model_validate({"latency": 0.5, "device": device, "runtime": runtime,
-                                               "threads": threads, "profiles": profiles})
+                                               "threads": threads, "profiles": profiles, "max_step": max_step})
     except ValidationError as exc:
         raise UserInputError("latency_model: " + "; ".join(_describe(e) for e in exc.errors(include_url=False))) \
             from None

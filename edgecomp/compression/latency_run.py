@@ -131,7 +131,9 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
     settings, shape = settings_for(target, label), tuple(example.shape[1:])
     key = settings.key(shape, arch)
     stored = _read_json(folder / "table.json")
-    if stored is not None and stored.get("table", {}).get("key") == key:
+    # the fit depends on the cap too: another max_step refits from the saved profiles (no new profiling)
+    if stored is not None and stored.get("table", {}).get("key") == key \
+            and stored.get("record", {}).get("max_step") == target.max_step:
         table = LatencyTable.from_json(json.dumps(stored["table"]))
         run = LatencyRun(prune, settings, shape, table, stored["dense_ms"], stored["unit_ms"], stored["record"])
         console.print(f"latency model read back from {folder / 'table.json'}")
@@ -168,8 +170,8 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     run.unit_ms = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
     run.record = {"profiles": build.profiles, "profiles_read_back": build.reused,
                   "profile_seconds": round(build.seconds, 2), "runtime_version": profiler.runtime_version,
-                  "steps": table.steps, "fit_error": relative_error(table), "unpriced_layers": table.unpriced,
-                  "device_info": info}
+                  "steps": table.steps, "max_step": target.max_step, "fit_error": relative_error(table),
+                  "unpriced_layers": table.unpriced, "device_info": info}
     write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,
                                                   "unit_ms": run.unit_ms, "record": run.record}, indent=1))
     console.print(f"latency model: {build.profiles} profiles in {build.seconds:.1f} s; channel steps "
@@ -211,9 +213,15 @@ def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_c
         floor_text = f"{floor:.3f} of the dense latency" if run.by_fraction else f"{floor * run.dense_ms:.3f} ms"
         raise PruneTargetError(
             f"prune.target.{field_name}: {given} is below {floor_text}, the measured latency of the smallest "
-            f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}; channel steps "
-            + ", ".join(f"{family} {step}" for family, step in run.table.steps.items())
-            + f") on {run.settings.device} ({run.settings.runtime}); ask for more, raise prune.max_layer_ratio, "
-            f"or cap the steps (prune.target.max_step). The profiles are kept in "
-            f"this run's latency/ folder; start again with --out NEW_DIR"
+            f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}; {_steps_words(run)}) on "
+            f"{run.settings.device} ({run.settings.runtime}); ask for more, raise prune.max_layer_ratio"
+            + (f", or {'lower' if run.target.max_step else 'set'} the cap on the steps (prune.target.max_step)"
+               if max(run.table.steps.values()) > 1 else "")  # with steps of 1 no cap can lower the floor
+            + ". The profiles are kept in this run's latency/ folder; start again with --out NEW_DIR"
         )
+
+
+def _steps_words(run: LatencyRun) -> str:
+    words = "channel steps " + ", ".join(f"{family} {step}" for family, step in run.table.steps.items())
+    return words + (f" under max_step {run.target.max_step}" if run.target.max_step else "")
+

@@ -163,13 +163,20 @@ class LatencyTarget(Section):
                              "[1 - tolerance, 1] of its budget; below that it is re-planned to keep more channels")
     max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each aimed by "
                              "interpolating between the measured plans")
-    max_step: Optional[int] = Field(None, ge=1, le=64, description="cap on the channel step the latency model may "
-                                    "find per layer family (none: 1-64 as the profiles say); a step as wide as a "
-                                    "family's narrowest layer leaves that layer unprunable")
+    max_step: Optional[int] = Field(None, description="cap on the channel step the latency model may find per "
+                                    "layer family: 1, 2, 4, 8, 16, 32 or 64 (none: as the profiles say); a step as "
+                                    "wide as a family's narrowest layer leaves that layer unprunable")
 
     @property
     def kind(self) -> str:
         return "latency"
+
+    @field_validator("max_step")
+    @classmethod
+    def _a_step_the_fit_knows(cls, value: Optional[int]) -> Optional[int]:
+        if value is not None and value not in (1, 2, 4, 8, 16, 32, 64):
+            raise ValueError(f"{value} is not one of the steps the latency model fits: 1, 2, 4, 8, 16, 32, 64")
+        return value
 
     @model_validator(mode="after")
     def _one_budget(self) -> "LatencyTarget":

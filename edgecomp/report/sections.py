@@ -135,8 +135,25 @@ def export_section(export: Optional[dict[str, Any]], figures: set[str]) -> list[
         f"| max abs logit diff {fid['max_abs_diff']:.2e} (atol {fid['atol']:g}), top-1 agreement "
         f"{fid['top1_agreement']:.2%}: **{'passed' if fid['passed'] else 'FAILED'}** |",
     ]
-    lines += _int8_rows(export.get("int8"), sizes) + _engine_rows(export.get("engine"))
+    lines += _bench_input_rows(export, sizes) + _int8_rows(export.get("int8"), sizes)
+    lines += _engine_rows(export.get("engine"))
     return lines + ["", *figure("int8.png", figures)]
+
+
+def _bench_input_rows(export: dict[str, Any], sizes: dict[str, int]) -> list[str]:
+    """What export wrote for bench: the images accuracy is measured on, and the dense model speed-up is timed
+    against."""
+    rows = []
+    if export.get("eval"):
+        ev = export["eval"]
+        rows.append(f"| `{ev['file']}` | {_size(sizes, ev['file'])} | bench's accuracy input | {ev['images']} "
+                    f"{ev['split']} images, preprocessed {ev['preprocessing']} |")
+    if export.get("dense"):
+        dense, fid = export["dense"], export["dense"]["fidelity"]
+        rows.append(f"| `{dense['file']}` (fp32) | {_size(sizes, dense['file'])} | the dense step ({dense['from']}) "
+                    f"through the same exporter, bench's speed-up reference | max abs logit diff "
+                    f"{fid['max_abs_diff']:.2e} (recorded, not gated) |")
+    return rows
 
 
 def _int8_rows(int8: Optional[dict[str, Any]], sizes: dict[str, int]) -> list[str]:
