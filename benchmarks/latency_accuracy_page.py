@@ -236,8 +236,8 @@ def method_lines(record: dict) -> list[str]:
 
 def markdown(record: dict) -> str:
     lines = ["# Accuracy at equal measured latency: latency-aware pruning vs Torch-Pruning to a MACs target", "",
-             "Written by `benchmarks/latency_accuracy.py summary` from the run files; the rule and its two "
-             "amendments are in `benchmarks/PLAN.md` (issue 22), committed before any run. ResNet-20 on "
+             "Written by `benchmarks/latency_accuracy.py summary` from the run files; the rule and its three "
+             "amendments are in `benchmarks/PLAN.md` (issue 22), each committed before the runs it governs. ResNet-20 on "
              "Fashion-MNIST regime 2 (2,000 training images of split 0; 5,000 validation images decide; the full "
              "10,000-image test set is reported), onnxruntime fp32 on this 2-core CPU, 1 thread, batch 1. "
              "Differences are `latency − tp_macs`, paired by seed, with 95% t-intervals. Seeds vary the fine-tuning "
