@@ -526,6 +526,8 @@ RULES = [  # (the rule, the PLAN.md heading that states it, git pathspecs of the
      ["benchmarks/results/latency_accuracy/cells/*.json"]),
     ("issue 22, first amendment (regime 2)", "## Amendment to the issue 22 rule", ["benchmarks/results/latency_accuracy/cells/*.json"]),
     ("issue 22, second amendment (budget 0.35)", "## Second amendment to the issue 22 rule", ["benchmarks/results/latency_accuracy/cells/*.json"]),
+    ("issue 22, third amendment (latency_s4)", "## Third amendment to the issue 22 rule",
+     ["benchmarks/results/latency_accuracy/cells/*latency_s4*.json"]),
 ]
 
 

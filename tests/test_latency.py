@@ -297,6 +297,14 @@ def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_
     run = prepare_latency(result.run_dir / "latency", recipe.prune, model, torch.zeros(1, 1, 28, 28),
                           recipe.model.arch, 10, 0)
     assert run.table.steps == table["table"]["steps"]
+    assert table["record"]["max_step"] is None and table["record"]["unpriced_layers"] == []
+
+    # another cap refits from the saved profiles (still no profile run) instead of reusing the uncapped fit
+    capped = latency_recipe(0.92, max_replans=3, max_step=1)
+    run = prepare_latency(result.run_dir / "latency", capped.prune, model, torch.zeros(1, 1, 28, 28),
+                          capped.model.arch, 10, 0)
+    assert set(run.table.steps.values()) == {1} and run.record["profiles_read_back"] == 3
+    assert json.loads((result.run_dir / "latency" / "table.json").read_text())["record"]["max_step"] == 1
 
 
 @pytest.mark.e2e
