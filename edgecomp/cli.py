@@ -59,22 +59,33 @@ def _interrupted(run_dir: Path) -> None:
     from .core.rundir import RunDir
 
     finished = RunDir(run_dir).finished_steps() if run_dir.is_dir() else []
-    kept = (f"steps 0–{finished[-1]} are kept in {run_dir} (step 0 = dense)" if finished
-            else f"no step had finished, nothing is kept in {run_dir}")
+    if len(finished) > 1:
+        kept = f"steps 0–{finished[-1]} are kept in {run_dir} (step 0 = dense)"
+    else:
+        kept = f"step 0 (the dense model) is kept in {run_dir}" if finished else \
+            f"no step had finished, nothing is kept in {run_dir}"
     again = ["edgecomp", *sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])]
     typer.echo(f"interrupted: {kept}; continue with: {shlex.join(again)}", err=True)
     raise typer.Exit(130)
 
 
 @app.command()
-def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: newest under runs/)")):
+def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: newest under runs/)"),
+           beside: Optional[Path] = typer.Option(None, "--beside", help="another run of the same network (e.g. "
+                                                 "MACs-targeted): its steps are timed on --run's latency target "
+                                                 "and drawn beside it")):
     """Render a run's report.md and plots again from its metrics."""
     from .core.recipe import load_recipe
     from .report import render
 
     try:
         run_dir = run or _newest_run()
-        path = render(run_dir, load_recipe(run_dir / "recipe.yaml"))
+        recipe = load_recipe(run_dir / "recipe.yaml")
+        if beside is not None:
+            from .compression.latency_beside import measure_beside
+
+            measure_beside(run_dir, beside)
+        path = render(run_dir, recipe)
     except UserInputError as error:
         _fail(error)
     typer.echo(f"report: {path}")

@@ -98,7 +98,8 @@ def _resume_words(run: RunDir, finished: list[int], steps: int) -> str:
         return f"[bold]resuming[/] {run.root}: no finished step kept, starting at the dense stage"
     last = max(finished)
     where = "nothing left to run" if last >= steps else f"continuing at step {last + 1}/{steps}"
-    return f"[bold]resuming[/] {run.root}: steps 0–{last} kept (step 0 = dense), {where}"
+    kept = f"steps 0–{last} kept (step 0 = dense)" if last else "step 0 (the dense model) kept"
+    return f"[bold]resuming[/] {run.root}: {kept}, {where}"
 
 
 def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Module]:
