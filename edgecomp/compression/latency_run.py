@@ -41,6 +41,16 @@ def settings_for(target: LatencyTarget, label: str) -> ProfileSettings:
                            threads=target.threads, iterations=target.profile_iterations)
 
 
+@contextmanager
+def open_profiler(target: LatencyTarget, settings: ProfileSettings, input_shape: tuple[int, ...]) -> Iterator[Profiler]:
+    """Profiles through the target-side programs (onnxruntime, trtexec), or in this process (torch)."""
+    if target.runtime == Runtime.torch:
+        yield TorchProfiler(input_shape, settings.batch, settings.iterations, precision=settings.precision)
+        return
+    with make_runner(resolve_device(target.device), run_id="latency") as runner:
+        yield Profiler(runner, settings, input_shape)
+
+
 @dataclass
 class LatencyRun:
     prune: PruneSection
@@ -60,15 +70,8 @@ class LatencyRun:
     def by_fraction(self) -> bool:
         return self.target.latency is not None
 
-    @contextmanager
-    def profiler(self) -> Iterator[Profiler]:
-        """Profiles through the target-side programs (onnxruntime, trtexec), or in this process (torch)."""
-        if self.target.runtime == Runtime.torch:
-            yield TorchProfiler(self.input_shape, self.settings.batch, self.settings.iterations,
-                                precision=self.settings.precision)
-            return
-        with make_runner(resolve_device(self.target.device), run_id="latency") as runner:
-            yield Profiler(runner, self.settings, self.input_shape)
+    def profiler(self):
+        return open_profiler(self.target, self.settings, self.input_shape)
 
     def budget(self, step: int) -> float:
         """Step `step`'s budget: a fraction of the dense latency, or ms (the last step's is the recipe's)."""

@@ -107,6 +107,11 @@ class RunDir:
             steps.append(len(steps))
         return steps
 
+    def checkpoint_sums(self) -> dict[str, str]:
+        """The checksums of the finished steps' checkpoints: what identifies a run's models."""
+        listed = self._manifest()
+        return {str(step): listed[str(step)] for step in self.finished_steps()}
+
     def save_step(self, step: int, payload: dict[str, Any]) -> None:
         """Checkpoint, then manifest entry: each written atomically, in that order."""
         save_tensors(self.checkpoint(step), {"format": CHECKPOINT_FORMAT, "step": step, **payload})

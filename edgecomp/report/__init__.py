@@ -29,7 +29,7 @@ def write_figures(files: RunFiles) -> set[str]:
         "teacher_curves.png": lambda p: plot_teacher_curves(rows, p),
         "latency.png": lambda p: plot_latency(rows, files.benches, p),
         "int8.png": lambda p: plot_int8(files.export, files.benches, p),
-        "latency_target.png": lambda p: plot_latency_target(rows, p),
+        "latency_target.png": lambda p: plot_latency_target(rows, p, files.beside),
     }
     written = set()
     for name, plot in drawn.items():
@@ -46,7 +46,7 @@ def write_report(run: RunDir, rows: list[dict[str, Any]], recipe) -> Path:
     text = "\n".join([
         *summary(files, recipe),
         *compress_section(files, figures),
-        *latency_section(rows, figures),
+        *latency_section(rows, figures, files.beside),
         *export_section(files.export, figures),
         *bench_section(files.benches, figures),
         *methods_section(files, recipe),

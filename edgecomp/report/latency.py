@@ -1,5 +1,6 @@
 """The latency target in the report: each step's budget, the latency model's prediction and the measurement,
-and accuracy against measured latency (beside a MACs-targeted run's rows when one is given)."""
+and accuracy against measured latency, beside another run's steps (a MACs-targeted run's) when
+`edgecomp report --beside` timed them on this run's target (latency/beside.json)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def _value(value: Optional[float], unit: str) -> str:
     return f"{value:.3f}" if unit == "fraction" else f"{value:.3f} ms"
 
 
-def latency_section(rows: list[dict[str, Any]], figures: set[str]) -> list[str]:
+def latency_section(rows: list[dict[str, Any]], figures: set[str],
+                    beside: Optional[dict[str, Any]] = None) -> list[str]:
     steps = _budget_rows(rows)
     if not steps:
         return []
@@ -43,15 +45,29 @@ def latency_section(rows: list[dict[str, Any]], figures: set[str]) -> list[str]:
                      f"{row['measured_p50_ms']:.3f} | {row['dense_p50_ms'] or 0:.3f} | "
                      f"{len(row['latency_attempts'])} | {'yes' if row['budget_met'] else 'no'} |")
     lines.append("")
+    if beside:
+        lines += _beside_lines(beside)
     if "latency_target.png" in figures:
         lines += ["![accuracy vs measured latency](latency_target.png)", ""]
     return lines
 
 
-def plot_latency_target(rows: list[dict[str, Any]], path: Path,
-                        macs_rows: Optional[list[dict[str, Any]]] = None) -> bool:
-    """Validation accuracy against measured latency (fraction of dense) per step; a MACs-targeted run's steps,
-    when given, are drawn at their own measured latency."""
+def _beside_lines(beside: dict[str, Any]) -> list[str]:
+    lines = [f"Beside it, run `{beside['name']}` ({beside['target_kind']} target, `{beside['run']}`): its steps "
+             f"timed on the same target beside its own dense model ({beside['rounds']} alternating rounds, "
+             f"{beside['date']}; `edgecomp report --beside`).", "",
+             "| step | MACs ratio | measured latency [2.5–97.5% of paired rounds] | val accuracy |",
+             "|---:|---:|---:|---:|"]
+    for row in beside["steps"]:
+        lines.append(f"| {row['step']} | {row['macs_ratio']:.3f} | {row['measured_latency']:.3f} "
+                     f"[{row['measured_latency_low']:.3f}–{row['measured_latency_high']:.3f}] | "
+                     f"{row['accuracy']:.4f} |")
+    return lines + [""]
+
+
+def plot_latency_target(rows: list[dict[str, Any]], path: Path, beside: Optional[dict[str, Any]] = None) -> bool:
+    """Validation accuracy against measured latency (fraction of dense) per step; another run's steps timed on
+    the same target (`report --beside`), when there are any, at their own measured latency."""
     steps = [r for r in _budget_rows(rows) if r["latency_unit"] == "fraction"]
     if not steps:
         return False
@@ -63,10 +79,10 @@ def plot_latency_target(rows: list[dict[str, Any]], path: Path,
             label="latency model's prediction")
     for row in steps:
         ax.axvline(row["latency_budget"], color="tab:red", alpha=0.2)
-    macs_steps = [r for r in macs_rows or [] if r.get("measured_latency") is not None]
-    if macs_steps:
-        ax.plot([r["measured_latency"] for r in macs_steps], [r["accuracy"] for r in macs_steps], "s--",
-                label="MACs target (measured)")
+    if beside:
+        other = beside["steps"]
+        ax.plot([1.0] + [r["measured_latency"] for r in other], [beside["dense_accuracy"]] + [r["accuracy"] for r in other],
+                "s--", label=f"{beside['name']}: {beside['target_kind']} target (measured)")
     ax.set_xlabel("latency, fraction of the dense model's p50 (red: budgets)")
     ax.set_ylabel("top-1 accuracy on validation images (fraction)")
     ax.set_title("accuracy vs measured latency (per step)")

@@ -1,7 +1,9 @@
 """What the report reads: the files of a run directory, and nothing else.
 
 `metrics.jsonl` (compress), `export.json` (export), `bench*.json` (bench:
-`bench.json`, and `bench.partial.json` when a measurement broke off). The
+`bench.json`, and `bench.partial.json` when a measurement broke off),
+`latency/beside.json` (`report --beside`: another run's steps timed on this
+run's latency target). The
 report never imports the modules that wrote them, so it renders the same
 from a copied run directory as right after the run.
 """
@@ -22,6 +24,7 @@ class RunFiles:
     rows: list[dict[str, Any]]
     export: Optional[dict[str, Any]] = None
     benches: list[dict[str, Any]] = field(default_factory=list)  # one per (file, device) entry
+    beside: Optional[dict[str, Any]] = None  # another run's steps timed on this run's latency target
 
     @property
     def root(self) -> Path:
@@ -29,7 +32,8 @@ class RunFiles:
 
 
 def read_run(run: RunDir, rows: Optional[list[dict[str, Any]]] = None) -> RunFiles:
-    return RunFiles(run, run.rows() if rows is None else rows, read_export(run.root), read_benches(run.root))
+    return RunFiles(run, run.rows() if rows is None else rows, read_export(run.root), read_benches(run.root),
+                    _read_json(run.root / "latency" / "beside.json", "edgecomp-beside/"))
 
 
 def _read_json(path: Path, prefix: str) -> Optional[dict[str, Any]]:
