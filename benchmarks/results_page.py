@@ -696,7 +696,19 @@ def latency_pruning_section() -> list[str]:
     cells = json.loads(path.read_text())
     table = (RESULTS / "latency_pruning.md").read_text().split("\n", 1)[1].strip()
     return ["## Pruning for the device's latency (issue 21)", "", table, "",
-            *(f"- {line}" for line in latency_verdicts(cells)), ""]
+            *(f"- {line}" for line in latency_verdicts(cells)), "", *latency_noise_lines()]
+
+
+def latency_noise_lines() -> list[str]:
+    """What the closed loop's measurement and the latency model's profiles are up against on this host."""
+    lines = []
+    for name, heading in (("loop_repeatability", "The closed loop's noise: separate timing loops of the same "
+                           "models"), ("latency_alignment", "Unaligned channel counts (the latency model's "
+                                       "profiles) against aligned ones (its plans)")):
+        path = RESULTS / f"{name}.md"
+        if path.is_file():
+            lines += [f"### {heading}", "", path.read_text().split("\n", 1)[1].strip(), ""]
+    return lines
 
 
 def latency_accuracy_section() -> list[str]:
