@@ -56,7 +56,7 @@ def variant(dense: torch.nn.Module, example: torch.Tensor, shares: list[float], 
     """`dense` with group i kept at shares[i] of its channels, rounded down to a multiple of `align` (>= align)."""
     share_of = iter(shares)  # pruned_copy visits the groups in the planner's order, the same for every copy
 
-    def kept(ranked) -> int:
+    def kept(ranked, names) -> int:
         count = max(1, int(ranked.size * next(share_of)))
         return min(ranked.size, max(align, count // align * align))
 

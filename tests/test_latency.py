@@ -71,14 +71,47 @@ def test_the_fit_finds_each_familys_channel_step():
 def test_max_step_reaches_the_fit_from_the_recipe(monkeypatch):
     from edgecomp.compression import latency_prune
 
-    seen = []
-    monkeypatch.setattr(latency_prune, "fit_table", lambda *args: seen.append(args[-1]))
+    seen, fit = [], latency_prune.fit_table
+    monkeypatch.setattr(latency_prune, "fit_table", lambda *args: (seen.append(args[-1]), fit(*args))[1])
     model, example = resnet8()
     cfg = PruneSection(target={"latency": 0.5, "max_step": 8})
     fake = lambda variant, layers: Observation(channel_counts(variant), {}, 0.0, 1.0, 1.0)  # noqa: E731
     latency_prune.build_table(model, example, cfg, 10, {}, fake, 3, 0)
     latency_prune.build_table(model, example, PruneSection(target={"latency": 0.5}), 10, {}, fake, 3, 0)
     assert seen == [8, None]  # no cap unless asked
+
+
+def test_the_calibration_maps_profiled_milliseconds_to_whole_ones():
+    """Profiles that read every layer 50 us slow and twice as long as a whole-model timing (as onnxruntime's
+    session profiling does at 28 px): the calibrated table predicts the whole-model milliseconds of a copy it
+    never saw; without calibration it predicts the profiles' own."""
+    from edgecomp.compression.latency_prune import build_table, random_widths
+
+    model, example = resnet8()
+    cfg = PruneSection(target={"latency": 0.5})
+    layers = read_layers(model, example)
+
+    def layer_ms(m):
+        counts = channel_counts(m)
+        return {n: 0.05 + 1e-6 * work(layers[n], *counts[n], 1) for n in layers}
+
+    def observe(m, _layers):
+        ms = layer_ms(m)
+        return Observation({n: channel_counts(m)[n] for n in layers}, ms, 0.0, sum(ms.values()), sum(ms.values()))
+
+    def whole(models):
+        return [0.5 * sum(layer_ms(m).values()) - 0.2 for m in models]
+
+    table, build = build_table(model, example, cfg, 10, {}, observe, 4, 0, whole=whole, calibration=3)
+    assert len(table.calibration) == 4 and build.calibration_seconds > 0
+    assert table.scale == pytest.approx(0.5) and table.shift_ms == pytest.approx(-0.2)
+    unseen = random_widths(model, example, cfg, 10, torch.Generator().manual_seed(7))
+    assert table.predict(counts_of(unseen, table)) == pytest.approx(whole([unseen])[0], rel=1e-6)
+    assert LatencyTable.from_json(table.to_json()).predict(counts_of(unseen, table)) == \
+        pytest.approx(table.predict(counts_of(unseen, table)))
+    raw, _ = build_table(model, example, cfg, 10, {}, observe, 4, 0, whole=whole, calibration=0)
+    assert raw.scale == 1.0 and not raw.calibration
+    assert raw.predict(counts_of(unseen, raw)) == pytest.approx(sum(layer_ms(unseen).values()), rel=1e-6)
 
 
 def test_a_step_as_wide_as_a_layer_leaves_it_unprunable_and_a_cap_frees_it():

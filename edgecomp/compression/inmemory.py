@@ -144,7 +144,7 @@ def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str
     family's channel step (as `prune.target.max_step`)."""
     from ..deploy.devices import resolve_device
     from .latency_prune import build_table
-    from .latency_run import LatencyRun, settings_for
+    from .latency_run import LatencyRun, settings_for, whole_timer
 
     try:
         target = LatencyTarget.model_validate({"latency": 0.5, "device": device, "runtime": runtime,
@@ -160,7 +160,9 @@ def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str
     with run.profiler() as profiler:
         profiler.check_runtime()
         table, _ = build_table(copy.deepcopy(model).eval(), example_inputs[:1], section, classes,
-                               settings.key(shape, type(model).__name__), profiler.observe, profiles, seed)
+                               settings.key(shape, type(model).__name__), profiler.observe, profiles, seed,
+                               whole=whole_timer(profiler, target.latency_iterations),
+                               calibration=target.calibration)
     return table
 
 

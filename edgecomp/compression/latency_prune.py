@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..core.recipe import Importance, PruneSection
-from ..deploy.latency import LatencyTable, Layer, Observation, channel_counts, fit_table, read_layers
+from ..deploy.latency import LatencyTable, Layer, Observation, calibrate, channel_counts, fit_table, read_layers
 from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, torch_pruning_errors, traceable
 
 VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
@@ -98,7 +98,7 @@ class _Search:
         self.table, self.base = table, base
         self.groups = [g for g in (_moves(r, names, table, max_layer_ratio) for r in planner.ranked) if g]
         self.removed: dict[tuple[str, bool], int] = {}
-        self.scale = 1.0 + table.rest.slope  # the rest grows with the layers' sum
+        self.scale = table.marginal  # the rest grows with the layers' sum, and the calibration scales both
         self.total = table.predict(self.counts())
 
     def counts(self, removed: Optional[dict] = None) -> dict[str, tuple[int, int]]:
@@ -227,16 +227,18 @@ def floor_ms(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: 
 
 
 def pruned_copy(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
-                kept: Callable[[Any], int]) -> nn.Module:
-    """A copy of `model` with every dependency group cut to `kept(ranked)` channels (l1 ranking)."""
+                kept: Callable[[Any, dict], int]) -> nn.Module:
+    """A copy of `model` with every dependency group cut to `kept(ranked, names)` channels (l1 ranking; `names`
+    maps the copy's modules to their names)."""
     variant = copy.deepcopy(model).eval()
     probe = cfg.model_copy(update={"importance": Importance.l1})
     keep = ignored_layers(variant, cfg, num_classes)
+    names = {module: name for name, module in variant.named_modules()}
     with traceable(variant) as fixed, torch_pruning_errors(variant, "latency profile"):
         planner = _planner(variant, example, probe, keep + fixed)
         plan = []
         for ranked in planner.ranked:
-            count = kept(ranked)
+            count = kept(ranked, names)
             cut = ranked.removed(ranked.size - count) if count < ranked.size else None
             if cut is not None:
                 plan.append((ranked, ranked.size - count, cut))
@@ -249,9 +251,25 @@ def random_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, nu
                   generator: torch.Generator) -> nn.Module:
     """A copy of `model` with every group pruned to its own random count (any count: no steps assumed)."""
 
-    def drawn(ranked) -> int:
-        low = max(1, int(ranked.size * max(VARIANT_KEEP[0], 1 - cfg.max_layer_ratio)))
-        return int(torch.randint(low, ranked.size + 1, (1,), generator=generator))
+    def drawn(ranked, names) -> int:
+        return _draw(ranked, cfg, generator)
+
+    return pruned_copy(model, example, cfg, num_classes, drawn)
+
+
+def _draw(ranked, cfg: PruneSection, generator: torch.Generator) -> int:
+    low = max(1, int(ranked.size * max(VARIANT_KEEP[0], 1 - cfg.max_layer_ratio)))
+    return int(torch.randint(low, ranked.size + 1, (1,), generator=generator))
+
+
+def aligned_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
+                   table: LatencyTable, generator: torch.Generator) -> nn.Module:
+    """A copy of `model` at random widths on the table's steps, as the plans are: each group's random count
+    rounded down to a multiple of its step (at least one step)."""
+
+    def drawn(ranked, names) -> int:
+        step = _group_step(ranked, names, table)
+        return min(ranked.size, max(step, _draw(ranked, cfg, generator) // step * step))
 
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
@@ -264,14 +282,19 @@ class TableBuild:
     seconds: float = 0.0
     reused: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
+    calibration_seconds: float = 0.0
 
 
 def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, key: dict[str, Any],
                 observe: Callable[[nn.Module, dict[str, Layer]], Observation], profiles: int, seed: int,
                 done: Optional[list[Observation]] = None,
-                keep: Optional[Callable[[int, Observation], None]] = None) -> tuple[LatencyTable, TableBuild]:
+                keep: Optional[Callable[[int, Observation], None]] = None,
+                whole: Optional[Callable[[list[nn.Module]], list[float]]] = None,
+                calibration: int = 0) -> tuple[LatencyTable, TableBuild]:
     """Profile the dense model and `profiles - 1` random-width copies (reusing the `done` ones, e.g. after an
-    interruption; `keep` is called with each new one as it lands), and fit the latency model."""
+    interruption; `keep` is called with each new one as it lands), and fit the latency model. With `whole`
+    (p50 ms of each model, timed whole in one loop) and `calibration` > 0: the dense model and that many
+    copies on the fitted steps are timed whole, and the table is calibrated to them (`calibrate`)."""
     started, record = time.perf_counter(), TableBuild(reused=len(done or []))
     layers = read_layers(model.eval(), example)
     observations = list(done or [])
@@ -284,9 +307,20 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
         observations.append(observation)
         if keep is not None:
             keep(index, observation)
-    record.profiles, record.seconds = len(observations), time.perf_counter() - started
+    record.profiles = len(observations)
     max_step = getattr(cfg.target, "max_step", None)  # a latency target's cap on the step found
-    return fit_table(key, layers, observations, record.seconds, max_step), record
+    table = fit_table(key, layers, observations, time.perf_counter() - started, max_step)
+    if whole is not None and calibration > 0:
+        calibrated = time.perf_counter()
+        copies = [model] + [aligned_widths(model, example, cfg, num_classes, table, generator)
+                            for _ in range(calibration)]
+        profiled = [table.profiled_ms({n: c for n, c in channel_counts(m).items() if n in table.layers})
+                    for m in copies]
+        calibrate(table, profiled, whole(copies))
+        record.calibration_seconds = time.perf_counter() - calibrated
+    record.seconds = time.perf_counter() - started
+    table.profile_seconds = record.seconds
+    return table, record
 
 
 # ---------------------------------------------------------------- the closed loop

@@ -118,6 +118,11 @@ class LatencyRun:
         return measure
 
 
+def whole_timer(profiler: Profiler, iterations: int) -> Callable[[list[nn.Module]], list[float]]:
+    """p50 ms of each model, all timed alternately in one loop (the latency model's calibration)."""
+    return lambda models: [row["p50"] for row in profiler.compare(models, iterations=iterations)["models"]]
+
+
 def _read_json(path: Path) -> Optional[dict[str, Any]]:
     try:
         return json.loads(path.read_text())
@@ -134,9 +139,10 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
     settings, shape = settings_for(target, label), tuple(example.shape[1:])
     key = settings.key(shape, arch)
     stored = _read_json(folder / "table.json")
-    # the fit depends on the cap too: another max_step refits from the saved profiles (no new profiling)
+    # the fit depends on the cap and the calibration too: other values refit from the saved profiles
     if stored is not None and stored.get("table", {}).get("key") == key \
-            and stored.get("record", {}).get("max_step") == target.max_step:
+            and stored.get("record", {}).get("max_step") == target.max_step \
+            and stored.get("record", {}).get("calibration", 0) == target.calibration:
         table = LatencyTable.from_json(json.dumps(stored["table"]))
         run = LatencyRun(prune, settings, shape, table, stored["dense_ms"], stored["unit_ms"], stored["record"])
         console.print(f"latency model read back from {folder / 'table.json'}")
@@ -167,19 +173,24 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     with run.profiler() as profiler:
         info = profiler.check_runtime()
         table, build = build_table(dense, example, prune, num_classes, key, profiler.observe, target.profiles,
-                                   seed, done, keep)
+                                   seed, done, keep, whole_timer(profiler, target.latency_iterations),
+                                   target.calibration)
         timed = profiler.compare([dense], iterations=target.latency_iterations)
     run.table, run.dense_ms = table, timed["models"][0]["p50"]
     run.unit_ms = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
     run.record = {"profiles": build.profiles, "profiles_read_back": build.reused,
                   "profile_seconds": round(build.seconds, 2), "runtime_version": profiler.runtime_version,
                   "steps": table.steps, "max_step": target.max_step, "fit_error": relative_error(table),
+                  "calibration": target.calibration, "calibration_seconds": round(build.calibration_seconds, 2),
+                  "scale": table.scale, "shift_ms": table.shift_ms,
                   "unpriced_layers": table.unpriced, "device_info": info}
     write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,
                                                   "unit_ms": run.unit_ms, "record": run.record}, indent=1))
     console.print(f"latency model: {build.profiles} profiles in {build.seconds:.1f} s; channel steps "
                   + ", ".join(f"{family} {step}" for family, step in table.steps.items())
-                  + f"; dense p50 {run.dense_ms:.3f} ms")
+                  + f"; dense p50 {run.dense_ms:.3f} ms"
+                  + (f"; calibrated on {len(table.calibration)} whole timings (× {table.scale:.3f} "
+                     f"{table.shift_ms:+.3f} ms)" if table.calibration else ""))
     if table.unpriced:
         console.print(f"[yellow]latency model[/]: the {settings.runtime} profile gave no time of its own to "
                       f"{len(table.unpriced)} layer(s), priced 0 ms: {', '.join(table.unpriced[:5])}"

@@ -157,6 +157,9 @@ class LatencyTarget(Section):
     profiles: int = Field(6, ge=3, le=32, description="whole-network profiles the latency model is fitted from: "
                           "the dense model and profiles - 1 copies at random widths")
     profile_iterations: int = Field(30, ge=5, description="timed runs per profile (median per layer)")
+    calibration: int = Field(0, ge=0, le=16, description="copies on the fitted channel steps timed whole beside "
+                             "the dense model to calibrate the latency model's milliseconds to unprofiled ones "
+                             "(0: the profiles' own milliseconds)")
     latency_iterations: int = Field(100, ge=10, description="alternating timed rounds per whole-model measurement "
                                     "(trtexec: one round per 20, each a trtexec run of 50 inferences per model)")
     tolerance: float = Field(0.05, gt=0, lt=0.5, description="a step is accepted once its measured latency (the mean of two "

@@ -11,7 +11,7 @@ functions built from a Profiler.
 """
 
 from .layers import Counts, Layer, channel_counts, read_layers
-from .table import LatencyTable, Observation, fit_table, relative_error
+from .table import LatencyTable, Observation, calibrate, fit_table, relative_error
 
-__all__ = ["Counts", "Layer", "channel_counts", "read_layers", "LatencyTable", "Observation", "fit_table",
-           "relative_error"]
+__all__ = ["Counts", "Layer", "channel_counts", "read_layers", "LatencyTable", "Observation", "calibrate",
+           "fit_table", "relative_error"]

@@ -77,6 +77,15 @@ class LatencyTable:
     overhead_ms: float
     observations: list[Observation] = field(default_factory=list)
     profile_seconds: float = 0.0
+    # whole-model calibration (`calibrate`): predict = shift_ms + scale * (the profiles' sum)
+    scale: float = 1.0
+    shift_ms: float = 0.0
+    calibration: list[dict[str, float]] = field(default_factory=list)  # the points it was fitted on
+
+    @property
+    def marginal(self) -> float:
+        """Predicted ms per ms of the layers' sum: what one layer's change costs the whole."""
+        return self.scale * (1.0 + self.rest.slope)
 
     @property
     def unpriced(self) -> list[str]:
@@ -92,6 +101,10 @@ class LatencyTable:
 
     def predict(self, counts: Counts) -> float:
         """Latency (ms) of the network with these channel counts; every priced layer must be given."""
+        return self.shift_ms + self.scale * self.profiled_ms(counts)
+
+    def profiled_ms(self, counts: Counts) -> float:
+        """The latency as the profiles saw it (before the whole-model calibration)."""
         total = sum(self.layer_ms(name, *counts[name]) for name in self.layers)
         return total + self.rest.intercept + self.rest.slope * total + self.overhead_ms
 
@@ -100,6 +113,7 @@ class LatencyTable:
             "format": FORMAT, "key": self.key, "layers": [layer.as_dict() for layer in self.layers.values()],
             "steps": self.steps, "fits": {k: asdict(v) for k, v in self.fits.items()}, "rest": asdict(self.rest),
             "overhead_ms": self.overhead_ms, "profile_seconds": self.profile_seconds,
+            "scale": self.scale, "shift_ms": self.shift_ms, "calibration": self.calibration,
             "observations": [o.as_dict() for o in self.observations],
         }, indent=1)
 
@@ -111,7 +125,8 @@ class LatencyTable:
         layers = {d["name"]: Layer(**d) for d in data["layers"]}
         return cls(data["key"], layers, data["steps"], {k: Fit(**v) for k, v in data["fits"].items()},
                    Fit(**data["rest"]), data["overhead_ms"],
-                   [Observation.from_dict(o) for o in data["observations"]], data["profile_seconds"])
+                   [Observation.from_dict(o) for o in data["observations"]], data["profile_seconds"],
+                   data.get("scale", 1.0), data.get("shift_ms", 0.0), data.get("calibration", []))
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[Fit, float]:
@@ -148,19 +163,23 @@ def _fit_family(layers: list[Layer], observations: list[Observation],
 
 
 def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[Observation],
-              profile_seconds: float = 0.0, max_step: Optional[int] = None) -> LatencyTable:
+              profile_seconds: float = 0.0, max_step: Optional[int] = None,
+              steps: Optional[dict[str, int]] = None) -> LatencyTable:
     """Per family, the step and per-layer lines that explain the profiles; `max_step` caps the step (a step as
-    wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions)."""
+    wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions).
+    With `steps` given (found on other profiles) only the lines are fitted, at those steps."""
     if len(observations) < 3:
         raise ValueError(f"a latency model needs at least 3 profiles, got {len(observations)}")
     candidates = tuple(step for step in STEPS if max_step is None or step <= max_step)
     families: dict[str, list[Layer]] = {}
     for layer in layers.values():
         families.setdefault(layer.family, []).append(layer)
-    steps, fits = {}, {}
+    found, fits = {}, {}
     for family, members in families.items():
-        steps[family], chosen, _ = _fit_family(members, observations, candidates)
+        found[family], chosen, _ = _fit_family(members, observations,
+                                               (steps[family],) if steps is not None else candidates)
         fits.update(chosen)
+    steps = found
     partial = LatencyTable(key, layers, steps, fits, Fit(0.0, 0.0), 0.0)
     sums = np.array([sum(partial.layer_ms(n, *o.counts[n]) for n in layers) for o in observations])
     rest, _ = _line(sums, np.array([o.rest_ms for o in observations]))
@@ -168,8 +187,23 @@ def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[
     return LatencyTable(key, layers, steps, fits, rest, overhead, list(observations), profile_seconds)
 
 
+def calibrate(table: LatencyTable, profiled: list[float], whole: list[float]) -> None:
+    """Map the profiles' milliseconds to whole-model ones: `whole ≈ shift + scale · profiled`, least squares over
+    models timed both ways (the dense one and copies on the fitted steps). Profiling slows every node (at 28 px
+    the fitted per-layer intercepts alone added up to a whole ResNet-20), and the profiles' unaligned widths run
+    slower than the aligned counts plans use. A fit that does not rise with the profiles keeps the scale of
+    the widest point (shift 0)."""
+    x, y = np.asarray(profiled, dtype=float), np.asarray(whole, dtype=float)
+    scale, shift = (np.polyfit(x, y, 1) if len(x) > 1 and np.ptp(x) > 0 else (0.0, 0.0))
+    if scale <= 0:
+        widest = int(np.argmax(x))
+        scale, shift = y[widest] / x[widest], 0.0
+    table.scale, table.shift_ms = float(scale), float(shift)
+    table.calibration = [{"profiled_ms": float(a), "whole_ms": float(b)} for a, b in zip(x, y)]
+
+
 def relative_error(table: LatencyTable) -> Optional[float]:
     """Median |predicted - wall| / wall over the profiles the table was fitted on (an in-sample check)."""
     if not table.observations:
         return None
-    return float(np.median([abs(table.predict(o.counts) - o.wall_ms) / o.wall_ms for o in table.observations]))
+    return float(np.median([abs(table.profiled_ms(o.counts) - o.wall_ms) / o.wall_ms for o in table.observations]))
