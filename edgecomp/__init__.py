@@ -151,14 +151,15 @@ def prune(model: "nn.Module", example_inputs: "torch.Tensor", *, target_macs: Op
 
 def latency_model(model: "nn.Module", example_inputs: "torch.Tensor", *, device: str = "host",
                   runtime: str = "onnxruntime", threads: int = 1, profiles: int = 6,
-                  seed: int = 0, max_step: Optional[int] = None) -> "LatencyTable":
+                  seed: int = 0, max_step: Optional[int] = None, calibration: int = 0) -> "LatencyTable":
     """The model's latency on a target runtime, per layer (onnxruntime on `host` or a device over SSH,
     tensorrt on a Jetson, torch on this machine's GPU), for `prune(target_latency=...)`; `max_step` caps each
-    layer family's channel step (narrow networks: a step as wide as a layer leaves it unprunable)."""
+    layer family's channel step (narrow networks: a step as wide as a layer leaves it unprunable);
+    `calibration` > 0 calibrates the table to that many copies timed whole (off by default)."""
     from .compression.inmemory import latency_model as build
 
     return build(model, example_inputs, device=device, runtime=runtime, threads=threads, profiles=profiles,
-                 seed=seed, max_step=max_step)
+                 seed=seed, max_step=max_step, calibration=calibration)
 
 
 def _refresh_report(folder: Path) -> None:

@@ -88,6 +88,9 @@ def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory
         path = render(run_dir, recipe)
     except UserInputError as error:
         _fail(error)
+    except EdgecompError as error:  # the timing broke off on the target (a dropped connection): exit 1, one line
+        typer.echo(f"report --beside: timing failed: {str(error).splitlines()[0]}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"report: {path}")
 
 

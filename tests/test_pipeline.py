@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,16 +175,29 @@ def test_no_held_out_split_gives_no_test_figure(tmp_path, write_recipe):
     assert "test accuracy 0" not in report.lower()
 
 
+def test_resume_words_name_what_was_kept():
+    from edgecomp.compression.pipeline import _resume_words
+
+    run = RunDir(Path("runs/x"))
+    assert _resume_words(run, [], 3).endswith("no finished step kept, starting at the dense stage")
+    assert _resume_words(run, [0], 3).endswith("runs/x: step 0 (the dense model) kept, continuing at step 1/3")
+    assert _resume_words(run, [0, 1, 2], 3).endswith("steps 0–2 kept (step 0 = dense), continuing at step 3/3")
+    assert _resume_words(run, [0, 1, 2, 3], 3).endswith("nothing left to run")
+
+
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, write_recipe, fashion_root):
     path = write_recipe(tiny_recipe_dict(prune={"steps": 3, "target": {"macs": 0.4}, "round_to": 4}))
     out = tmp_path / "interrupted"
     args = ["compress", "--recipe", str(path), "--out", str(out)]
     # A shell that starts the tests in the background (`make test &`, nohup) ignores SIGINT, and a Python started
-    # with SIGINT ignored never turns it into KeyboardInterrupt: the run went on to the end and exited 0. The
-    # child gets the default disposition back, as it has under a terminal.
-    proc = subprocess.Popen([sys.executable, "-m", "edgecomp", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # with SIGINT ignored never turns it into KeyboardInterrupt: the run went on to the end and exited 0. A
+    # handled signal is reset to its default at exec, so the child starts as it would under a terminal.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "edgecomp", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     deadline = time.monotonic() + 300
     while 0 not in RunDir(out).finished_steps():  # interrupted once the dense model is kept
         assert proc.poll() is None, "run ended before it could be interrupted"

@@ -341,3 +341,5 @@ def test_latency_verdicts_say_when_the_latency_model_was_not_faster():
     assert all("One run; the per-round ranges of the two overlap" in line for line in (ahead, behind))
     (apart,) = page.latency_verdicts([cell(0.2, 0.5)])
     assert "do not overlap" in apart
+    (named,) = page.latency_verdicts([{**cell(0.45, 0.5), "latency_model": {"calibration": 3, "max_step": 4}}])
+    assert named.startswith("net (calibration 3, max_step 4) at 0.50 of the dense latency")

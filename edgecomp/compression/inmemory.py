@@ -138,17 +138,20 @@ def _predicted_ms(table: LatencyTable, model: nn.Module) -> float:
 
 def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str = "host",
                   runtime: str = "onnxruntime", threads: int = 1, profiles: int = 6, seed: int = 0,
-                  num_classes: Optional[int] = None, max_step: Optional[int] = None) -> LatencyTable:
+                  num_classes: Optional[int] = None, max_step: Optional[int] = None,
+                  calibration: int = 0) -> LatencyTable:
     """Profile `model` and `profiles - 1` random-width copies on the target runtime (a device over SSH, or this
     host) and fit the latency model `prune(target_latency=...)` plans with; `max_step` caps each layer
-    family's channel step (as `prune.target.max_step`)."""
+    family's channel step (as `prune.target.max_step`); `calibration` > 0 times the dense model and that many
+    copies on the fitted steps whole and calibrates the table to them (as `prune.target.calibration`)."""
     from ..deploy.devices import resolve_device
     from .latency_prune import build_table
     from .latency_run import LatencyRun, settings_for, whole_timer
 
     try:
         target = LatencyTarget.model_validate({"latency": 0.5, "device": device, "runtime": runtime,
-                                               "threads": threads, "profiles": profiles, "max_step": max_step})
+                                               "threads": threads, "profiles": profiles, "max_step": max_step,
+                                               "calibration": calibration})
     except ValidationError as exc:
         raise UserInputError("latency_model: " + "; ".join(_describe(e) for e in exc.errors(include_url=False))) \
             from None

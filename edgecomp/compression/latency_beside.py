@@ -61,16 +61,28 @@ def _cached(path: Path, wanted: dict[str, Any]) -> Optional[dict[str, Any]]:
     return data if same else None
 
 
+def _timeable_rows(run: RunDir, folder: Path) -> dict[int, dict[str, Any]]:
+    """The metrics rows of the steps whose checkpoints are intact, by step; the dense one and one pruned at least."""
+    finished = run.finished_steps()
+    if not finished:
+        raise RunDirError(f"--beside: {folder} has no checkpoint to time (checkpoints/manifest.json lists no intact "
+                          f"step)")
+    if finished == [0]:
+        raise RunDirError(f"--beside: {folder} has only its dense step; no pruned step has finished yet")
+    rows = {row["step"]: row for row in run.rows() if row.get("step") in finished}
+    if sorted(rows) != finished:
+        raise RunDirError(f"--beside: {folder}/metrics.jsonl lacks the rows of steps "
+                          f"{sorted(set(finished) - set(rows))} whose checkpoints are there")
+    return rows
+
+
 def measure_beside(latency_dir: Path, other_dir: Path) -> Path:
     """Time `other_dir`'s finished steps on `latency_dir`'s target (or read the timing back) and write
     latency/beside.json in `latency_dir`; returns its path."""
     latency_run, other_run = RunDir(latency_dir), RunDir(other_dir)
     latency, other = _recipe(latency_run, "--run"), _recipe(other_run, "--beside")
     target = _check(latency, other, latency_dir, other_dir)
-    finished = other_run.finished_steps()
-    rows = {row["step"]: row for row in other_run.rows() if row.get("step") in finished}
-    if len([s for s in rows if s > 0]) == 0 or 0 not in rows:
-        raise RunDirError(f"--beside: {other_dir} has no finished pruned step to time")
+    rows = _timeable_rows(other_run, other_dir)
     settings = settings_for(target, resolve_device(target.device).label)
     shape = (other.model.in_channels, other.model.input_size, other.model.input_size)
     wanted = {"run": str(Path(other_dir).resolve()), "checkpoints": other_run.checkpoint_sums(),

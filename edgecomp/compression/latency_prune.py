@@ -36,6 +36,7 @@ from ..deploy.latency import LatencyTable, Layer, Observation, calibrate, channe
 from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, torch_pruning_errors, traceable
 
 VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
+DEEPEST = float("-inf")  # a budget no plan meets: the descent goes to every group's deepest step
 
 
 # ---------------------------------------------------------------- one group's moves
@@ -219,7 +220,7 @@ def floor_ms(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: 
     model = copy.deepcopy(model).eval()
     keep = ignored_layers(model, cfg, num_classes)
     with traceable(model) as fixed, torch_pruning_errors(model, name):
-        return plan_for_latency(_planner(model, example, probe, keep + fixed), table, model, 0.0,
+        return plan_for_latency(_planner(model, example, probe, keep + fixed), table, model, DEEPEST,
                                 cfg.max_layer_ratio).predicted_ms
 
 
@@ -397,7 +398,8 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
     1 + max_replans plans, each aimed at the middle of the accepted band [1 - tolerance, 1] x budget.
 
     A plan is accepted only when a second, separate loop confirms it in the band (the mean of both); a re-plan
-    that gives channels already timed is timed again and pooled with them, never counted as a new plan. Kept:
+    that gives channels already timed is timed again and pooled with them (it uses up that re-plan but adds no
+    attempt). Kept:
     the attempt closest to the budget from below, confirmed by a second loop, else (none met it) the fastest,
     and `met` False."""
     target = cfg.target
@@ -435,7 +437,7 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
     chosen = _confirmed_choice(attempts, results, budget, measure)
     kept = attempts[chosen]
     return BudgetResult(results[chosen][0], results[chosen][1], attempts, chosen, kept.measured <= budget,
-                        kept.measured / kept.predicted)
+                        kept.measured / kept.predicted if kept.predicted > 0 else 1.0)
 
 
 def _confirmed_choice(attempts: list[Attempt], results: list[tuple[nn.Module, LatencyPlan]], budget: float,

@@ -29,7 +29,7 @@ from ..deploy.latency import LatencyTable, Observation, channel_counts, relative
 from ..deploy.latency.cuda import TorchProfiler
 from ..deploy.latency.profiles import Profiler, ProfileSettings
 from ..deploy.runners import make_runner
-from .latency_prune import Attempt, build_table, floor_ms, meet_budget, prune_to_latency
+from .latency_prune import DEEPEST, Attempt, build_table, floor_ms, meet_budget, prune_to_latency
 from .steps import step_targets
 
 FLOOR_SLACK = 0.9  # the floor is a prediction: refuse only budgets clearly below it
@@ -186,7 +186,8 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
                   "unpriced_layers": table.unpriced, "device_info": info}
     write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,
                                                   "unit_ms": run.unit_ms, "record": run.record}, indent=1))
-    console.print(f"latency model: {build.profiles} profiles in {build.seconds:.1f} s; channel steps "
+    timings = f" and {len(table.calibration)} whole timings" if table.calibration else ""
+    console.print(f"latency model: {build.profiles} profiles{timings} in {build.seconds:.1f} s; channel steps "
                   + ", ".join(f"{family} {step}" for family, step in table.steps.items())
                   + f"; dense p50 {run.dense_ms:.3f} ms"
                   + (f"; calibrated on {len(table.calibration)} whole timings (× {table.scale:.3f} "
@@ -217,7 +218,7 @@ def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_c
         return
     smallest, probe = copy.deepcopy(dense), _untaylored(run.prune)
     for _ in range(run.prune.steps):  # max_layer_ratio holds per step: the floor compounds over the steps
-        prune_to_latency(smallest, example, probe, run.table, 0.0, num_classes, name=arch)
+        prune_to_latency(smallest, example, probe, run.table, DEEPEST, num_classes, name=arch)
     with run.profiler() as profiler:
         floor = profiler.compare([dense, smallest], iterations=run.target.latency_iterations)["ratios"][1]["p50"]
     run.record["measured_floor"] = floor

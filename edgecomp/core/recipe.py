@@ -175,6 +175,14 @@ class LatencyTarget(Section):
     def kind(self) -> str:
         return "latency"
 
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_fits_a_line(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("1 copy and the dense model fit a line exactly, with nothing to check it: give 0 "
+                             "(off) or at least 2")
+        return value
+
     @field_validator("max_step")
     @classmethod
     def _a_step_the_fit_knows(cls, value: Optional[int]) -> Optional[int]:

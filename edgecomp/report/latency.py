@@ -30,7 +30,7 @@ def latency_section(rows: list[dict[str, Any]], figures: set[str],
         else "p50 in ms"
     verdict = "met" if final["budget_met"] else "NOT met (the fastest plan was kept)"
     # a fraction's range is over the paired per-round ratios; an absolute budget's is the p25-p75 of its rounds
-    spread = "2.5–97.5% of paired rounds" if unit == "fraction" else "p25–p75 of rounds"
+    spread = ("2.5–97.5% of paired rounds" if unit == "fraction" else "p25–p75 of rounds") + ", widest over its loops"
     lines = ["## Latency target", "",
              f"Budget as a {what}, on `{final['measured_on']}` ({final['latency_runtime']}, "
              f"{final['latency_threads']} thread(s), batch {final.get('latency_batch', 1)}). Final step: {verdict}.", "",

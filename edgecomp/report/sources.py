@@ -33,7 +33,7 @@ class RunFiles:
 
 def read_run(run: RunDir, rows: Optional[list[dict[str, Any]]] = None) -> RunFiles:
     return RunFiles(run, run.rows() if rows is None else rows, read_export(run.root), read_benches(run.root),
-                    _read_json(run.root / "latency" / "beside.json", "edgecomp-beside/"))
+                    _read_json(run.root / "latency" / "beside.json", "edgecomp-beside/1"))
 
 
 def _read_json(path: Path, prefix: str) -> Optional[dict[str, Any]]:

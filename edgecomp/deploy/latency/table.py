@@ -28,7 +28,9 @@ from .layers import Counts, Layer
 
 STEPS = (1, 2, 4, 8, 16, 32, 64)  # candidate channel blockings
 STEP_TIE = 0.02  # a larger step must explain the profiles this much better than a smaller one to be chosen
-FORMAT = "edgecomp-latency/1"
+FORMAT = "edgecomp-latency/2"  # /2 added the calibration (scale, shift_ms); /1 files read as uncalibrated
+READABLE = ("edgecomp-latency/1", FORMAT)
+MIN_SHARE = 0.05  # a calibrated prediction never falls under this share of the scaled profiled time
 
 
 def padded(channels: int, step: int) -> int:
@@ -101,7 +103,9 @@ class LatencyTable:
 
     def predict(self, counts: Counts) -> float:
         """Latency (ms) of the network with these channel counts; every priced layer must be given."""
-        return self.shift_ms + self.scale * self.profiled_ms(counts)
+        scaled = self.scale * self.profiled_ms(counts)
+        # a calibrated line (shift < 0) fitted on wide models must not reach 0 ms for narrow ones it never saw
+        return max(self.shift_ms + scaled, MIN_SHARE * scaled)
 
     def profiled_ms(self, counts: Counts) -> float:
         """The latency as the profiles saw it (before the whole-model calibration)."""
@@ -120,7 +124,7 @@ class LatencyTable:
     @classmethod
     def from_json(cls, text: str) -> "LatencyTable":
         data = json.loads(text)
-        if data.get("format") != FORMAT:
+        if data.get("format") not in READABLE:
             raise ValueError(f"not an edgecomp latency table (format {data.get('format')!r})")
         layers = {d["name"]: Layer(**d) for d in data["layers"]}
         return cls(data["key"], layers, data["steps"], {k: Fit(**v) for k, v in data["fits"].items()},
