@@ -1,14 +1,14 @@
 """Latency-aware pruning against Torch-Pruning to a MACs target, timed side by side on this CPU (issue 21).
 
     .venv/bin/python benchmarks/latency_pruning.py [--cases resnet18 mobilenet_v2] [--budgets 0.5 0.3]
-        [--calibration 3] [--max-step N]
-    .venv/bin/python benchmarks/latency_pruning.py --cases cifar_resnet20:28 --max-step 4 [--calibration 0]
+        [--calibration N] [--max-step N]
+    .venv/bin/python benchmarks/latency_pruning.py --cases cifar_resnet20:28 --max-step 4 [--calibration 3]
 
 For each network (torchvision, random weights: latency does not depend on their values; 3x224x224, 10 classes;
 or ARCH:PX, e.g. edgecomp's cifar_resnet20 at 1x28x28, issue 22's network) and each budget (a fraction of the
 dense model's latency):
-  latency  edgecomp: the latency model profiled on onnxruntime (fp32, 1 thread, batch 1) and calibrated on
-           `--calibration` copies timed whole (PLAN.md, issue 21 calibration rule), channels chosen under
+  latency  edgecomp: the latency model profiled on onnxruntime (fp32, 1 thread, batch 1), calibrated on
+           `--calibration` copies timed whole (0, the default: not), channels chosen under
            the budget, the closed loop (`meet_budget`: timed beside the dense model, re-planned by interpolation) until
            the measured latency is within 5% under the budget
   tp_macs  plain Torch-Pruning through edgecomp's MACs planner (global l2, round_to 8, or --max-step), to the MACs the
@@ -63,8 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="folder for the cell files (default: "
                         "results/latency_pruning/; another folder gets no summary files)")
     parser.add_argument("--max-step", type=int, default=None, help="prune.target.max_step (issue 22: 4 at 28 px)")
-    parser.add_argument("--calibration", type=int, default=3,
-                        help="prune.target.calibration: copies timed whole to calibrate the latency model (0: off)")
+    parser.add_argument("--calibration", type=int, default=0,
+                        help="prune.target.calibration: copies timed whole to calibrate the latency model (0: off, "
+                        "the default; cells of another value get a _cal<n> suffix)")
     return parser.parse_args()
 
 
@@ -98,7 +99,7 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
                        round_to=max_step or 8)  # tp_macs' round_to: 4 at 28 px as issue 22's (8 cannot get there)
     settings = ProfileSettings(device="host", runtime="onnxruntime", threads=1, iterations=30)
     dense_size = measure_size(dense, example)
-    suffix = ("" if calibration == 3 else f"_cal{calibration}") + (f"_s{max_step}" if max_step else "")
+    suffix = (f"_cal{calibration}" if calibration else "") + (f"_s{max_step}" if max_step else "")
     with HostRunner() as runner:
         profiler = Profiler(runner, settings, shape)
         started = time.perf_counter()
@@ -187,7 +188,7 @@ def label(cell: dict) -> str:
     """The network, and the latency model's settings where they are not the default."""
     model = cell["latency_model"]
     calibration, max_step = model.get("calibration", 0), model.get("max_step")
-    extra = ([] if calibration == 3 else [f"calibration {calibration}"]) + ([f"max_step {max_step}"] if max_step else [])
+    extra = ([f"calibration {calibration}"] if calibration else []) + ([f"max_step {max_step}"] if max_step else [])
     return cell["arch"] + (f" ({', '.join(extra)})" if extra else "")
 
 

@@ -682,7 +682,11 @@ def latency_verdicts(cells: list[dict]) -> list[str]:
         goal = "reached" if lat["speedup_per_macs_reduction"] >= 1.0 else "not reached"
         apart = lat["ratio_high"] < tp["ratio_low"] or tp["ratio_high"] < lat["ratio_low"]
         overlap = "do not overlap" if apart else "overlap"
-        lines.append(f"{cell['arch']} at {cell['budget']:.2f} of the dense latency: the latency-aware model "
+        model = cell.get("latency_model", {})
+        settings = ([f"calibration {model['calibration']}"] if model.get("calibration") else []) \
+            + ([f"max_step {model['max_step']}"] if model.get("max_step") else [])
+        name = cell["arch"] + (f" ({', '.join(settings)})" if settings else "")
+        lines.append(f"{name} at {cell['budget']:.2f} of the dense latency: the latency-aware model "
                      f"{met} ({lat['ratio_p50']:.3f}), {versus} ({tp['ratio_p50']:.3f}); speed-up ÷ MACs "
                      f"reduction {lat['speedup_per_macs_reduction']:.2f} against {tp['speedup_per_macs_reduction']:.2f}"
                      f" (goal 1.0: {goal}). One run; the per-round ranges of the two {overlap}.")
@@ -695,14 +699,19 @@ def latency_pruning_section() -> list[str]:
         return []
     cells = json.loads(path.read_text())
     table = (RESULTS / "latency_pruning.md").read_text().split("\n", 1)[1].strip()
-    return ["## Pruning for the device's latency (issue 21)", "", table, "",
+    return ["## Pruning for the device's latency (issue 21)", "",
+            "The last full run of `latency_pruning.py`, the calibration rule's first run (its 224-px cells with "
+            "calibration 3; their calibration-0 \"before\" is `archive/results/latency_pruning_run4/`). The shipped "
+            "setting (calibration 0) over three runs is the calibration table below.", "", table, "",
             *(f"- {line}" for line in latency_verdicts(cells)), "", *latency_noise_lines()]
 
 
 def latency_noise_lines() -> list[str]:
     """What the closed loop's measurement and the latency model's profiles are up against on this host."""
     lines = []
-    for name, heading in (("loop_repeatability", "The closed loop's noise: separate timing loops of the same "
+    for name, heading in (("latency_calibration", "The latency model's calibration, off against on (three "
+                           "paired repeats)"),
+                          ("loop_repeatability", "The closed loop's noise: separate timing loops of the same "
                            "models"), ("latency_alignment", "Unaligned channel counts (the latency model's "
                                        "profiles) against aligned ones (its plans)")):
         path = RESULTS / f"{name}.md"
