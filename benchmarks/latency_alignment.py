@@ -52,6 +52,14 @@ def network(arch: str, size: int) -> tuple[torch.nn.Module, torch.Tensor]:
     return getattr(torchvision.models, arch)(num_classes=10).eval(), torch.zeros(1, 3, size, size)
 
 
+def run_record(script: str) -> dict:
+    """Where and how a host timing ran: the fields every results file of these scripts carries."""
+    return {"runtime": f"onnxruntime {onnxruntime.__version__}", "threads": 1, "batch": 1,
+            "host": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": f"benchmarks/{script} " + " ".join(sys.argv[1:])}
+
+
 def variant(dense: torch.nn.Module, example: torch.Tensor, shares: list[float], align: int) -> torch.nn.Module:
     """`dense` with group i kept at shares[i] of its channels, rounded down to a multiple of `align` (>= align)."""
     share_of = iter(shares)  # pruned_copy visits the groups in the planner's order, the same for every copy
@@ -86,10 +94,7 @@ def run_case(arch: str, size: int, variants: int) -> None:
             "variants": [{"macs_ratio": measure_size(m, example).macs / dense_macs, "ratio_p50": r["p50"],
                           "ratio_low": r["low"], "ratio_high": r["high"]}
                          for m, r in zip(models, timed["ratios"][1:])],
-            "runtime": f"onnxruntime {onnxruntime.__version__}", "threads": 1, "batch": 1,
-            "host": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "benchmarks/latency_alignment.py " + " ".join(sys.argv[1:]),
+            **run_record("latency_alignment.py"),
         }
         CELLS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(cell, indent=1))

@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-import onnxruntime
 import torch
 
 from edgecomp.compression.prune import prune_to
@@ -33,7 +30,7 @@ from edgecomp.deploy.latency.profiles import Profiler, ProfileSettings
 from edgecomp.deploy.runners import HostRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_alignment import network  # noqa: E402 - the same networks, built the same way
+from latency_alignment import network, run_record  # noqa: E402 - the same networks, built the same way
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = 100
@@ -75,10 +72,7 @@ def main() -> None:
     for case in args.cases:
         arch, size = case.split(":")
         cases.append(run_case(arch, int(size), args.loops))
-    record = {"cases": cases, "runtime": f"onnxruntime {onnxruntime.__version__}", "threads": 1, "batch": 1,
-              "host": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "benchmarks/loop_repeatability.py " + " ".join(sys.argv[1:])}
+    record = {"cases": cases, **run_record("loop_repeatability.py")}
     (HERE / "results" / "loop_repeatability.json").write_text(json.dumps(record, indent=1))
     lines = ["# Two separate timing loops of the same models (onnxruntime fp32, 1 thread, batch 1)", "",
              f"Written by `{record['command'].strip()}` on {record['date']}: the p50 ratio of a copy pruned to "

@@ -713,7 +713,8 @@ def latency_noise_lines() -> list[str]:
                            "paired repeats)"),
                           ("loop_repeatability", "The closed loop's noise: separate timing loops of the same "
                            "models"), ("latency_alignment", "Unaligned channel counts (the latency model's "
-                                       "profiles) against aligned ones (its plans)")):
+                                       "profiles) against aligned ones (its plans)"),
+                          ("profiling_overhead", "Profiled runs against whole ones")):
         path = RESULTS / f"{name}.md"
         if path.is_file():
             lines += [f"### {heading}", "", path.read_text().split("\n", 1)[1].strip(), ""]

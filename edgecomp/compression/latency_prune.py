@@ -399,9 +399,8 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
 
     A plan is accepted only when a second, separate loop confirms it in the band (the mean of both); a re-plan
     that gives channels already timed is timed again and pooled with them (it uses up that re-plan but adds no
-    attempt). Kept:
-    the attempt closest to the budget from below, confirmed by a second loop, else (none met it) the fastest,
-    and `met` False."""
+    attempt). Kept: the attempt closest to the budget from below, confirmed by a second loop, else (none met
+    it) the fastest, and `met` False."""
     target = cfg.target
     aim = budget * (1 - target.tolerance / 2)
 

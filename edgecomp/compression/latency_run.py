@@ -190,8 +190,8 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     console.print(f"latency model: {build.profiles} profiles{timings} in {build.seconds:.1f} s; channel steps "
                   + ", ".join(f"{family} {step}" for family, step in table.steps.items())
                   + f"; dense p50 {run.dense_ms:.3f} ms"
-                  + (f"; calibrated on {len(table.calibration)} whole timings (× {table.scale:.3f} "
-                     f"{table.shift_ms:+.3f} ms)" if table.calibration else ""))
+                  + (f"; calibrated to them: × {table.scale:.3f} {table.shift_ms:+.3f} ms" if table.calibration
+                     else ""))
     if table.unpriced:
         console.print(f"[yellow]latency model[/]: the {settings.runtime} profile gave no time of its own to "
                       f"{len(table.unpriced)} layer(s), priced 0 ms: {', '.join(table.unpriced[:5])}"

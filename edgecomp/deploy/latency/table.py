@@ -167,23 +167,19 @@ def _fit_family(layers: list[Layer], observations: list[Observation],
 
 
 def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[Observation],
-              profile_seconds: float = 0.0, max_step: Optional[int] = None,
-              steps: Optional[dict[str, int]] = None) -> LatencyTable:
+              profile_seconds: float = 0.0, max_step: Optional[int] = None) -> LatencyTable:
     """Per family, the step and per-layer lines that explain the profiles; `max_step` caps the step (a step as
-    wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions).
-    With `steps` given (found on other profiles) only the lines are fitted, at those steps."""
+    wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions)."""
     if len(observations) < 3:
         raise ValueError(f"a latency model needs at least 3 profiles, got {len(observations)}")
     candidates = tuple(step for step in STEPS if max_step is None or step <= max_step)
     families: dict[str, list[Layer]] = {}
     for layer in layers.values():
         families.setdefault(layer.family, []).append(layer)
-    found, fits = {}, {}
+    steps, fits = {}, {}
     for family, members in families.items():
-        found[family], chosen, _ = _fit_family(members, observations,
-                                               (steps[family],) if steps is not None else candidates)
+        steps[family], chosen, _ = _fit_family(members, observations, candidates)
         fits.update(chosen)
-    steps = found
     partial = LatencyTable(key, layers, steps, fits, Fit(0.0, 0.0), 0.0)
     sums = np.array([sum(partial.layer_ms(n, *o.counts[n]) for n in layers) for o in observations])
     rest, _ = _line(sums, np.array([o.rest_ms for o in observations]))
@@ -193,9 +189,9 @@ def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[
 
 def calibrate(table: LatencyTable, profiled: list[float], whole: list[float]) -> None:
     """Map the profiles' milliseconds to whole-model ones: `whole ≈ shift + scale · profiled`, least squares over
-    models timed both ways (the dense one and copies on the fitted steps). Profiling slows every node (at 28 px
-    the fitted per-layer intercepts alone added up to a whole ResNet-20), and the profiles' unaligned widths run
-    slower than the aligned counts plans use. A fit that does not rise with the profiles keeps the scale of
+    models timed both ways (the dense one and copies on the fitted steps). A profiled run is not a whole one
+    (benchmarks/results/profiling_overhead.md), and the profiles' unaligned widths run slower than the aligned
+    counts plans use (latency_alignment.md). A fit that does not rise with the profiles keeps the scale of
     the widest point (shift 0)."""
     x, y = np.asarray(profiled, dtype=float), np.asarray(whole, dtype=float)
     scale, shift = (np.polyfit(x, y, 1) if len(x) > 1 and np.ptp(x) > 0 else (0.0, 0.0))
