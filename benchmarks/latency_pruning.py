@@ -162,8 +162,9 @@ def write_summary() -> None:
     cells = [json.loads(p.read_text()) for p in sorted(CELLS.glob("*.json"))]
     (HERE / "results" / "latency_pruning.json").write_text(json.dumps(cells, indent=1))
     lines = ["# Latency-aware pruning vs Torch-Pruning at the same MACs (onnxruntime fp32, 1 thread, batch 1, "
-             "224 px unless named)", "", "Written by `benchmarks/latency_pruning.py`; ratios are p50 of per-round ratios to "
-             "the dense model timed alternately in one loop, [2.5–97.5% of rounds].", "",
+             "224 px unless named)", "",
+             "Written by `benchmarks/latency_pruning.py`; ratios are p50 of per-round ratios to the dense model "
+             "timed alternately in one loop, [2.5–97.5% of rounds].", "",
              "| network | budget | method | latency / dense [range] | MACs ratio | speed-up | ÷ MACs reduction | "
              "within 5% |", "|---|---:|---|---:|---:|---:|---:|:--|"]
     for cell in cells:

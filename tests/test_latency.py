@@ -202,7 +202,8 @@ def test_a_calibrated_line_below_zero_still_finds_the_deepest_plan():
     old.update(format="edgecomp-latency/1")
     for key in ("scale", "shift_ms", "calibration"):
         del old[key]
-    assert LatencyTable.from_json(json.dumps(old)).predict(deepest.counts) == pytest.approx(plain.predict(deepest.counts))
+    read_back = LatencyTable.from_json(json.dumps(old))
+    assert read_back.predict(deepest.counts) == pytest.approx(plain.predict(deepest.counts))
 
 
 def test_the_closed_loop_corrects_a_model_that_predicts_too_fast():
@@ -225,8 +226,9 @@ def test_the_closed_loop_corrects_a_model_that_predicts_too_fast():
 
 def test_a_lucky_reading_is_not_kept_a_second_loop_must_confirm_it():
     """Each model's first loop reads 10% fast and its second 10% slow (separate loops disagree: a coefficient of
-    variation up to 8% in benchmarks/results/loop_repeatability.md). A first reading in the band [0.552, 0.6] belongs to a model whose latency is 0.613-0.667, over
-    the budget: only the mean of two loops may accept or keep a plan."""
+    variation up to 8% in benchmarks/results/loop_repeatability.md). A first reading in the band [0.552, 0.6]
+    belongs to a model whose latency is 0.613-0.667, over the budget: only the mean of two loops may accept or
+    keep a plan."""
     model, example = resnet8()
     cfg = PruneSection(target={"latency": 0.6, "tolerance": 0.08, "max_replans": 8}, max_layer_ratio=0.9)
     table = synthetic_table(model, example, 1)

@@ -162,9 +162,9 @@ class LatencyTarget(Section):
                              "(0: the profiles' own milliseconds)")
     latency_iterations: int = Field(100, ge=10, description="alternating timed rounds per whole-model measurement "
                                     "(trtexec: one round per 20, each a trtexec run of 50 inferences per model)")
-    tolerance: float = Field(0.05, gt=0, lt=0.5, description="a step is accepted once its measured latency (the mean of two "
-                             "separate timing loops) is within [1 - tolerance, 1] of its budget; below that it is "
-                             "re-planned to keep more channels")
+    tolerance: float = Field(0.05, gt=0, lt=0.5, description="a step is accepted once its measured latency (the "
+                             "mean of two separate timing loops) is within [1 - tolerance, 1] of its budget; below "
+                             "that it is re-planned to keep more channels")
     max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each aimed by "
                              "interpolating between the measured plans")
     max_step: Optional[int] = Field(None, description="cap on the channel step the latency model may find per "

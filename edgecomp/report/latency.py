@@ -30,7 +30,8 @@ def latency_section(rows: list[dict[str, Any]], figures: set[str],
         else "p50 in ms"
     verdict = "met" if final["budget_met"] else "NOT met (the fastest plan was kept)"
     # a fraction's range is over the paired per-round ratios; an absolute budget's is the p25-p75 of its rounds
-    spread = ("2.5–97.5% of paired rounds" if unit == "fraction" else "p25–p75 of rounds") + ", widest over its loops"
+    spread = "2.5–97.5% of paired rounds" if unit == "fraction" else "p25–p75 of rounds"
+    spread += ", widest over its loops"
     lines = ["## Latency target", "",
              f"Budget as a {what}, on `{final['measured_on']}` ({final['latency_runtime']}, "
              f"{final['latency_threads']} thread(s), batch {final.get('latency_batch', 1)}). Final step: {verdict}.", "",
@@ -81,7 +82,8 @@ def plot_latency_target(rows: list[dict[str, Any]], path: Path, beside: Optional
         ax.axvline(row["latency_budget"], color="tab:red", alpha=0.2)
     if beside:
         other = beside["steps"]
-        ax.plot([1.0] + [r["measured_latency"] for r in other], [beside["dense_accuracy"]] + [r["accuracy"] for r in other],
+        ax.plot([1.0] + [r["measured_latency"] for r in other],
+                [beside["dense_accuracy"]] + [r["accuracy"] for r in other],
                 "s--", label=f"{beside['name']}: {beside['target_kind']} target (measured)")
     ax.set_xlabel("latency, fraction of the dense model's p50 (red: budgets)")
     ax.set_ylabel("top-1 accuracy on validation images (fraction)")
