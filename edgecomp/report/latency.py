@@ -35,8 +35,8 @@ def latency_section(rows: list[dict[str, Any]], figures: set[str],
     lines = ["## Latency target", "",
              f"Budget as a {what}, on `{final['measured_on']}` ({final['latency_runtime']}, "
              f"{final['latency_threads']} thread(s), batch {final.get('latency_batch', 1)}). Final step: {verdict}.", "",
-             f"| step | budget | predicted | measured [{spread}] | p50 (ms) | dense p50 (ms) | plans | met |",
-             "|---:|---:|---:|---:|---:|---:|---:|:--|"]
+             f"| step | budget | predicted | measured [{spread}] | p50 (ms) | dense p50 (ms) | plans | met | "
+             "in band |", "|---:|---:|---:|---:|---:|---:|---:|:--|:--|"]
     for row in steps:
         spread = ""
         if row.get("measured_latency_low") is not None:
@@ -44,13 +44,19 @@ def latency_section(rows: list[dict[str, Any]], figures: set[str],
         lines.append(f"| {row['step']} | {_value(row['latency_budget'], unit)} | "
                      f"{_value(row['predicted_latency'], unit)} | {_value(row['measured_latency'], unit)}{spread} | "
                      f"{row['measured_p50_ms']:.3f} | {row['dense_p50_ms'] or 0:.3f} | "
-                     f"{len(row['latency_attempts'])} | {'yes' if row['budget_met'] else 'no'} |")
+                     f"{len(row['latency_attempts'])} | {'yes' if row['budget_met'] else 'no'} | "
+                     f"{_in_band(row)} |")
     lines.append("")
     if beside:
         lines += _beside_lines(beside)
     if "latency_target.png" in figures:
         lines += ["![accuracy vs measured latency](latency_target.png)", ""]
     return lines
+
+
+def _in_band(row: dict[str, Any]) -> str:
+    """Whether the kept plan also sits within the tolerance under the budget (rows before this field: –)."""
+    return "–" if row.get("budget_in_band") is None else ("yes" if row["budget_in_band"] else "no")
 
 
 def _beside_lines(beside: dict[str, Any]) -> list[str]:
