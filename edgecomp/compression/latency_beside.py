@@ -61,9 +61,10 @@ def _cached(path: Path, wanted: dict[str, Any]) -> Optional[dict[str, Any]]:
     return data if same else None
 
 
-def _timeable_rows(run: RunDir, folder: Path) -> dict[int, dict[str, Any]]:
-    """The metrics rows of the steps whose checkpoints are intact, by step; the dense one and one pruned at least."""
-    finished = run.finished_steps()
+def _timeable_rows(run: RunDir, folder: Path, sums: dict[str, str]) -> dict[int, dict[str, Any]]:
+    """The metrics rows of the steps whose checkpoints are intact (`sums`), by step; the dense one and one pruned
+    at least."""
+    finished = sorted(int(step) for step in sums)
     if not finished:
         raise RunDirError(f"--beside: {folder} has no checkpoint to time (checkpoints/manifest.json lists no intact "
                           f"step)")
@@ -82,10 +83,11 @@ def measure_beside(latency_dir: Path, other_dir: Path) -> Path:
     latency_run, other_run = RunDir(latency_dir), RunDir(other_dir)
     latency, other = _recipe(latency_run, "--run"), _recipe(other_run, "--beside")
     target = _check(latency, other, latency_dir, other_dir)
-    rows = _timeable_rows(other_run, other_dir)
+    sums = other_run.checkpoint_sums()  # hashes every checkpoint once: the steps to time and the cache's key
+    rows = _timeable_rows(other_run, other_dir, sums)
     settings = settings_for(target, resolve_device(target.device).label)
     shape = (other.model.in_channels, other.model.input_size, other.model.input_size)
-    wanted = {"run": str(Path(other_dir).resolve()), "checkpoints": other_run.checkpoint_sums(),
+    wanted = {"run": str(Path(other_dir).resolve()), "checkpoints": sums,
               "key": settings.key(shape, other.model.arch), "rounds": target.latency_iterations}
     path = beside_path(latency_dir)
     if _cached(path, wanted) is not None:
