@@ -1,7 +1,7 @@
 """Latency-aware pruning against Torch-Pruning to a MACs target, timed side by side on this CPU (issue 21).
 
     .venv/bin/python benchmarks/latency_pruning.py [--cases resnet18 mobilenet_v2] [--budgets 0.5 0.3]
-        [--calibration N] [--max-step N]
+        [--calibration N] [--max-step N] [--widths drawn|mixed]
     .venv/bin/python benchmarks/latency_pruning.py --cases cifar_resnet20:28 --max-step 4 [--calibration 3]
 
 For each network (torchvision, random weights: latency does not depend on their values; 3x224x224, 10 classes;
@@ -66,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calibration", type=int, default=0,
                         help="prune.target.calibration: copies timed whole to calibrate the latency model (0: off, "
                         "the default; cells of another value get a _cal<n> suffix)")
+    parser.add_argument("--widths", choices=["drawn", "mixed"], default="drawn",
+                        help="how the profiled copies' counts are drawn (build_table's widths; cells of mixed get a "
+                        "_mixed suffix)")
     return parser.parse_args()
 
 
@@ -92,19 +95,21 @@ def measurer(profiler: Profiler, dense: torch.nn.Module):
     return measure
 
 
-def run_case(case: str, budgets: list[float], profiles: int, calibration: int, max_step, cells: Path) -> None:
+def run_case(case: str, budgets: list[float], profiles: int, calibration: int, max_step, widths: str,
+             cells: Path) -> None:
     name, dense, example = network(case)
     shape = tuple(example.shape[1:])
     cfg = PruneSection(target={"latency": budgets[0], "calibration": calibration, "max_step": max_step},
                        round_to=max_step or 8)  # tp_macs' round_to: 4 at 28 px as issue 22's (8 cannot get there)
     settings = ProfileSettings(device="host", runtime="onnxruntime", threads=1, iterations=30)
     dense_size = measure_size(dense, example)
-    suffix = (f"_cal{calibration}" if calibration else "") + (f"_s{max_step}" if max_step else "")
+    suffix = (f"_cal{calibration}" if calibration else "") + (f"_s{max_step}" if max_step else "") \
+        + (f"_{widths}" if widths != "drawn" else "")
     with HostRunner() as runner:
         profiler = Profiler(runner, settings, shape)
         started = time.perf_counter()
         table, build = build_table(dense, example, cfg, 10, settings.key(shape, name), profiler.observe, profiles, 0,
-                                   whole=whole_timer(profiler, LOOP_ROUNDS), calibration=calibration)
+                                   whole=whole_timer(profiler, LOOP_ROUNDS), calibration=calibration, widths=widths)
         unit = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
         for budget in budgets:
             path = cells / f"{name}_{budget:.2f}{suffix}.json"
@@ -121,7 +126,7 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
             final = profiler.compare([dense, latency, tp], iterations=FINAL_ROUNDS)
             cell = cell_record(name, budget, shape, dense_size, macs, measure_size(tp, example), final, result, build,
                                table, loop_seconds, time.perf_counter() - started)
-            cell["latency_model"].update(max_step=max_step, calibration=calibration)  # the settings given
+            cell["latency_model"].update(max_step=max_step, calibration=calibration, widths=widths)  # as given
             cells.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cell, indent=1))
             print(json.dumps({k: cell[k] for k in ("arch", "budget", "latency", "tp_macs")}), flush=True)
@@ -189,7 +194,8 @@ def label(cell: dict) -> str:
     """The network, and the latency model's settings where they are not the default."""
     model = cell["latency_model"]
     calibration, max_step = model.get("calibration", 0), model.get("max_step")
-    extra = ([f"calibration {calibration}"] if calibration else []) + ([f"max_step {max_step}"] if max_step else [])
+    extra = ([f"calibration {calibration}"] if calibration else []) + ([f"max_step {max_step}"] if max_step else []) \
+        + ([f"{model['widths']} widths"] if model.get("widths", "drawn") != "drawn" else [])
     return cell["arch"] + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -201,7 +207,7 @@ def first_miss(cell: dict) -> float:
 def main() -> None:
     args = parse_args()
     for case in args.cases:
-        run_case(case, args.budgets, args.profiles, args.calibration, args.max_step, args.out or CELLS)
+        run_case(case, args.budgets, args.profiles, args.calibration, args.max_step, args.widths, args.out or CELLS)
     if args.out is None:
         write_summary()
 

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..core.recipe import Importance, PruneSection
 from ..deploy.latency import LatencyTable, Layer, Observation, calibrate, channel_counts, fit_table, read_layers
+from ..deploy.latency.table import STEPS
 from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, torch_pruning_errors, traceable
 
 VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
@@ -258,6 +259,26 @@ def random_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, nu
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
 
+def mixed_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
+                 generator: torch.Generator) -> nn.Module:
+    """A copy of `model` with every group at its own random count rounded down to a multiple of its own random
+    alignment (one of the candidate steps, under `max_step`; at least one alignment). Counts as drawn fall
+    between the runtime's steps 15 times in 16 and run in its slower unblocked kernels
+    (benchmarks/results/latency_alignment.md), so profiles of them alone hardly show a staircase; here each
+    family is seen on and off each step."""
+    max_step = getattr(cfg.target, "max_step", None)
+    alignments = [step for step in STEPS if max_step is None or step <= max_step]
+
+    def drawn(ranked, names) -> int:
+        align = alignments[int(torch.randint(len(alignments), (1,), generator=generator))]
+        return min(ranked.size, max(align, _draw(ranked, cfg, generator) // align * align))
+
+    return pruned_copy(model, example, cfg, num_classes, drawn)
+
+
+VARIANTS = {"drawn": random_widths, "mixed": mixed_widths}  # how build_table draws its profiled copies
+
+
 def _draw(ranked, cfg: PruneSection, generator: torch.Generator) -> int:
     low = max(1, int(ranked.size * max(VARIANT_KEEP[0], 1 - cfg.max_layer_ratio)))
     return int(torch.randint(low, ranked.size + 1, (1,), generator=generator))
@@ -291,8 +312,9 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
                 done: Optional[list[Observation]] = None,
                 keep: Optional[Callable[[int, Observation], None]] = None,
                 whole: Optional[Callable[[list[nn.Module]], list[float]]] = None,
-                calibration: int = 0) -> tuple[LatencyTable, TableBuild]:
-    """Profile the dense model and `profiles - 1` random-width copies (reusing the `done` ones, e.g. after an
+                calibration: int = 0, widths: str = "drawn") -> tuple[LatencyTable, TableBuild]:
+    """Profile the dense model and `profiles - 1` copies at random widths (`widths`: "drawn", any count;
+    "mixed", each group's count on a random candidate step: `VARIANTS`) (reusing the `done` ones, e.g. after an
     interruption; `keep` is called with each new one as it lands), and fit the latency model. With `whole`
     (p50 ms of each model, timed whole in one loop) and `calibration` > 0: the dense model and that many
     copies on the fitted steps are timed whole, and the table is calibrated to them (`calibrate`)."""
@@ -301,7 +323,7 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
     observations = list(done or [])
     generator = torch.Generator().manual_seed(seed)
     for index in range(profiles):
-        variant = model if index == 0 else random_widths(model, example, cfg, num_classes, generator)
+        variant = model if index == 0 else VARIANTS[widths](model, example, cfg, num_classes, generator)
         if index < len(observations):
             continue  # drawn all the same, so the later variants stay the same after a resume
         observation = observe(variant, layers)
