@@ -234,7 +234,7 @@ def finding_a_verdict(cells: dict) -> list[str]:
     best = {size: best_magnitude(cells, size) for size in SIZES}
     small, dense = best[0.05], best[1.0]
     literal, others = finding_a_outcomes(cells)
-    lines = [f"- Best magnitude by validation mean, M\\*(size): "
+    lines = ["- Best magnitude by validation mean, M\\*(size): "
              + ", ".join(f"{size:g}: {best[size]:g}" for size in SIZES) + "."]
     if small == dense:
         lines.append(f"- M\\*(5%) = M\\*(100%) = {small:g}: the small model prefers the same magnitude as the dense one.")

@@ -17,7 +17,7 @@ from edgecomp.core.models import CifarResNet
 from edgecomp.core.recipe import AugmentSection, ModelSection
 from edgecomp.compression.train import InputSpec
 from edgecomp.compression.watchdog import Watchdog
-from conftest import REPO, run_cli, tiny_recipe_dict
+from conftest import REPO, tiny_recipe_dict
 
 
 def spec_for(channels: int) -> InputSpec:

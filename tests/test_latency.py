@@ -82,6 +82,29 @@ def test_max_step_reaches_the_fit_from_the_recipe(monkeypatch):
     assert seen == [8, None]  # no cap unless asked
 
 
+def test_mixed_widths_put_counts_on_the_candidate_steps_and_under_the_cap():
+    """Counts as drawn sit on a multiple of 8 about one time in 8; mixed copies round each group to a random
+    candidate step, so many more do, and under max_step 2 no copy's count is rounded past 2."""
+    from edgecomp.compression.latency_prune import mixed_widths, random_widths
+
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    example = torch.zeros(1, 3, 64, 64)
+    dense = channel_counts(model)
+
+    def share_on_8(make, cfg) -> float:
+        generator = torch.Generator().manual_seed(0)
+        copies = [channel_counts(make(model, example, cfg, 10, generator)) for _ in range(3)]
+        cut = [c_out for counts in copies for name, (_, c_out) in counts.items()
+               if c_out < dense[name][1]]  # the layers whose groups the copy pruned
+        return sum(c % 8 == 0 for c in cut) / len(cut)
+
+    cfg = PruneSection(target={"latency": 0.5})
+    drawn, mixed = share_on_8(random_widths, cfg), share_on_8(mixed_widths, cfg)
+    assert drawn < 0.3 and mixed > drawn + 0.25
+    capped = share_on_8(mixed_widths, PruneSection(target={"latency": 0.5, "max_step": 2}))
+    assert capped < 0.3  # alignments 1 and 2 only: multiples of 8 as rarely as drawn
+
+
 def test_the_calibration_maps_profiled_milliseconds_to_whole_ones():
     """Profiles that read every layer 50 us slow and twice as long as a whole-model timing (as onnxruntime's
     session profiling does at 28 px): the calibrated table predicts the whole-model milliseconds of a copy it
@@ -389,6 +412,20 @@ def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_
                           capped.model.arch, 10, 0)
     assert set(run.table.steps.values()) == {1} and run.record["profiles_read_back"] == 3
     assert json.loads((result.run_dir / "latency" / "table.json").read_text())["record"]["max_step"] == 1
+
+
+def test_a_stored_table_is_refitted_when_its_calibration_was_timed_otherwise():
+    """The calibration's whole timings ran `latency_iterations` rounds: another value must not reuse them."""
+    from edgecomp.compression.latency_run import _same_fit
+
+    target = PruneSection(target={"latency": 0.5, "calibration": 2, "latency_iterations": 30}).target
+    record = {"max_step": None, "calibration": 2, "latency_iterations": 30}
+    assert _same_fit(record, target)
+    assert not _same_fit({**record, "latency_iterations": 100}, target)
+    assert not _same_fit({"max_step": None, "calibration": 2}, target)  # a table written before it was recorded
+    assert not _same_fit({**record, "max_step": 4}, target)
+    uncalibrated = PruneSection(target={"latency": 0.5, "latency_iterations": 100}).target
+    assert _same_fit({"max_step": None, "calibration": 0, "latency_iterations": 30}, uncalibrated)
 
 
 @pytest.mark.e2e

@@ -25,7 +25,6 @@ import pytest
 
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx, key_tree
 from edgecomp.deploy.devices import parse_ssh_url
-from edgecomp.core.errors import DeviceError
 from edgecomp.deploy.bench import BENCH_FORMAT
 
 # `bench --model DIR/model.onnx` writes beside the file, never a run's bench.json

@@ -141,10 +141,7 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
     settings, shape = settings_for(target, label), tuple(example.shape[1:])
     key = settings.key(shape, arch)
     stored = _read_json(folder / "table.json")
-    # the fit depends on the cap and the calibration too: other values refit from the saved profiles
-    if stored is not None and stored.get("table", {}).get("key") == key \
-            and stored.get("record", {}).get("max_step") == target.max_step \
-            and stored.get("record", {}).get("calibration", 0) == target.calibration:
+    if stored is not None and stored.get("table", {}).get("key") == key and _same_fit(stored["record"], target):
         table = LatencyTable.from_json(json.dumps(stored["table"]))
         run = LatencyRun(prune, settings, shape, table, stored["dense_ms"], stored["unit_ms"], stored["record"])
         console.print(f"latency model read back from {folder / 'table.json'}")
@@ -152,6 +149,14 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
         run = _profile(folder, prune, settings, shape, key, dense, example, num_classes, seed)
     _check_floor(run, dense, example, num_classes, arch)
     return run
+
+
+def _same_fit(record: dict[str, Any], target: LatencyTarget) -> bool:
+    """Whether a stored table was fitted as `target` asks: the cap on the steps and the calibration (whose whole
+    timings ran `latency_iterations` rounds) enter the fit; other values refit from the saved profiles."""
+    calibrated = record.get("calibration", 0)
+    return record.get("max_step") == target.max_step and calibrated == target.calibration \
+        and (not calibrated or record.get("latency_iterations") == target.latency_iterations)
 
 
 def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape: tuple[int, ...],
@@ -183,7 +188,8 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     run.record = {"profiles": build.profiles, "profiles_read_back": build.reused,
                   "profile_seconds": round(build.seconds, 2), "runtime_version": profiler.runtime_version,
                   "steps": table.steps, "max_step": target.max_step, "fit_error": relative_error(table),
-                  "calibration": target.calibration, "calibration_seconds": round(build.calibration_seconds, 2),
+                  "calibration": target.calibration, "latency_iterations": target.latency_iterations,
+                  "calibration_seconds": round(build.calibration_seconds, 2),
                   "scale": table.scale, "shift_ms": table.shift_ms,
                   "unpriced_layers": table.unpriced, "device_info": info}
     write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,

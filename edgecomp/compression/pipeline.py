@@ -8,7 +8,6 @@ before the run directory is created.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..core.errors import PruneError, PruneTargetError, RecipeError
-from ..core.models import Size, measure_size
+from ..core.models import Size, measure_size  # noqa: F401  (measure_size: callers import it from here)
 from ..core.recipe import Importance, PruneSection
 
 MAX_CHANNEL_RATIO = 0.95  # the largest ratio the search tries
