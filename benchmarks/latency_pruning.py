@@ -1,7 +1,7 @@
 """Latency-aware pruning against Torch-Pruning to a MACs target, timed side by side on this CPU (issue 21).
 
     .venv/bin/python benchmarks/latency_pruning.py [--cases resnet18 mobilenet_v2] [--budgets 0.5 0.3]
-        [--calibration N] [--max-step N] [--widths drawn|mixed]
+        [--calibration N] [--max-step N] [--widths drawn|mixed] [--probe-steps]
     .venv/bin/python benchmarks/latency_pruning.py --cases cifar_resnet20:28 --max-step 4 [--calibration 3]
 
 For each network (torchvision, random weights: latency does not depend on their values; 3x224x224, 10 classes;
@@ -69,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--widths", choices=["drawn", "mixed"], default="drawn",
                         help="how the profiled copies' counts are drawn (build_table's widths; cells of mixed get a "
                         "_mixed suffix)")
+    parser.add_argument("--probe-steps", action="store_true",
+                        help="the convolutions' step measured by probe_step (build_table's probe; cells get a _probe "
+                        "suffix)")
     return parser.parse_args()
 
 
@@ -96,7 +99,7 @@ def measurer(profiler: Profiler, dense: torch.nn.Module):
 
 
 def run_case(case: str, budgets: list[float], profiles: int, calibration: int, max_step, widths: str,
-             cells: Path) -> None:
+             probe: bool, cells: Path) -> None:
     name, dense, example = network(case)
     shape = tuple(example.shape[1:])
     cfg = PruneSection(target={"latency": budgets[0], "calibration": calibration, "max_step": max_step},
@@ -104,12 +107,13 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
     settings = ProfileSettings(device="host", runtime="onnxruntime", threads=1, iterations=30)
     dense_size = measure_size(dense, example)
     suffix = (f"_cal{calibration}" if calibration else "") + (f"_s{max_step}" if max_step else "") \
-        + (f"_{widths}" if widths != "drawn" else "")
+        + (f"_{widths}" if widths != "drawn" else "") + ("_probe" if probe else "")
     with HostRunner() as runner:
         profiler = Profiler(runner, settings, shape)
         started = time.perf_counter()
         table, build = build_table(dense, example, cfg, 10, settings.key(shape, name), profiler.observe, profiles, 0,
-                                   whole=whole_timer(profiler, LOOP_ROUNDS), calibration=calibration, widths=widths)
+                                   whole=whole_timer(profiler, LOOP_ROUNDS), calibration=calibration, widths=widths,
+                                   probe=probe)
         unit = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
         for budget in budgets:
             path = cells / f"{name}_{budget:.2f}{suffix}.json"
@@ -126,7 +130,8 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
             final = profiler.compare([dense, latency, tp], iterations=FINAL_ROUNDS)
             cell = cell_record(name, budget, shape, dense_size, macs, measure_size(tp, example), final, result, build,
                                table, loop_seconds, time.perf_counter() - started)
-            cell["latency_model"].update(max_step=max_step, calibration=calibration, widths=widths)  # as given
+            cell["latency_model"].update(max_step=max_step, calibration=calibration, widths=widths,  # as given
+                                         probe=probe, probe_step=build.probe_step, probe_rows=build.probe)
             cells.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cell, indent=1))
             print(json.dumps({k: cell[k] for k in ("arch", "budget", "latency", "tp_macs")}), flush=True)
@@ -195,7 +200,8 @@ def label(cell: dict) -> str:
     model = cell["latency_model"]
     calibration, max_step = model.get("calibration", 0), model.get("max_step")
     extra = ([f"calibration {calibration}"] if calibration else []) + ([f"max_step {max_step}"] if max_step else []) \
-        + ([f"{model['widths']} widths"] if model.get("widths", "drawn") != "drawn" else [])
+        + ([f"{model['widths']} widths"] if model.get("widths", "drawn") != "drawn" else []) \
+        + (["steps probed"] if model.get("probe") else [])
     return cell["arch"] + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -207,7 +213,8 @@ def first_miss(cell: dict) -> float:
 def main() -> None:
     args = parse_args()
     for case in args.cases:
-        run_case(case, args.budgets, args.profiles, args.calibration, args.max_step, args.widths, args.out or CELLS)
+        run_case(case, args.budgets, args.profiles, args.calibration, args.max_step, args.widths, args.probe_steps,
+                 args.out or CELLS)
     if args.out is None:
         write_summary()
 

@@ -31,12 +31,15 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
+from ..core.models import measure_size
 from ..core.recipe import Importance, PruneSection
 from ..deploy.latency import LatencyTable, Layer, Observation, calibrate, channel_counts, fit_table, read_layers
 from ..deploy.latency.table import STEPS
 from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, torch_pruning_errors, traceable
 
 VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
+PROBE_STEPS = (4, 8, 16, 32)  # the alignments `probe_step` times
+PROBE_TIE = 0.03  # a coarser alignment must keep this much more MACs per latency to be chosen
 DEEPEST = float("-inf")  # a budget no plan meets: the descent goes to every group's deepest step
 
 
@@ -276,6 +279,41 @@ def mixed_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
 
+def shares_on(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, align: int,
+              seed: int) -> nn.Module:
+    """A copy at the random shares drawn from `seed` (the same for every `align`), each group's count rounded
+    down to a multiple of `align` (at least one)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def drawn(ranked, names) -> int:
+        return min(ranked.size, max(align, _draw(ranked, cfg, generator) // align * align))
+
+    return pruned_copy(model, example, cfg, num_classes, drawn)
+
+
+def probe_step(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
+               whole: Callable[[list[nn.Module]], list[float]], seed: int) -> tuple[Optional[int], list[dict]]:
+    """The channel alignment the runtime runs fastest per MAC, measured: copies at the same random shares on
+    multiples of 4, 8, 16, 32 (under max_step) timed whole beside the dense model in one loop; the smallest
+    alignment within PROBE_TIE of the most MACs kept per latency. Per-layer profiles of counts between the
+    steps cannot tell it: on onnxruntime such counts leave the channel-blocked kernels for slower ones
+    (benchmarks/results/profile_regimes.md). None when fewer than two alignments are allowed."""
+    max_step = getattr(cfg.target, "max_step", None)
+    aligns = [a for a in PROBE_STEPS if max_step is None or a <= max_step]
+    if len(aligns) < 2:
+        return None, []
+    copies = [shares_on(model, example, cfg, num_classes, align, seed) for align in aligns]
+    times = whole([model] + copies)
+    dense_macs = measure_size(model, example).macs
+    rows = []
+    for align, copy_, ms in zip(aligns, copies, times[1:]):
+        macs, latency = measure_size(copy_, example).macs / dense_macs, ms / times[0]
+        rows.append({"align": align, "latency": round(latency, 5), "macs": round(macs, 5),
+                     "macs_per_latency": round(macs / latency, 5)})
+    best = max(r["macs_per_latency"] for r in rows)
+    return min(r["align"] for r in rows if r["macs_per_latency"] >= best * (1 - PROBE_TIE)), rows
+
+
 VARIANTS = {"drawn": random_widths, "mixed": mixed_widths}  # how build_table draws its profiled copies
 
 
@@ -305,6 +343,8 @@ class TableBuild:
     reused: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
     calibration_seconds: float = 0.0
+    probe_step: Optional[int] = None  # the alignment `probe_step` measured for the convolutions
+    probe: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, key: dict[str, Any],
@@ -312,12 +352,14 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
                 done: Optional[list[Observation]] = None,
                 keep: Optional[Callable[[int, Observation], None]] = None,
                 whole: Optional[Callable[[list[nn.Module]], list[float]]] = None,
-                calibration: int = 0, widths: str = "drawn") -> tuple[LatencyTable, TableBuild]:
+                calibration: int = 0, widths: str = "drawn",
+                probe: bool = False) -> tuple[LatencyTable, TableBuild]:
     """Profile the dense model and `profiles - 1` copies at random widths (`widths`: "drawn", any count;
     "mixed", each group's count on a random candidate step: `VARIANTS`) (reusing the `done` ones, e.g. after an
     interruption; `keep` is called with each new one as it lands), and fit the latency model. With `whole`
     (p50 ms of each model, timed whole in one loop) and `calibration` > 0: the dense model and that many
-    copies on the fitted steps are timed whole, and the table is calibrated to them (`calibrate`)."""
+    copies on the fitted steps are timed whole, and the table is calibrated to them (`calibrate`). With `whole`
+    and `probe`: the convolutions' step is the alignment `probe_step` measures, not the fit's."""
     started, record = time.perf_counter(), TableBuild(reused=len(done or []))
     layers = read_layers(model.eval(), example)
     observations = list(done or [])
@@ -333,6 +375,11 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
     record.profiles = len(observations)
     max_step = getattr(cfg.target, "max_step", None)  # a latency target's cap on the step found
     table = fit_table(key, layers, observations, time.perf_counter() - started, max_step)
+    if whole is not None and probe:
+        record.probe_step, record.probe = probe_step(model, example, cfg, num_classes, whole, seed + 1)
+        if record.probe_step is not None:
+            given = {family: record.probe_step for family in table.steps if family != "linear"}
+            table = fit_table(key, layers, observations, time.perf_counter() - started, max_step, given)
     if whole is not None and calibration > 0:
         calibrated = time.perf_counter()
         copies = [model] + [aligned_widths(model, example, cfg, num_classes, table, generator)

@@ -167,9 +167,11 @@ def _fit_family(layers: list[Layer], observations: list[Observation],
 
 
 def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[Observation],
-              profile_seconds: float = 0.0, max_step: Optional[int] = None) -> LatencyTable:
+              profile_seconds: float = 0.0, max_step: Optional[int] = None,
+              steps_given: Optional[dict[str, int]] = None) -> LatencyTable:
     """Per family, the step and per-layer lines that explain the profiles; `max_step` caps the step (a step as
-    wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions)."""
+    wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions);
+    a family in `steps_given` takes that step (measured otherwise: `probe_step`) and only its lines are fitted."""
     if len(observations) < 3:
         raise ValueError(f"a latency model needs at least 3 profiles, got {len(observations)}")
     candidates = tuple(step for step in STEPS if max_step is None or step <= max_step)
@@ -178,7 +180,8 @@ def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[
         families.setdefault(layer.family, []).append(layer)
     steps, fits = {}, {}
     for family, members in families.items():
-        steps[family], chosen, _ = _fit_family(members, observations, candidates)
+        given = (steps_given or {}).get(family)
+        steps[family], chosen, _ = _fit_family(members, observations, (given,) if given else candidates)
         fits.update(chosen)
     partial = LatencyTable(key, layers, steps, fits, Fit(0.0, 0.0), 0.0)
     sums = np.array([sum(partial.layer_ms(n, *o.counts[n]) for n in layers) for o in observations])
