@@ -714,7 +714,13 @@ def latency_noise_lines() -> list[str]:
                           ("loop_repeatability", "The closed loop's noise: separate timing loops of the same "
                            "models"), ("latency_alignment", "Unaligned channel counts (the latency model's "
                                        "profiles) against aligned ones (its plans)"),
-                          ("profiling_overhead", "Profiled runs against whole ones")):
+                          ("profiling_overhead", "Profiled runs against whole ones"),
+                          ("latency_widths", "The profiled copies' counts: as drawn against mixed alignments (three "
+                           "paired repeats)"),
+                          ("latency_probe", "The convolutions' step: fitted against measured whole (three paired "
+                           "repeats)"),
+                          ("profile_regimes", "What onnxruntime's profile shows for counts as drawn and on "
+                           "multiples of 16")):
         path = RESULTS / f"{name}.md"
         if path.is_file():
             lines += [f"### {heading}", "", path.read_text().split("\n", 1)[1].strip(), ""]
