@@ -39,7 +39,8 @@ from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, tor
 
 VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
 PROBE_STEPS = (4, 8, 16, 32)  # the alignments `probe_step` times
-PROBE_TIE = 0.03  # a coarser alignment must keep this much more MACs per latency to be chosen
+PROBE_FREE = 0.5  # padding to a coarser alignment is free when latency grows by at most this share of the MACs
+PROBE_NOISE = 0.01  # ... plus this much (one loop's ratios repeat to about 1%: loop_repeatability.md)
 DEEPEST = float("-inf")  # a budget no plan meets: the descent goes to every group's deepest step
 
 
@@ -279,39 +280,47 @@ def mixed_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
 
-def shares_on(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, align: int,
-              seed: int) -> nn.Module:
-    """A copy at the random shares drawn from `seed` (the same for every `align`), each group's count rounded
-    down to a multiple of `align` (at least one)."""
+def shares_padded(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, base: int,
+                  align: int, seed: int) -> nn.Module:
+    """A copy at the random shares drawn from `seed` (the same for every call), each group's count rounded
+    down to a multiple of `base` (at least one), then up to a multiple of `align`: the same channels plus
+    the ones a runtime blocking at `align` would compute anyway."""
     generator = torch.Generator().manual_seed(seed)
 
     def drawn(ranked, names) -> int:
-        return min(ranked.size, max(align, _draw(ranked, cfg, generator) // align * align))
+        count = max(base, _draw(ranked, cfg, generator) // base * base)
+        return min(ranked.size, -(-count // align) * align)
 
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
 
 def probe_step(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
                whole: Callable[[list[nn.Module]], list[float]], seed: int) -> tuple[Optional[int], list[dict]]:
-    """The channel alignment the runtime runs fastest per MAC, measured: copies at the same random shares on
-    multiples of 4, 8, 16, 32 (under max_step) timed whole beside the dense model in one loop; the smallest
-    alignment within PROBE_TIE of the most MACs kept per latency. Per-layer profiles of counts between the
-    steps cannot tell it: on onnxruntime such counts leave the channel-blocked kernels for slower ones
-    (benchmarks/results/profile_regimes.md). None when fewer than two alignments are allowed."""
+    """The channel step the runtime blocks at, measured on the whole model: one set of random shares on
+    multiples of 4, then padded up to multiples of 8, 16, 32 (under max_step), all timed beside the dense
+    model in one loop. Going up the ladder, a padding whose latency grows by at most PROBE_FREE of the MACs
+    it adds (plus PROBE_NOISE) computes channels the runtime ran anyway: the step is the last alignment so
+    reached. Per-layer profiles of counts between the steps cannot tell it: on onnxruntime such counts leave
+    the channel-blocked kernels for slower ones (benchmarks/results/profile_regimes.md); and comparing MACs
+    per latency across copies rounded down favours whichever keeps more MACs (benchmarks/PLAN.md, the first
+    probe rule's result). None when fewer than two alignments are allowed."""
     max_step = getattr(cfg.target, "max_step", None)
     aligns = [a for a in PROBE_STEPS if max_step is None or a <= max_step]
     if len(aligns) < 2:
         return None, []
-    copies = [shares_on(model, example, cfg, num_classes, align, seed) for align in aligns]
+    copies = [shares_padded(model, example, cfg, num_classes, aligns[0], align, seed) for align in aligns]
     times = whole([model] + copies)
     dense_macs = measure_size(model, example).macs
-    rows = []
-    for align, copy_, ms in zip(aligns, copies, times[1:]):
-        macs, latency = measure_size(copy_, example).macs / dense_macs, ms / times[0]
-        rows.append({"align": align, "latency": round(latency, 5), "macs": round(macs, 5),
-                     "macs_per_latency": round(macs / latency, 5)})
-    best = max(r["macs_per_latency"] for r in rows)
-    return min(r["align"] for r in rows if r["macs_per_latency"] >= best * (1 - PROBE_TIE)), rows
+    rows = [{"align": align, "latency": ms / times[0], "macs": measure_size(copy_, example).macs / dense_macs}
+            for align, copy_, ms in zip(aligns, copies, times[1:])]
+    chosen = aligns[0]
+    for before, after in zip(rows, rows[1:]):
+        added_macs, added_latency = after["macs"] / before["macs"] - 1, after["latency"] / before["latency"] - 1
+        after["free"] = added_latency <= PROBE_FREE * added_macs + PROBE_NOISE
+        if not after["free"]:
+            break
+        chosen = after["align"]
+    return chosen, [{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
 VARIANTS = {"drawn": random_widths, "mixed": mixed_widths}  # how build_table draws its profiled copies
