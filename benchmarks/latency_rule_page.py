@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/latency_rule_page.py widths   # "profiles on mixed alignments"
     .venv/bin/python benchmarks/latency_rule_page.py probe    # "the convolutions' step measured by whole-model timing"
     .venv/bin/python benchmarks/latency_rule_page.py probe2   # "the step probe, second version"
+    .venv/bin/python benchmarks/latency_rule_page.py probe3   # "the step probe as a floor"
 
 Cells: results/latency_<rule>/r<k>/<setting>/ (run by `latency_pruning.py ... --out ...`, 3 repeats).
 Per cell-run d = tp_macs ratio - latency ratio in the final loop (how much of the dense latency the latency
@@ -30,6 +31,8 @@ RULES = {  # rule -> (old setting, new setting, the page's title, the rule's hea
               "whole-model timing (probe)", "the convolutions' step measured by whole-model timing"),
     "probe2": ("shipped", "probe", "The convolutions' step: fitted from the profiles (shipped) against measured by "
                "padding counts up the ladder (probe, second version)", "the step probe, second version"),
+    "probe3": ("shipped", "probe", "The convolutions' step: fitted from the profiles (shipped) against no finer than "
+               "the second probe measures (probe as a floor)", "the step probe as a floor"),
 }
 
 

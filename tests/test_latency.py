@@ -129,6 +129,13 @@ def test_the_step_probe_finds_the_alignment_the_runtime_blocks_at():
 
     table, build = build_table(model, example, cfg, 10, {}, observe, 3, 0, whole=whole, probe=True)
     assert build.probe_step == 16 and all(step == 16 for family, step in table.steps.items() if family != "linear")
+
+    def observe_coarse(m, _layers):  # profiles whose staircase is 32 wide: the fit's coarser step stays
+        counts = {n: channel_counts(m)[n] for n in layers}
+        return Observation(counts, {n: 1e-6 * work(layers[n], *counts[n], 32) for n in layers}, 0.0, 1.0, 1.0)
+
+    coarse, _ = build_table(model, example, cfg, 10, {}, observe_coarse, 6, 0, whole=whole, probe=True)
+    assert coarse.steps["conv9"] == 32
     capped = PruneSection(target={"latency": 0.5, "max_step": 4})
     assert probe_step(model, example, capped, 10, whole, seed=3) == (None, [])
 

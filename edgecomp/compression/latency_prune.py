@@ -368,7 +368,7 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
     interruption; `keep` is called with each new one as it lands), and fit the latency model. With `whole`
     (p50 ms of each model, timed whole in one loop) and `calibration` > 0: the dense model and that many
     copies on the fitted steps are timed whole, and the table is calibrated to them (`calibrate`). With `whole`
-    and `probe`: the convolutions' step is the alignment `probe_step` measures, not the fit's."""
+    and `probe`: no convolution family's step is finer than the one `probe_step` measures."""
     started, record = time.perf_counter(), TableBuild(reused=len(done or []))
     layers = read_layers(model.eval(), example)
     observations = list(done or [])
@@ -387,7 +387,11 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
     if whole is not None and probe:
         record.probe_step, record.probe = probe_step(model, example, cfg, num_classes, whole, seed + 1)
         if record.probe_step is not None:
-            given = {family: record.probe_step for family in table.steps if family != "linear"}
+            # a floor, not a replacement: a family the fit found coarser keeps its step (resnet18's 1x1
+            # shortcuts at 32-64 keep its residual channels coarse; replaced by 16 it ran slower than
+            # Torch-Pruning at the same MACs: benchmarks/results/latency_probe2.md)
+            given = {family: max(step, record.probe_step) for family, step in table.steps.items()
+                     if family != "linear"}
             table = fit_table(key, layers, observations, time.perf_counter() - started, max_step, given)
     if whole is not None and calibration > 0:
         calibrated = time.perf_counter()
