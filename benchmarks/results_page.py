@@ -719,6 +719,10 @@ def latency_noise_lines() -> list[str]:
                            "paired repeats)"),
                           ("latency_probe", "The convolutions' step: fitted against measured whole (three paired "
                            "repeats)"),
+                          ("latency_probe2", "The convolutions' step: fitted against padded up the ladder (three "
+                           "paired repeats)"),
+                          ("latency_probe3", "The convolutions' step: fitted against the probe as a floor (three "
+                           "paired repeats)"),
                           ("profile_regimes", "What onnxruntime's profile shows for counts as drawn and on "
                            "multiples of 16")):
         path = RESULTS / f"{name}.md"
