@@ -266,10 +266,10 @@ def random_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, nu
 def mixed_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
                  generator: torch.Generator) -> nn.Module:
     """A copy of `model` with every group at its own random count rounded down to a multiple of its own random
-    alignment (one of the candidate steps, under `max_step`; at least one alignment). Counts as drawn fall
-    between the runtime's steps 15 times in 16 and run in its slower unblocked kernels
-    (benchmarks/results/latency_alignment.md), so profiles of them alone hardly show a staircase; here each
-    family is seen on and off each step."""
+    alignment (one of the candidate steps, under `max_step`; at least one alignment). Counts as drawn are off
+    a 16-channel blocking 15 times in 16 and run in onnxruntime's slower unblocked kernels
+    (benchmarks/results/profile_regimes.md), so profiles of them alone hardly show a staircase; here each
+    family is seen on and off each step. Not the default: benchmarks/results/latency_widths.md."""
     max_step = getattr(cfg.target, "max_step", None)
     alignments = [step for step in STEPS if max_step is None or step <= max_step]
 
