@@ -27,7 +27,7 @@ import onnxruntime
 import torch
 import torchvision
 
-from edgecomp.compression.latency_prune import _draw, pruned_copy
+from edgecomp.compression.latency_prune import shares_padded
 from edgecomp.core.models import measure_size
 from edgecomp.core.recipe import PruneSection
 from edgecomp.deploy.latency import read_layers
@@ -39,13 +39,6 @@ SHAPE = (3, 224, 224)
 ALIGNS = (1, 16)
 
 
-def copy_at(dense, example, cfg, align: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)  # the same shares for every alignment of one seed
-    return pruned_copy(dense, example, cfg, 10,
-                       lambda ranked, names: min(ranked.size, max(align, _draw(ranked, cfg, generator) // align
-                                                                  * align)))
-
-
 def profile_case(arch: str, copies: int) -> list[dict]:
     torch.manual_seed(0)
     dense = getattr(torchvision.models, arch)(num_classes=10).eval()
@@ -53,7 +46,9 @@ def profile_case(arch: str, copies: int) -> list[dict]:
     cfg = PruneSection(target={"latency": 0.5})
     layers = read_layers(dense, example)
     dense_macs = measure_size(dense, example).macs
-    models = [("dense", 0, dense)] + [(f"align {align}", seed, copy_at(dense, example, cfg, align, seed))
+    # the same shares for every alignment of one seed, rounded down to it
+    models = [("dense", 0, dense)] + [(f"align {align}", seed,
+                                       shares_padded(dense, example, cfg, 10, align, align, seed))
                                       for seed in range(1, copies + 1) for align in ALIGNS]
     rows = []
     settings = ProfileSettings(device="host", runtime="onnxruntime", threads=1, iterations=30)
@@ -84,8 +79,9 @@ def markdown(rows: list[dict]) -> list[str]:
     lines = ["# onnxruntime's profile of pruned copies as drawn and on multiples of 16 (fp32, 1 thread, batch 1)",
              "", "Written by `benchmarks/profile_regimes.py`: per copy, the same random shares with counts as drawn "
              "(align 1) or rounded down to multiples of 16. Profiled one after another (not interleaved).", "",
-             "| network | model | seed | MACs ratio | profiled run (ms) | NCHWc Conv ms | unblocked Conv + FusedConv ms "
-             "| Reorder ms | layers ms | rest ms |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| network | model | seed | MACs ratio | profiled run (ms) | NCHWc Conv ms | "
+             "unblocked Conv + FusedConv ms | Reorder ms | layers ms | rest ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ops = r["ms_by_op"]
         reorder = ops.get("ReorderInput", 0.0) + ops.get("ReorderOutput", 0.0)

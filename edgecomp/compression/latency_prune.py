@@ -40,7 +40,7 @@ from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, tor
 VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
 PROBE_STEPS = (4, 8, 16, 32)  # the alignments `probe_step` times
 PROBE_FREE = 0.5  # padding to a coarser alignment is free when latency grows by at most this share of the MACs
-PROBE_NOISE = 0.01  # ... plus this much (one loop's ratios repeat to about 1%: loop_repeatability.md)
+PROBE_NOISE = 0.01  # ... plus this much (separate loops' ratios at 224 px: CV 0.3-0.6%, loop_repeatability.md)
 DEEPEST = float("-inf")  # a budget no plan meets: the descent goes to every group's deepest step
 
 
@@ -275,7 +275,7 @@ def mixed_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num
 
     def drawn(ranked, names) -> int:
         align = alignments[int(torch.randint(len(alignments), (1,), generator=generator))]
-        return min(ranked.size, max(align, _draw(ranked, cfg, generator) // align * align))
+        return min(ranked.size, _down_to(_draw(ranked, cfg, generator), align))
 
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
@@ -288,7 +288,7 @@ def shares_padded(model: nn.Module, example: torch.Tensor, cfg: PruneSection, nu
     generator = torch.Generator().manual_seed(seed)
 
     def drawn(ranked, names) -> int:
-        count = max(base, _draw(ranked, cfg, generator) // base * base)
+        count = _down_to(_draw(ranked, cfg, generator), base)
         return min(ranked.size, -(-count // align) * align)
 
     return pruned_copy(model, example, cfg, num_classes, drawn)
@@ -326,6 +326,11 @@ def probe_step(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_c
 VARIANTS = {"drawn": random_widths, "mixed": mixed_widths}  # how build_table draws its profiled copies
 
 
+def _down_to(count: int, step: int) -> int:
+    """`count` rounded down to a multiple of `step`, at least one step."""
+    return max(step, count // step * step)
+
+
 def _draw(ranked, cfg: PruneSection, generator: torch.Generator) -> int:
     low = max(1, int(ranked.size * max(VARIANT_KEEP[0], 1 - cfg.max_layer_ratio)))
     return int(torch.randint(low, ranked.size + 1, (1,), generator=generator))
@@ -338,7 +343,7 @@ def aligned_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, n
 
     def drawn(ranked, names) -> int:
         step = _group_step(ranked, names, table)
-        return min(ranked.size, max(step, _draw(ranked, cfg, generator) // step * step))
+        return min(ranked.size, _down_to(_draw(ranked, cfg, generator), step))
 
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
