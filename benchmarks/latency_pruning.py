@@ -1,7 +1,7 @@
 """Latency-aware pruning against Torch-Pruning to a MACs target, timed side by side on this CPU (issue 21).
 
     .venv/bin/python benchmarks/latency_pruning.py [--cases resnet18 mobilenet_v2] [--budgets 0.5 0.3]
-        [--calibration N] [--max-step N] [--widths drawn|mixed] [--probe-steps]
+        [--calibration N] [--max-step N] [--widths drawn|mixed|probed] [--probe-steps]
     .venv/bin/python benchmarks/latency_pruning.py --cases cifar_resnet20:28 --max-step 4 [--calibration 3]
 
 For each network (torchvision, random weights: latency does not depend on their values; 3x224x224, 10 classes;
@@ -38,7 +38,7 @@ import onnxruntime
 import torch
 import torchvision
 
-from edgecomp.compression.latency_prune import Attempt, build_table, meet_budget
+from edgecomp.compression.latency_prune import WIDTHS, Attempt, build_table, meet_budget
 from edgecomp.compression.latency_run import whole_timer
 from edgecomp.compression.prune import prune_to
 from edgecomp.core.models import Size, build_model, measure_size
@@ -66,9 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calibration", type=int, default=0,
                         help="prune.target.calibration: copies timed whole to calibrate the latency model (0: off, "
                         "the default; cells of another value get a _cal<n> suffix)")
-    parser.add_argument("--widths", choices=["drawn", "mixed"], default="drawn",
-                        help="how the profiled copies' counts are drawn (build_table's widths; cells of mixed get a "
-                        "_mixed suffix)")
+    parser.add_argument("--widths", choices=list(WIDTHS), default="drawn",
+                        help="how the profiled copies' counts are drawn (build_table's widths; cells of another "
+                        "than drawn get a _<widths> suffix)")
     parser.add_argument("--probe-steps", action="store_true",
                         help="the convolutions' step measured by probe_step (build_table's probe; cells get a _probe "
                         "suffix)")

@@ -1,9 +1,10 @@
-"""The verdicts of two latency-model rules (benchmarks/PLAN.md, issue 21), from the cell files.
+"""The verdicts of the latency-model rules (benchmarks/PLAN.md, issue 21), from the cell files.
 
     .venv/bin/python benchmarks/latency_rule_page.py widths   # "profiles on mixed alignments"
     .venv/bin/python benchmarks/latency_rule_page.py probe    # "the convolutions' step measured by whole-model timing"
     .venv/bin/python benchmarks/latency_rule_page.py probe2   # "the step probe, second version"
     .venv/bin/python benchmarks/latency_rule_page.py probe3   # "the step probe as a floor"
+    .venv/bin/python benchmarks/latency_rule_page.py regime   # "the per-layer lines fitted in the regime plans run in"
 
 Cells: results/latency_<rule>/r<k>/<setting>/ (run by `latency_pruning.py ... --out ...`, 3 repeats).
 Per cell-run d = tp_macs ratio - latency ratio in the final loop (how much of the dense latency the latency
@@ -33,6 +34,8 @@ RULES = {  # rule -> (old setting, new setting, the page's title, the rule's hea
                "padding counts up the ladder (probe, second version)", "the step probe, second version"),
     "probe3": ("shipped", "probe", "The convolutions' step: fitted from the profiles (shipped) against no finer than "
                "the second probe measures (probe as a floor)", "the step probe as a floor"),
+    "regime": ("shipped", "probed", "The latency model's profiled copies: counts as drawn (shipped) against counts on "
+               "the step the second probe measures (probed)", "the per-layer lines fitted in the regime plans run in"),
 }
 
 

@@ -73,7 +73,8 @@ def test_max_step_reaches_the_fit_from_the_recipe(monkeypatch):
     from edgecomp.compression import latency_prune
 
     seen, fit = [], latency_prune.fit_table
-    monkeypatch.setattr(latency_prune, "fit_table", lambda *args: (seen.append(args[-1]), fit(*args))[1])
+    monkeypatch.setattr(latency_prune, "fit_table",
+                        lambda *args, **kw: (seen.append(args[-1]), fit(*args, **kw))[1])
     model, example = resnet8()
     cfg = PruneSection(target={"latency": 0.5, "max_step": 8})
     fake = lambda variant, layers: Observation(channel_counts(variant), {}, 0.0, 1.0, 1.0)  # noqa: E731
@@ -138,6 +139,42 @@ def test_the_step_probe_finds_the_alignment_the_runtime_blocks_at():
     assert coarse.steps["conv9"] == 32
     capped = PruneSection(target={"latency": 0.5, "max_step": 4})
     assert probe_step(model, example, capped, 10, whole, seed=3) == (None, [])
+
+
+def test_probed_profiles_sit_on_the_measured_step_and_price_the_regime_plans_run_in():
+    """A runtime that blocks at 16 and runs a layer whose output count is off 16 three times slower (onnxruntime's
+    unblocked kernels: benchmarks/results/profile_regimes.md). widths="probed" measures 16, profiles copies on
+    multiples of it, fits no step finer, and prices a copy on 16s as the runtime runs it; counts as drawn
+    price it in the slow regime."""
+    from edgecomp.compression.latency_prune import build_table, stepped_widths
+
+    model, example = resnet8()
+    layers = read_layers(model, example)
+
+    def layer_ms(m):
+        counts = channel_counts(m)
+        return {n: (1 if counts[n][1] % 16 == 0 else 3) * 1e-6 * work(layers[n], *counts[n], 16) for n in layers}
+
+    def observe(m, _layers):
+        ms = layer_ms(m)
+        return Observation({n: channel_counts(m)[n] for n in layers}, ms, 0.0, sum(ms.values()), sum(ms.values()))
+
+    def whole(models):
+        return [sum(layer_ms(m).values()) for m in models]
+
+    cfg = PruneSection(target={"latency": 0.5})
+    table, build = build_table(model, example, cfg, 10, {}, observe, 6, 0, whole=whole, widths="probed")
+    assert build.probe_step == 16 and min(table.steps.values()) >= 16
+    dense_counts = channel_counts(model)
+    for observation in table.observations[1:]:
+        pruned = [n for n in layers if observation.counts[n][1] != dense_counts[n][1]]
+        assert pruned and all(observation.counts[n][1] % 16 == 0 for n in pruned)
+    unseen = stepped_widths(model, example, cfg, 10, torch.Generator().manual_seed(7), step=16)
+    assert table.predict(counts_of(unseen, table)) == pytest.approx(whole([unseen])[0], rel=1e-6)
+    drawn, _ = build_table(model, example, cfg, 10, {}, observe, 6, 0)
+    assert drawn.predict(counts_of(unseen, drawn)) > 1.2 * whole([unseen])[0]
+    with pytest.raises(ValueError, match="whole"):
+        build_table(model, example, cfg, 10, {}, observe, 6, 0, widths="probed")
 
 
 def test_the_calibration_maps_profiled_milliseconds_to_whole_ones():

@@ -24,6 +24,7 @@ builds from the deployment wing's profiler.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -323,7 +324,21 @@ def probe_step(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_c
     return chosen, [{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
-VARIANTS = {"drawn": random_widths, "mixed": mixed_widths}  # how build_table draws its profiled copies
+def stepped_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
+                   generator: torch.Generator, step: int) -> nn.Module:
+    """A copy of `model` with every group at its own random count rounded down to a multiple of `step` (at least
+    one step): profiled in the regime plans on that step run in (blocked kernels on onnxruntime), where counts
+    as drawn run in another (benchmarks/results/profile_regimes.md)."""
+
+    def drawn(ranked, names) -> int:
+        return min(ranked.size, _down_to(_draw(ranked, cfg, generator), step))
+
+    return pruned_copy(model, example, cfg, num_classes, drawn)
+
+
+# how build_table draws its profiled copies; "probed" (copies on the step `probe_step` measures) is stepped_widths
+VARIANTS = {"drawn": random_widths, "mixed": mixed_widths}
+WIDTHS = (*VARIANTS, "probed")
 
 
 def _down_to(count: int, step: int) -> int:
@@ -369,17 +384,29 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
                 calibration: int = 0, widths: str = "drawn",
                 probe: bool = False) -> tuple[LatencyTable, TableBuild]:
     """Profile the dense model and `profiles - 1` copies at random widths (`widths`: "drawn", any count;
-    "mixed", each group's count on a random candidate step: `VARIANTS`) (reusing the `done` ones, e.g. after an
-    interruption; `keep` is called with each new one as it lands), and fit the latency model. With `whole`
+    "mixed", each group's count on a random candidate step: `VARIANTS`; "probed", every count on the step
+    `probe_step` measures with `whole`, the fit choosing among that step and coarser ones) (reusing the `done`
+    ones, e.g. after an interruption; `keep` is called with each new one as it lands), and fit the latency
+    model. With `whole`
     (p50 ms of each model, timed whole in one loop) and `calibration` > 0: the dense model and that many
     copies on the fitted steps are timed whole, and the table is calibrated to them (`calibrate`). With `whole`
     and `probe`: no convolution family's step is finer than the one `probe_step` measures."""
+    if widths not in WIDTHS:
+        raise ValueError(f"widths: {widths!r} is not one of {', '.join(WIDTHS)}")
+    if widths == "probed" and (whole is None or probe):
+        raise ValueError('widths="probed" measures the step with `whole` itself: pass whole, not probe')
     started, record = time.perf_counter(), TableBuild(reused=len(done or []))
     layers = read_layers(model.eval(), example)
     observations = list(done or [])
     generator = torch.Generator().manual_seed(seed)
+    variants, min_step = VARIANTS.get(widths, random_widths), None
+    if widths == "probed":
+        record.probe_step, record.probe = probe_step(model, example, cfg, num_classes, whole, seed + 1)
+        if record.probe_step is not None:
+            min_step = record.probe_step
+            variants = functools.partial(stepped_widths, step=min_step)
     for index in range(profiles):
-        variant = model if index == 0 else VARIANTS[widths](model, example, cfg, num_classes, generator)
+        variant = model if index == 0 else variants(model, example, cfg, num_classes, generator)
         if index < len(observations):
             continue  # drawn all the same, so the later variants stay the same after a resume
         observation = observe(variant, layers)
@@ -388,7 +415,7 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
             keep(index, observation)
     record.profiles = len(observations)
     max_step = getattr(cfg.target, "max_step", None)  # a latency target's cap on the step found
-    table = fit_table(key, layers, observations, time.perf_counter() - started, max_step)
+    table = fit_table(key, layers, observations, time.perf_counter() - started, max_step, min_step=min_step)
     if whole is not None and probe:
         record.probe_step, record.probe = probe_step(model, example, cfg, num_classes, whole, seed + 1)
         if record.probe_step is not None:

@@ -168,13 +168,16 @@ def _fit_family(layers: list[Layer], observations: list[Observation],
 
 def fit_table(key: dict[str, Any], layers: dict[str, Layer], observations: list[Observation],
               profile_seconds: float = 0.0, max_step: Optional[int] = None,
-              steps_given: Optional[dict[str, int]] = None) -> LatencyTable:
+              steps_given: Optional[dict[str, int]] = None, min_step: Optional[int] = None) -> LatencyTable:
     """Per family, the step and per-layer lines that explain the profiles; `max_step` caps the step (a step as
     wide as a family's narrowest layer leaves that layer unprunable: ResNet-20's 16-channel convolutions);
-    a family in `steps_given` takes that step (measured otherwise: `probe_step`) and only its lines are fitted."""
+    `min_step` is the finest candidate (profiles whose counts all sit on multiples of it cannot show a finer
+    staircase); a family in `steps_given` takes that step (measured otherwise: `probe_step`) and only its
+    lines are fitted."""
     if len(observations) < 3:
         raise ValueError(f"a latency model needs at least 3 profiles, got {len(observations)}")
-    candidates = tuple(step for step in STEPS if max_step is None or step <= max_step)
+    candidates = tuple(step for step in STEPS if (max_step is None or step <= max_step)
+                       and (min_step is None or step >= min(min_step, max_step or min_step)))
     families: dict[str, list[Layer]] = {}
     for layer in layers.values():
         families.setdefault(layer.family, []).append(layer)
