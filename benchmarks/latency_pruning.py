@@ -7,7 +7,8 @@
 For each network (torchvision, random weights: latency does not depend on their values; 3x224x224, 10 classes;
 or ARCH:PX, e.g. edgecomp's cifar_resnet20 at 1x28x28, issue 22's network) and each budget (a fraction of the
 dense model's latency):
-  latency  edgecomp: the latency model profiled on onnxruntime (fp32, 1 thread, batch 1), calibrated on
+  latency  edgecomp: the latency model profiled on onnxruntime (fp32, 1 thread, batch 1), its copies on the
+           channel step whole copies were timed to block at (`--widths probed`, the default), calibrated on
            `--calibration` copies timed whole (0, the default: not), channels chosen under
            the budget, the closed loop (`meet_budget`: timed beside the dense model, re-planned by interpolation) until
            the measured latency is within 5% under the budget
@@ -66,13 +67,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calibration", type=int, default=0,
                         help="prune.target.calibration: copies timed whole to calibrate the latency model (0: off, "
                         "the default; cells of another value get a _cal<n> suffix)")
-    parser.add_argument("--widths", choices=list(WIDTHS), default="drawn",
-                        help="how the profiled copies' counts are drawn (build_table's widths; cells of another "
-                        "than drawn get a _<widths> suffix)")
+    parser.add_argument("--widths", choices=list(WIDTHS), default="probed",
+                        help="how the profiled copies' counts are drawn (build_table's widths; probed, the default, "
+                        "since results/latency_regime.md; cells of another than drawn get a _<widths> suffix)")
     parser.add_argument("--probe-steps", action="store_true",
                         help="the convolutions' step measured by probe_step (build_table's probe; cells get a _probe "
                         "suffix)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.probe_steps and args.widths == "probed":
+        parser.error("--probe-steps (the probe as a floor under drawn profiles' steps) needs --widths drawn")
+    return args
 
 
 def network(case: str) -> tuple[str, torch.nn.Module, torch.Tensor]:

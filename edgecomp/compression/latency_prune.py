@@ -373,6 +373,7 @@ class TableBuild:
     log: list[dict[str, Any]] = field(default_factory=list)
     calibration_seconds: float = 0.0
     probe_step: Optional[int] = None  # the alignment `probe_step` measured for the convolutions
+    widths: str = "drawn"  # how the profiled copies were drawn (`_copies`)
     probe: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -381,30 +382,25 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
                 done: Optional[list[Observation]] = None,
                 keep: Optional[Callable[[int, Observation], None]] = None,
                 whole: Optional[Callable[[list[nn.Module]], list[float]]] = None,
-                calibration: int = 0, widths: str = "drawn",
+                calibration: int = 0, widths: Optional[str] = None,
                 probe: bool = False) -> tuple[LatencyTable, TableBuild]:
-    """Profile the dense model and `profiles - 1` copies at random widths (`widths`: "drawn", any count;
-    "mixed", each group's count on a random candidate step: `VARIANTS`; "probed", every count on the step
-    `probe_step` measures with `whole`, the fit choosing among that step and coarser ones) (reusing the `done`
-    ones, e.g. after an interruption; `keep` is called with each new one as it lands), and fit the latency
-    model. With `whole`
-    (p50 ms of each model, timed whole in one loop) and `calibration` > 0: the dense model and that many
-    copies on the fitted steps are timed whole, and the table is calibrated to them (`calibrate`). With `whole`
-    and `probe`: no convolution family's step is finer than the one `probe_step` measures."""
+    """Profile the dense model and `profiles - 1` copies at random widths (`widths`, `_copies`; by default
+    "probed" when `whole` is given, else "drawn"), reusing the `done` ones (e.g. after an interruption; `keep`
+    is called with each new one as it lands), and fit the latency model. `whole` gives the p50 ms of each
+    model, timed whole in one loop. With `calibration` > 0: the dense model and that many copies on the fitted
+    steps are timed whole, and the table is calibrated to them (`calibrate`). With `probe` (and widths
+    "drawn"): no convolution family's step is finer than the one `probe_step` measures."""
+    widths = widths or ("probed" if whole is not None and not probe else "drawn")
     if widths not in WIDTHS:
         raise ValueError(f"widths: {widths!r} is not one of {', '.join(WIDTHS)}")
     if widths == "probed" and (whole is None or probe):
         raise ValueError('widths="probed" measures the step with `whole` itself: pass whole, not probe')
-    started, record = time.perf_counter(), TableBuild(reused=len(done or []))
+    started, record = time.perf_counter(), TableBuild(widths=widths)
     layers = read_layers(model.eval(), example)
-    observations = list(done or [])
+    variants, min_step = _copies(model, example, cfg, num_classes, widths, whole, seed, record)
+    observations = _resumable(list(done or []), channel_counts(model), min_step)
+    record.reused = len(observations)
     generator = torch.Generator().manual_seed(seed)
-    variants, min_step = VARIANTS.get(widths, random_widths), None
-    if widths == "probed":
-        record.probe_step, record.probe = probe_step(model, example, cfg, num_classes, whole, seed + 1)
-        if record.probe_step is not None:
-            min_step = record.probe_step
-            variants = functools.partial(stepped_widths, step=min_step)
     for index in range(profiles):
         variant = model if index == 0 else variants(model, example, cfg, num_classes, generator)
         if index < len(observations):
@@ -426,16 +422,49 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
                      if family != "linear"}
             table = fit_table(key, layers, observations, time.perf_counter() - started, max_step, given)
     if whole is not None and calibration > 0:
-        calibrated = time.perf_counter()
-        copies = [model] + [aligned_widths(model, example, cfg, num_classes, table, generator)
-                            for _ in range(calibration)]
-        profiled = [table.profiled_ms({n: c for n, c in channel_counts(m).items() if n in table.layers})
-                    for m in copies]
-        calibrate(table, profiled, whole(copies))
-        record.calibration_seconds = time.perf_counter() - calibrated
+        _calibrate(table, model, example, cfg, num_classes, whole, calibration, generator, record)
     record.seconds = time.perf_counter() - started
     table.profile_seconds = record.seconds
     return table, record
+
+
+def _copies(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, widths: str,
+            whole: Optional[Callable[[list[nn.Module]], list[float]]], seed: int,
+            record: TableBuild) -> tuple[Callable[..., nn.Module], Optional[int]]:
+    """How the profiled copies are drawn, and the finest step their profiles can show (None: any). "drawn":
+    any count; "mixed": each group's count on a random candidate step; "probed": every count on the step
+    `probe_step` measures (drawn when it measures none, under a max_step below 8). Probed is the default:
+    counts as drawn run in another kernel regime than plans on the steps, and profiles on the measured step
+    chose channels that ran faster than Torch-Pruning's at the same MACs
+    (benchmarks/results/latency_regime.md)."""
+    if widths != "probed":
+        return VARIANTS[widths], None
+    record.probe_step, record.probe = probe_step(model, example, cfg, num_classes, whole, seed + 1)
+    if record.probe_step is None:
+        return random_widths, None
+    return functools.partial(stepped_widths, step=record.probe_step), record.probe_step
+
+
+def _resumable(done: list[Observation], dense: dict[str, tuple[int, int]], step: Optional[int]) -> list[Observation]:
+    """The profiles read back that this build may keep: all of them, unless a copy's pruned counts are off
+    `step` (profiled before on another probed step, or as drawn): from there on they are profiled again."""
+    for index, observation in enumerate(done):
+        counts = observation.counts
+        if index and step and any(counts[n][1] % step for n in counts if n in dense and counts[n][1] != dense[n][1]):
+            return done[:index]
+    return done
+
+
+def _calibrate(table: LatencyTable, model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int,
+               whole: Callable[[list[nn.Module]], list[float]], calibration: int, generator: torch.Generator,
+               record: TableBuild) -> None:
+    calibrated = time.perf_counter()
+    copies = [model] + [aligned_widths(model, example, cfg, num_classes, table, generator)
+                        for _ in range(calibration)]
+    profiled = [table.profiled_ms({n: c for n, c in channel_counts(m).items() if n in table.layers})
+                for m in copies]
+    calibrate(table, profiled, whole(copies))
+    record.calibration_seconds = time.perf_counter() - calibrated
 
 
 # ---------------------------------------------------------------- the closed loop

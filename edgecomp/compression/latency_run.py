@@ -188,6 +188,7 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     run.record = {"profiles": build.profiles, "profiles_read_back": build.reused,
                   "profile_seconds": round(build.seconds, 2), "runtime_version": profiler.runtime_version,
                   "steps": table.steps, "max_step": target.max_step, "fit_error": relative_error(table),
+                  "widths": build.widths, "probe_step": build.probe_step, "probe": build.probe,
                   "calibration": target.calibration, "latency_iterations": target.latency_iterations,
                   "calibration_seconds": round(build.calibration_seconds, 2),
                   "scale": table.scale, "shift_ms": table.shift_ms,
@@ -195,7 +196,9 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,
                                                   "unit_ms": run.unit_ms, "record": run.record}, indent=1))
     timings = f" and {len(table.calibration)} whole timings" if table.calibration else ""
-    console.print(f"latency model: {build.profiles} profiles{timings} in {build.seconds:.1f} s; channel steps "
+    probed = f" on multiples of {build.probe_step} (the step whole copies were timed to block at)" \
+        if build.probe_step else ""
+    console.print(f"latency model: {build.profiles} profiles{probed}{timings} in {build.seconds:.1f} s; channel steps "
                   + ", ".join(f"{family} {step}" for family, step in table.steps.items())
                   + f"; dense p50 {run.dense_ms:.3f} ms"
                   + (f"; calibrated to them: × {table.scale:.3f} {table.shift_ms:+.3f} ms" if table.calibration
