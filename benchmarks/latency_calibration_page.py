@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+from latency_cells import first_miss
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 AT_224 = ("resnet18", "mobilenet_v2")
@@ -26,8 +28,9 @@ def read(folder: Path) -> list[dict]:
 
 
 def repeats() -> dict[tuple[int, int], list[dict]]:
-    """(repeat, calibration) -> cells."""
-    first = read(RESULTS / "latency_pruning")
+    """(repeat, calibration) -> cells. Repeat 0 is the rule's first run, in results/latency_pruning/ beside
+    cells of later settings (profiles on the probed step), which it leaves out."""
+    first = [c for c in read(RESULTS / "latency_pruning") if c["latency_model"].get("widths", "drawn") == "drawn"]
     runs = {(0, 0): read(HERE / "archive" / "results" / "latency_pruning_run4")
             + [c for c in first if c["latency_model"].get("calibration", 0) == 0],
             (0, 3): [c for c in first if c["latency_model"].get("calibration", 0) == 3]}
@@ -35,10 +38,6 @@ def repeats() -> dict[tuple[int, int], list[dict]]:
         for calibration in (0, 3):
             runs[(repeat, calibration)] = read(RESULTS / "latency_calibration" / f"r{repeat}" / f"cal{calibration}")
     return runs
-
-
-def first_miss(cell: dict) -> float:
-    return abs(cell["latency"]["loop_attempts"][0]["measured"] - cell["budget"]) / cell["budget"]
 
 
 def row(repeat: int, calibration: int, cell: dict) -> dict:

@@ -47,6 +47,7 @@ from edgecomp.core.recipe import MacsTarget, ModelSection, PruneSection
 from edgecomp.deploy.latency import channel_counts, relative_error
 from edgecomp.deploy.latency.profiles import Profiler, ProfileSettings
 from edgecomp.deploy.runners import HostRunner
+from latency_cells import first_miss, label
 
 HERE = Path(__file__).resolve().parent
 CELLS = HERE / "results" / "latency_pruning"
@@ -197,21 +198,6 @@ def write_summary() -> None:
                      f"{len(cell['latency']['loop_attempts'])} | {first_miss(cell):.1%} | "
                      + ", ".join(f"{k} {v}" for k, v in model["steps"].items()) + " |")
     (HERE / "results" / "latency_pruning.md").write_text("\n".join(lines) + "\n")
-
-
-def label(cell: dict) -> str:
-    """The network, and the latency model's settings where they are not the default."""
-    model = cell["latency_model"]
-    calibration, max_step = model.get("calibration", 0), model.get("max_step")
-    extra = ([f"calibration {calibration}"] if calibration else []) + ([f"max_step {max_step}"] if max_step else []) \
-        + ([f"{model['widths']} widths"] if model.get("widths", "drawn") != "drawn" else []) \
-        + (["steps probed"] if model.get("probe") else [])
-    return cell["arch"] + (f" ({', '.join(extra)})" if extra else "")
-
-
-def first_miss(cell: dict) -> float:
-    """How far the closed loop's first plan measured from the budget, as a share of it."""
-    return abs(cell["latency"]["loop_attempts"][0]["measured"] - cell["budget"]) / cell["budget"]
 
 
 def main() -> None:

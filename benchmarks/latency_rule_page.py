@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from latency_cells import first_miss
 from paired_stats import paired_difference
 
 HERE = Path(__file__).resolve().parent
@@ -37,10 +38,6 @@ RULES = {  # rule -> (old setting, new setting, the page's title, the rule's hea
     "regime": ("shipped", "probed", "The latency model's profiled copies: counts as drawn (shipped) against counts on "
                "the step the second probe measures (probed)", "the per-layer lines fitted in the regime plans run in"),
 }
-
-
-def first_miss(cell: dict) -> float:
-    return abs(cell["latency"]["loop_attempts"][0]["measured"] - cell["budget"]) / cell["budget"]
 
 
 def rows(rule: str) -> list[dict]:
