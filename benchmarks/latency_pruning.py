@@ -135,7 +135,7 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
             final = profiler.compare([dense, latency, tp], iterations=FINAL_ROUNDS)
             cell = cell_record(name, budget, shape, dense_size, macs, measure_size(tp, example), final, result, build,
                                table, loop_seconds, time.perf_counter() - started)
-            cell["latency_model"].update(max_step=max_step, calibration=calibration, widths=widths,  # as given
+            cell["latency_model"].update(max_step=max_step, calibration=calibration, widths=build.widths,  # as run
                                          probe=probe, probe_step=build.probe_step, probe_rows=build.probe)
             cells.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cell, indent=1))

@@ -178,11 +178,38 @@ def test_probed_profiles_sit_on_the_measured_step_and_price_the_regime_plans_run
     # resumed: profiles on the probed step are kept, ones drawn off it are profiled again
     seen = []
     counting = lambda m, _layers: (seen.append(1), observe(m, _layers))[1]  # noqa: E731
-    _, resumed = build_table(model, example, cfg, 10, {}, counting, 6, 0, done=table.observations[:4], whole=whole)
+    again, resumed = build_table(model, example, cfg, 10, {}, counting, 6, 0, done=table.observations[:4],
+                                 whole=whole)
     assert (resumed.reused, len(seen)) == (4, 2)
+    assert [o.counts for o in again.observations] == [o.counts for o in table.observations]  # the same copies
     seen.clear()
     _, redrawn = build_table(model, example, cfg, 10, {}, counting, 6, 0, done=drawn.observations, whole=whole)
     assert (redrawn.reused, len(seen)) == (1, 5)
+
+
+def test_a_stored_probe_is_reused_and_a_cap_without_a_ladder_draws_freely():
+    """A resumed build takes the probe it stored (timing again could measure another step under the copies
+    kept); under max_step 4 there is no ladder to probe and the copies are drawn freely, and recorded so."""
+    from edgecomp.compression.latency_prune import build_table
+
+    model, example = resnet8()
+    layers = read_layers(model, example)
+
+    def observe(m, _layers):
+        counts = {n: channel_counts(m)[n] for n in layers}
+        return Observation(counts, {n: 1e-6 * work(layers[n], *counts[n], 1) for n in layers}, 0.0, 1.0, 1.0)
+
+    def never(models):
+        raise AssertionError("the stored probe was timed again")
+
+    kept = []
+    table, build = build_table(model, example, PruneSection(target={"latency": 0.5}), 10, {}, observe, 4, 0,
+                               whole=never, probed=(8, [{"align": 8}]), keep_probe=kept.append)
+    assert (build.widths, build.probe_step, kept) == ("probed", 8, []) and min(table.steps.values()) >= 8
+    capped = PruneSection(target={"latency": 0.5, "max_step": 4})
+    _, fallback = build_table(model, example, capped, 10, {}, observe, 4, 0, whole=lambda ms: [1.0] * len(ms),
+                              keep_probe=kept.append)
+    assert (fallback.widths, fallback.probe_step, kept) == ("drawn", None, [(None, [])])
 
 
 def test_the_calibration_maps_profiled_milliseconds_to_whole_ones():
@@ -608,12 +635,16 @@ def test_profiles_survive_a_dropped_connection_and_resume_goes_on(tmp_path, fash
     recipe = latency_recipe(0.95, max_replans=0)
     with pytest.raises(RemoteError, match="connection dropped"):
         compress(recipe, out=tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run" / "latency").iterdir()) == ["profile_00.json"]
+    folder = tmp_path / "run" / "latency"
+    assert sorted(p.name for p in folder.iterdir()) == ["probe.json", "profile_00.json"]
+    probe = json.loads((folder / "probe.json").read_text())
     calls.clear()
     result = compress(recipe, out=tmp_path / "run", resume=True)
     assert len(calls) == 2  # profiles 1 and 2; profile 0 was read back
     table = json.loads((result.run_dir / "latency" / "table.json").read_text())
     assert table["record"]["profiles"] == 3 and table["record"]["profiles_read_back"] == 1
+    assert (table["record"]["widths"], table["record"]["probe_step"]) == ("probed", probe["step"])
+    assert table["record"]["probe"] == probe["rows"]  # the stored probe, not a second one
     assert [row["step"] for row in result.rows] == [0, 1]
 
 

@@ -146,7 +146,7 @@ def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str
     copies on the fitted steps whole and calibrates the table to them (as `prune.target.calibration`)."""
     from ..deploy.devices import resolve_device
     from .latency_prune import build_table
-    from .latency_run import LatencyRun, settings_for, whole_timer
+    from .latency_run import LatencyRun, profile_widths, settings_for, whole_timer
 
     try:
         target = LatencyTarget.model_validate({"latency": 0.5, "device": device, "runtime": runtime,
@@ -165,7 +165,7 @@ def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str
         table, _ = build_table(copy.deepcopy(model).eval(), example_inputs[:1], section, classes,
                                settings.key(shape, type(model).__name__), profiler.observe, profiles, seed,
                                whole=whole_timer(profiler, target.latency_iterations),
-                               calibration=target.calibration)
+                               calibration=target.calibration, widths=profile_widths(target))
     return table
 
 

@@ -363,6 +363,9 @@ def aligned_widths(model: nn.Module, example: torch.Tensor, cfg: PruneSection, n
     return pruned_copy(model, example, cfg, num_classes, drawn)
 
 
+Probe = tuple[Optional[int], list[dict[str, Any]]]  # what `probe_step` measured: the step (None: none) and rows
+
+
 @dataclass
 class TableBuild:
     """What the latency model cost, for the run's record."""
@@ -383,10 +386,12 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
                 keep: Optional[Callable[[int, Observation], None]] = None,
                 whole: Optional[Callable[[list[nn.Module]], list[float]]] = None,
                 calibration: int = 0, widths: Optional[str] = None,
-                probe: bool = False) -> tuple[LatencyTable, TableBuild]:
+                probe: bool = False, probed: Optional[Probe] = None,
+                keep_probe: Optional[Callable[[Probe], None]] = None) -> tuple[LatencyTable, TableBuild]:
     """Profile the dense model and `profiles - 1` copies at random widths (`widths`, `_copies`; by default
     "probed" when `whole` is given, else "drawn"), reusing the `done` ones (e.g. after an interruption; `keep`
-    is called with each new one as it lands), and fit the latency model. `whole` gives the p50 ms of each
+    is called with each new one as it lands; likewise `probed`, a probe measured before, and `keep_probe`,
+    called with a new one before any copy is profiled), and fit the latency model. `whole` gives the p50 ms of each
     model, timed whole in one loop. With `calibration` > 0: the dense model and that many copies on the fitted
     steps are timed whole, and the table is calibrated to them (`calibrate`). With `probe` (and widths
     "drawn"): no convolution family's step is finer than the one `probe_step` measures."""
@@ -397,7 +402,7 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
         raise ValueError('widths="probed" measures the step with `whole` itself: pass whole, not probe')
     started, record = time.perf_counter(), TableBuild(widths=widths)
     layers = read_layers(model.eval(), example)
-    variants, min_step = _copies(model, example, cfg, num_classes, widths, whole, seed, record)
+    variants, min_step = _copies(model, example, cfg, num_classes, widths, whole, seed, record, probed, keep_probe)
     observations = _resumable(list(done or []), channel_counts(model), min_step)
     record.reused = len(observations)
     generator = torch.Generator().manual_seed(seed)
@@ -429,18 +434,26 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
 
 
 def _copies(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_classes: int, widths: str,
-            whole: Optional[Callable[[list[nn.Module]], list[float]]], seed: int,
-            record: TableBuild) -> tuple[Callable[..., nn.Module], Optional[int]]:
+            whole: Optional[Callable[[list[nn.Module]], list[float]]], seed: int, record: TableBuild,
+            probed: Optional[Probe] = None,
+            keep_probe: Optional[Callable[[Probe], None]] = None) -> tuple[Callable[..., nn.Module], Optional[int]]:
     """How the profiled copies are drawn, and the finest step their profiles can show (None: any). "drawn":
     any count; "mixed": each group's count on a random candidate step; "probed": every count on the step
-    `probe_step` measures (drawn when it measures none, under a max_step below 8). Probed is the default:
+    `probe_step` measures, or `probed` read back from an interrupted build (a second probe could measure
+    another step under the profiles already kept); drawn when it measures none (a max_step below 8), and
+    then so recorded. Probed is the default:
     counts as drawn run in another kernel regime than plans on the steps, and profiles on the measured step
     chose channels that ran faster than Torch-Pruning's at the same MACs
     (benchmarks/results/latency_regime.md)."""
     if widths != "probed":
         return VARIANTS[widths], None
-    record.probe_step, record.probe = probe_step(model, example, cfg, num_classes, whole, seed + 1)
+    if probed is None:
+        probed = probe_step(model, example, cfg, num_classes, whole, seed + 1)
+        if keep_probe is not None:
+            keep_probe(probed)
+    record.probe_step, record.probe = probed
     if record.probe_step is None:
+        record.widths = "drawn"
         return random_widths, None
     return functools.partial(stepped_widths, step=record.probe_step), record.probe_step
 

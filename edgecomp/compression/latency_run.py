@@ -1,7 +1,8 @@
 """A run's latency target: its latency model (profiled, or read back from the run directory) and each
 step's budget met on the device.
 
-Files, under <run>/latency/: `profile_NN.json` (one per profile, written as it
+Files, under <run>/latency/: `probe.json` (the channel step whole timings measured,
+written before any copy is profiled on it), `profile_NN.json` (one per profile, written as it
 lands, so an interrupted build resumes where it stopped) and `table.json` (the
 fitted model, its key, what it cost, the dense model's measured p50). A
 table whose key (device, runtime, precision, batch, threads, input, arch)
@@ -120,6 +121,14 @@ class LatencyRun:
         return measure
 
 
+def profile_widths(target: LatencyTarget) -> str:
+    """How the latency model draws its profiled copies for `target`'s runtime: on the channel step whole timings
+    measure (`probe_step`) for onnxruntime, where that was shown (benchmarks/results/latency_regime.md: on this
+    host counts off the blocking run in other kernels than any plan); drawn freely elsewhere, where it was never
+    run (on TensorRT each whole timing is an engine build)."""
+    return "probed" if target.runtime == Runtime.onnxruntime else "drawn"
+
+
 def whole_timer(profiler: Profiler, iterations: int) -> Callable[[list[nn.Module]], list[float]]:
     """p50 ms of each model, all timed alternately in one loop (the latency model's calibration)."""
     return lambda models: [row["p50"] for row in profiler.compare(models, iterations=iterations)["models"]]
@@ -173,6 +182,7 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
                    json.dumps({"key": key, "observation": observation.as_dict()}))
 
     target = prune.target
+    probed, keep_probe = _probe_file(folder / "probe.json", key, target.max_step)
     console.print(f"[bold]latency model[/]: {target.profiles} profiles on {settings.device} "
                   f"({settings.runtime}, {settings.threads} thread(s), batch {settings.batch})"
                   + (f", {len(done)} read back" if done else ""))
@@ -181,7 +191,7 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
         info = profiler.check_runtime()
         table, build = build_table(dense, example, prune, num_classes, key, profiler.observe, target.profiles,
                                    seed, done, keep, whole_timer(profiler, target.latency_iterations),
-                                   target.calibration)
+                                   target.calibration, profile_widths(target), probed=probed, keep_probe=keep_probe)
         timed = profiler.compare([dense], iterations=target.latency_iterations)
     run.table, run.dense_ms = table, timed["models"][0]["p50"]
     run.unit_ms = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
@@ -203,11 +213,27 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
                   + f"; dense p50 {run.dense_ms:.3f} ms"
                   + (f"; calibrated to them: × {table.scale:.3f} {table.shift_ms:+.3f} ms" if table.calibration
                      else ""))
+    if build.reused < len(done):
+        console.print(f"latency model: {len(done) - build.reused} stored profile(s) were drawn off the probed step: "
+                      "profiled again")
     if table.unpriced:
         console.print(f"[yellow]latency model[/]: the {settings.runtime} profile gave no time of its own to "
                       f"{len(table.unpriced)} layer(s), priced 0 ms: {', '.join(table.unpriced[:5])}"
                       + (" …" if len(table.unpriced) > 5 else "") + " (table.json: unpriced_layers)")
     return run
+
+
+def _probe_file(path: Path, key: dict[str, Any], max_step: Optional[int]) -> tuple[Optional[tuple], Callable]:
+    """The blocking probe read back from `path` (same key and cap on the steps), and how a new one is kept
+    there: a resumed build profiles its remaining copies on the step its first copies were drawn on."""
+    stored = _read_json(path)
+    probed = (stored["step"], stored["rows"]) \
+        if stored is not None and stored.get("key") == key and stored.get("max_step") == max_step else None
+
+    def keep_probe(probe: tuple) -> None:
+        write_text(path, json.dumps({"key": key, "max_step": max_step, "step": probe[0], "rows": probe[1]}))
+
+    return probed, keep_probe
 
 
 def _untaylored(prune: PruneSection) -> PruneSection:
