@@ -14,7 +14,7 @@ def label(cell: dict) -> str:
     calibration, max_step = model.get("calibration", 0), model.get("max_step")
     extra = ([f"calibration {calibration}"] if calibration else []) + ([f"max_step {max_step}"] if max_step else []) \
         + ([f"{model['widths']} widths"] if model.get("widths", "drawn") != "drawn" else []) \
-        + (["steps probed"] if model.get("probe") else [])
+        + (["steps probed"] if model.get("probe") else []) + (["no nudge"] if model.get("nudge") is False else [])
     return cell["arch"] + (f" ({', '.join(extra)})" if extra else "")
 
 

@@ -1,7 +1,7 @@
 """Latency-aware pruning against Torch-Pruning to a MACs target, timed side by side on this CPU (issue 21).
 
     .venv/bin/python benchmarks/latency_pruning.py [--cases resnet18 mobilenet_v2] [--budgets 0.5 0.3]
-        [--calibration N] [--max-step N] [--widths drawn|mixed|probed] [--probe-steps]
+        [--calibration N] [--max-step N] [--widths drawn|mixed|probed] [--probe-steps] [--no-nudge]
     .venv/bin/python benchmarks/latency_pruning.py --cases cifar_resnet20:28 --max-step 4 [--calibration 3]
 
 For each network (torchvision, random weights: latency does not depend on their values; 3x224x224, 10 classes;
@@ -74,6 +74,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--probe-steps", action="store_true",
                         help="the convolutions' step measured by probe_step (build_table's probe; cells get a _probe "
                         "suffix)")
+    parser.add_argument("--no-nudge", action="store_true",
+                        help="the closed loop times a re-plan that repeats a timed plan again instead of nudging it "
+                        "(meet_budget's nudge; cells get a _nonudge suffix)")
     args = parser.parse_args()
     if args.probe_steps and args.widths == "probed":
         parser.error("--probe-steps (the probe as a floor under drawn profiles' steps) needs --widths drawn")
@@ -104,7 +107,7 @@ def measurer(profiler: Profiler, dense: torch.nn.Module):
 
 
 def run_case(case: str, budgets: list[float], profiles: int, calibration: int, max_step, widths: str,
-             probe: bool, cells: Path) -> None:
+             probe: bool, nudge: bool, cells: Path) -> None:
     name, dense, example = network(case)
     shape = tuple(example.shape[1:])
     cfg = PruneSection(target={"latency": budgets[0], "calibration": calibration, "max_step": max_step},
@@ -112,7 +115,7 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
     settings = ProfileSettings(device="host", runtime="onnxruntime", threads=1, iterations=30)
     dense_size = measure_size(dense, example)
     suffix = (f"_cal{calibration}" if calibration else "") + (f"_s{max_step}" if max_step else "") \
-        + (f"_{widths}" if widths != "drawn" else "") + ("_probe" if probe else "")
+        + (f"_{widths}" if widths != "drawn" else "") + ("_probe" if probe else "") + ("" if nudge else "_nonudge")
     with HostRunner() as runner:
         profiler = Profiler(runner, settings, shape)
         started = time.perf_counter()
@@ -126,7 +129,8 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
                 continue
             loop_started = time.perf_counter()
             case_cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"latency": budget})})
-            result = meet_budget(dense, example, case_cfg, table, budget, unit, measurer(profiler, dense), 10)
+            result = meet_budget(dense, example, case_cfg, table, budget, unit, measurer(profiler, dense), 10,
+                                 nudge=nudge)
             loop_seconds = time.perf_counter() - loop_started
             latency = result.model
             macs = measure_size(latency, example)
@@ -136,7 +140,8 @@ def run_case(case: str, budgets: list[float], profiles: int, calibration: int, m
             cell = cell_record(name, budget, shape, dense_size, macs, measure_size(tp, example), final, result, build,
                                table, loop_seconds, time.perf_counter() - started)
             cell["latency_model"].update(max_step=max_step, calibration=calibration, widths=build.widths,  # as run
-                                         probe=probe, probe_step=build.probe_step, probe_rows=build.probe)
+                                         probe=probe, probe_step=build.probe_step, probe_rows=build.probe,
+                                         nudge=nudge)
             cells.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cell, indent=1))
             print(json.dumps({k: cell[k] for k in ("arch", "budget", "latency", "tp_macs")}), flush=True)
@@ -204,7 +209,7 @@ def main() -> None:
     args = parse_args()
     for case in args.cases:
         run_case(case, args.budgets, args.profiles, args.calibration, args.max_step, args.widths, args.probe_steps,
-                 args.out or CELLS)
+                 not args.no_nudge, args.out or CELLS)
     if args.out is None:
         write_summary()
 

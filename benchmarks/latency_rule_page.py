@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/latency_rule_page.py probe2   # "the step probe, second version"
     .venv/bin/python benchmarks/latency_rule_page.py probe3   # "the step probe as a floor"
     .venv/bin/python benchmarks/latency_rule_page.py regime   # "the per-layer lines fitted in the regime plans run in"
+    .venv/bin/python benchmarks/latency_rule_page.py nudge    # "the closed loop re-plans instead of re-timing ..."
 
 Cells: results/latency_<rule>/r<k>/<setting>/ (run by `latency_pruning.py ... --out ...`, 3 repeats).
 Per cell-run d = tp_macs ratio - latency ratio in the final loop (how much of the dense latency the latency
@@ -37,6 +38,8 @@ RULES = {  # rule -> (old setting, new setting, the page's title, the rule's hea
                "the second probe measures (probe as a floor)", "the step probe as a floor"),
     "regime": ("shipped", "probed", "The latency model's profiled copies: counts as drawn (shipped) against counts on "
                "the step the second probe measures (probed)", "the per-layer lines fitted in the regime plans run in"),
+    "nudge": ("shipped", "nudge", "The closed loop: a re-plan that repeats a timed plan timed again (shipped) against "
+              "nudged to new channels (nudge)", "the closed loop re-plans instead of re-timing a plan it has timed"),
 }
 
 
