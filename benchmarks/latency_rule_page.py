@@ -58,6 +58,9 @@ def rows(rule: str) -> list[dict]:
     return found
 
 
+D_MARGIN = {"nudge": 0.01}  # rules asking only that the mean d is not lower by more than this (PLAN.md); others: higher
+
+
 def verdict(found: list[dict], rule: str) -> dict:
     old, new = RULES[rule][:2]
     wide = [r for r in found if r["arch"] in AT_224]
@@ -66,7 +69,9 @@ def verdict(found: list[dict], rule: str) -> dict:
     per = {w: {"cell_runs_224": len(by[w]), "mean_d": statistics.fmean(r["d"] for r in by[w].values()),
                "within_5pct_224": sum(r["within_5pct"] for r in by[w].values()),
                "median_first_miss": statistics.median(r["first_miss"] for r in by[w].values())} for w in (old, new)}
-    higher = per[new]["mean_d"] > per[old]["mean_d"]
+    margin = D_MARGIN.get(rule)
+    higher = per[new]["mean_d"] > per[old]["mean_d"] if margin is None \
+        else per[new]["mean_d"] >= per[old]["mean_d"] - margin
     band = per[new]["within_5pct_224"] >= per[old]["within_5pct_224"]
     repeatable = {}
     for w in (old, new):
@@ -75,8 +80,19 @@ def verdict(found: list[dict], rule: str) -> dict:
             repeatable[f"{arch} {w}"] = len(seen) == 1
     return {"per_setting": per, "new_minus_old_d": {"mean": diff.mean, "low": diff.low, "high": diff.high,
                                                     "pairs": diff.n},
-            "mean_d_higher": higher, "band_not_worse": band, "steps_repeatable": repeatable,
+            "mean_d_higher" if margin is None else f"mean_d_not_lower_by_more_than_{margin}": higher,
+            "band_not_worse": band, "steps_repeatable": repeatable,
             "decision": f"the default becomes {new}" if higher and band else f"the default stays {old}"}
+
+
+def d_question(rule: str, new: str) -> str:
+    margin = D_MARGIN.get(rule)
+    return f"Mean d higher with {new}" if margin is None else f"Mean d with {new} not lower by more than {margin}"
+
+
+def d_ok(result: dict, rule: str) -> bool:
+    margin = D_MARGIN.get(rule)
+    return result["mean_d_higher" if margin is None else f"mean_d_not_lower_by_more_than_{margin}"]
 
 
 def markdown(found: list[dict], result: dict, rule: str) -> list[str]:
@@ -93,8 +109,8 @@ def markdown(found: list[dict], result: dict, rule: str) -> list[str]:
         lines.append(f"| {w} | {v['cell_runs_224']} | {v['mean_d']:+.3f} | {v['within_5pct_224']} of "
                      f"{v['cell_runs_224']} | {v['median_first_miss']:.1%} |")
     lines += ["", f"{new} − {old}, mean d paired by repeat and cell: {diff['mean']:+.3f} [{diff['low']:+.3f}, "
-              f"{diff['high']:+.3f}] (95% t-interval, {diff['pairs']} pairs). Mean d higher with {new}: "
-              f"{'yes' if result['mean_d_higher'] else 'no'}; within 5% at least as often: "
+              f"{diff['high']:+.3f}] (95% t-interval, {diff['pairs']} pairs). {d_question(rule, new)}: "
+              f"{'yes' if d_ok(result, rule) else 'no'}; within 5% at least as often: "
               f"{'yes' if result['band_not_worse'] else 'no'}. So {result['decision']}.", "",
               "Steps found the same in every repeat: " + ", ".join(
                   f"{k} {'yes' if v else 'no'}" for k, v in result["steps_repeatable"].items()) + ".", "",
