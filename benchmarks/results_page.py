@@ -542,6 +542,8 @@ RULES = [  # (the rule, the PLAN.md heading that states it, git pathspecs of the
      ["benchmarks/results/latency_probe3/r*/*/*.json"]),
     ("issue 21: profiles on the probed step", "## Issue 21: the per-layer lines fitted in the regime plans run in",
      ["benchmarks/results/latency_regime/r*/*/*.json"]),
+    ("issue 21: the closed loop's nudge", "## Issue 21: the closed loop re-plans instead of re-timing",
+     ["benchmarks/results/latency_nudge/r*/*/*.json"]),
 ]
 
 
@@ -735,6 +737,8 @@ def latency_noise_lines() -> list[str]:
                            "paired repeats)"),
                           ("latency_regime", "The profiled copies' counts: as drawn against on the probed step "
                            "(three paired repeats; the default since)"),
+                          ("latency_nudge", "The closed loop: a repeated plan timed again against nudged to new "
+                           "channels (three paired repeats; the default since)"),
                           ("profile_regimes", "What onnxruntime's profile shows for counts as drawn and on "
                            "multiples of 16")):
         path = RESULTS / f"{name}.md"
