@@ -206,9 +206,9 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
     write_text(folder / "table.json", json.dumps({"table": json.loads(table.to_json()), "dense_ms": run.dense_ms,
                                                   "unit_ms": run.unit_ms, "record": run.record}, indent=1))
     timings = f" and {len(table.calibration)} whole timings" if table.calibration else ""
-    probed = f" on multiples of {build.probe_step} (the step whole copies were timed to block at)" \
+    on_step = f" on multiples of {build.probe_step} (the step whole copies were timed to block at)" \
         if build.probe_step else ""
-    console.print(f"latency model: {build.profiles} profiles{probed}{timings} in {build.seconds:.1f} s; channel steps "
+    console.print(f"latency model: {build.profiles} profiles{on_step}{timings} in {build.seconds:.1f} s; channel steps "
                   + ", ".join(f"{family} {step}" for family, step in table.steps.items())
                   + f"; dense p50 {run.dense_ms:.3f} ms"
                   + (f"; calibrated to them: × {table.scale:.3f} {table.shift_ms:+.3f} ms" if table.calibration
