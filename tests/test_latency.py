@@ -695,16 +695,11 @@ def test_budgets_out_of_reach_name_the_limit(target, step, message):
         _check_floor(run, model, example, 10, "cifar_resnet8")
 
 
-@pytest.mark.parametrize("nudge", [False, True])
-def test_a_replan_that_gives_a_timed_plan_again_is_nudged_to_new_channels(monkeypatch, nudge):
-    """Plans on a coarse staircase of predicted latency (asked for anything in [0.36, 0.38), the planner gives
-    the plan predicted 0.36, measured 0.2815, under the band [0.285, 0.3]): interpolating between it and the plan
-    measured 0.332 asks for 0.368, the same plan again, as resnet18 at 0.3 did in the benchmarks (three loops
-    of one plan). Without the nudge the re-plans are spent timing it; with it the next ask moves halfway to
-    0.396 and finds the plan in the band."""
+def run_staircase(monkeypatch, levels: dict[float, float], nudge: bool):
+    """meet_budget at 0.3 (band [0.285, 0.3]) over a planner whose plans form a staircase in predicted latency:
+    asked for p, it gives the plan of the highest level <= p; `levels` maps each plan's prediction to what it
+    measures. Returns the result and the levels timed, in order."""
     from edgecomp.compression import latency_prune
-
-    levels = {0.29: 0.208, 0.36: 0.2815, 0.38: 0.293, 0.396: 0.332}  # predicted -> measured
 
     class Plan:
         def __init__(self, level):
@@ -716,20 +711,48 @@ def test_a_replan_that_gives_a_timed_plan_again_is_nudged_to_new_channels(monkey
 
     monkeypatch.setattr(latency_prune, "_planned", planned)
     model, example = resnet8()
-    table = synthetic_table(model, example, 1)
     timed = []
 
     def measure(trial):
         timed.append(trial.level)
         return Attempt(0.0, levels[trial.level], None, None, 1.0, 1.0, True)
 
-    result = meet_budget(model, example, PruneSection(target={"latency": 0.3}), table, 0.3, 10.0, measure, 10,
-                         nudge=nudge)
+    result = meet_budget(model, example, PruneSection(target={"latency": 0.3}), synthetic_table(model, example, 1),
+                         0.3, 10.0, measure, 10, nudge=nudge)
+    return result, timed
+
+
+@pytest.mark.parametrize("nudge", [False, True])
+def test_a_replan_that_gives_a_timed_plan_again_is_nudged_to_new_channels(monkeypatch, nudge):
+    """Interpolating between the plan measured 0.2815 (under the band) and the one measured 0.332 asks for 0.368,
+    which gives the 0.36 plan again, as resnet18 at 0.3 did in the benchmarks (one plan timed three times).
+    Without the nudge the re-plans are spent timing it; with it the next ask moves halfway to 0.396 and finds
+    the plan in the band."""
+    result, timed = run_staircase(monkeypatch, {0.29: 0.208, 0.36: 0.2815, 0.38: 0.293, 0.396: 0.332}, nudge)
     chosen = result.attempts[result.chosen].measured
     if nudge:
         assert result.met and chosen == 0.293 and timed.count(0.36) == 1
     else:
         assert chosen == 0.2815 and timed.count(0.36) >= 3  # the stall the nudge removes
+
+
+@pytest.mark.parametrize("nudge", [False, True])
+def test_with_nothing_across_the_aim_the_nudge_steps_past_the_plan(monkeypatch, nudge):
+    """The first plan measures 0.281 (under the band) and the scaled ask, 0.302, gives it again; no attempt lies
+    across the aim to move toward, so the nudge asks twice as far and finds the plan in the band."""
+    result, timed = run_staircase(monkeypatch, {0.29: 0.281, 0.31: 0.293, 0.40: 0.35}, nudge)
+    chosen = result.attempts[result.chosen].measured
+    if nudge:
+        assert result.met and chosen == 0.293 and timed.count(0.29) == 1
+    else:
+        assert chosen == 0.281 and timed.count(0.29) >= 3
+
+
+def test_when_no_plan_lies_between_those_timed_the_loop_stops(monkeypatch):
+    """Only a plan under the band and the ceiling's above it: the nudges find no new channels, and the loop
+    stops instead of timing the same plan for every re-plan left; the kept plan is confirmed once more."""
+    result, timed = run_staircase(monkeypatch, {0.29: 0.281, 0.40: 0.35}, True)
+    assert result.attempts[result.chosen].measured == 0.281 and timed == [0.29, 0.29]
 
 
 def test_the_next_plan_interpolates_once_attempts_bracket_the_aim():

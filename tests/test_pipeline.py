@@ -185,6 +185,16 @@ def test_resume_words_name_what_was_kept():
     assert _resume_words(run, [0, 1, 2, 3], 3).endswith("nothing left to run")
 
 
+def signal_masks(pid: int) -> str:
+    """The child's blocked, ignored and caught signal masks (SIGINT is bit 0x2), for a failure message: the
+    once-seen failure of the Ctrl-C test below had no cause found."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "signal masks: /proc unreadable"
+    return "signal masks: " + "; ".join(line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, write_recipe, fashion_root):
     path = write_recipe(tiny_recipe_dict(prune={"steps": 3, "target": {"macs": 0.4}, "round_to": 4}))
     out = tmp_path / "interrupted"
@@ -203,17 +213,13 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, write_recipe, fas
         assert proc.poll() is None, "run ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    # Ctrl-C again every 3 s while the run goes on, as a user would: once in a full background `make test`
-    # (2026-12-01) the first SIGINT had no effect and the run finished (exit 0); the cause was not found, and
-    # the test passed alone, in the foreground and in the background, every time tried
-    stderr = None
-    while stderr is None and time.monotonic() < deadline:
-        proc.send_signal(signal.SIGINT)
-        try:
-            stderr = proc.communicate(timeout=3)[1]  # reads the pipe while waiting: a full pipe would block the run
-        except subprocess.TimeoutExpired:
-            pass
-    assert proc.returncode == 130, stderr
+    masks = signal_masks(proc.pid)  # once in a full background `make test` the SIGINT had no effect (exit 0)
+    proc.send_signal(signal.SIGINT)
+    try:
+        stderr = proc.communicate(timeout=300)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, f"{masks}\n{stderr}"
     kept = RunDir(out).finished_steps()
     assert kept[-1] < 3
     command = f"edgecomp compress --recipe {path} --out {out} --resume"

@@ -554,9 +554,9 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
     1 + max_replans plans, each aimed at the middle of the accepted band [1 - tolerance, 1] x budget.
 
     A plan is accepted only when a second, separate loop confirms it in the band (the mean of both). A re-plan
-    that gives channels already timed is first `_nudged` toward the attempt on the other side of the aim (with
-    `nudge`); if it still gives them, it is timed again and pooled with them (it uses up that re-plan but adds
-    no attempt). Kept: the attempt closest to the budget from below, confirmed by a second loop, else (none met
+    that gives channels already timed is `_nudged` to new ones (with `nudge`); if it finds none, no untimed plan
+    lies between those timed and the loop stops. Without `nudge` it is timed again and pooled with them (it
+    uses up that re-plan but adds no attempt). Kept: the attempt closest to the budget from below, confirmed by a second loop, else (none met
     it) the fastest, and `met` False."""
     target = cfg.target
     aim = budget * (1 - target.tolerance / 2)
@@ -574,8 +574,10 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
         trial, plan = _planned(model, example, cfg, table, wanted * unit_ms, num_classes, grad_fn, name)
         key = tuple(sorted(plan.counts.items()))
         if nudge and key in timed:
-            trial, plan, key = _nudged(model, example, cfg, table, unit_ms, num_classes, grad_fn, name, wanted,
-                                       attempts, timed, aim, (trial, plan, key))
+            trial, plan, key = _nudged(model, example, cfg, table, unit_ms, num_classes, grad_fn, name,
+                                       (wanted, aim, ceiling), attempts, timed, (trial, plan, key))
+            if key in timed:
+                break  # no untimed plan between the ones timed: another loop of one of them would not move it
         if key in timed:
             attempt = attempts[timed[key]]
             attempt.pool(measure(results[timed[key]][0]))
@@ -610,23 +612,31 @@ def _planned(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: 
 
 
 def _nudged(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable, unit_ms: float,
-            num_classes: int, grad_fn: Optional[Callable[[nn.Module], None]], name: str, wanted: float,
-            attempts: list[Attempt], timed: dict[tuple, int], aim: float,
+            num_classes: int, grad_fn: Optional[Callable[[nn.Module], None]], name: str,
+            asks: tuple[float, float, float], attempts: list[Attempt], timed: dict[tuple, int],
             planned: tuple[nn.Module, LatencyPlan, tuple]) -> tuple[nn.Module, LatencyPlan, tuple]:
-    """A re-plan whose channels were already timed: the prediction asked for moves halfway toward the closest
-    attempt on the other side of the aim, up to MAX_NUDGES plans, until the channels are new. Interpolation
-    stalls where the plans are a coarse staircase in predicted latency (resnet18 at 0.3: three loops of one
-    plan, benchmarks/PLAN.md's nudge rule); timing that plan again only spends the re-plan."""
+    """A re-plan whose channels were already timed (`asks`: what it asked for, the aim, the ceiling): the ask
+    moves halfway toward the closest attempt across the aim, or, with none there yet, twice as far from the
+    repeated plan's prediction as the ask was, up to MAX_NUDGES plans, until the channels are new. The
+    interpolation and the scaled ask stall where plans form a coarse staircase in predicted latency (one plan
+    timed three to five times: benchmarks/PLAN.md's nudge rule); timing that plan again only spends the re-plan."""
+    wanted, aim, ceiling = asks
     for _ in range(MAX_NUDGES):
         trial, plan, key = planned
         if key not in timed:
             break
-        below = attempts[timed[key]].measured <= aim
-        others = [a for a in attempts if (a.measured > aim) == below]
-        if not others:
-            break
-        other = min(others, key=lambda a: abs(a.measured - aim))
-        wanted = (wanted + other.predicted) / 2
+        repeated = attempts[timed[key]]
+        below = repeated.measured <= aim  # measured under the aim: a larger ask is wanted
+        across = [a for a in attempts if (a.measured > aim) == below]
+        step = wanted - repeated.predicted
+        if abs(step) < 1e-9:
+            step = (1 if below else -1) * cfg.target.tolerance * repeated.predicted
+        new = (wanted + min(across, key=lambda a: abs(a.measured - aim)).predicted) / 2 if across \
+            else wanted + step
+        new = min(new, ceiling)
+        if (new > repeated.predicted) != below or new == wanted:
+            break  # the attempt across lies on the wrong side of the ask (a noisy reading), or no room is left
+        wanted = new
         trial, plan = _planned(model, example, cfg, table, wanted * unit_ms, num_classes, grad_fn, name)
         planned = (trial, plan, tuple(sorted(plan.counts.items())))
     return planned
