@@ -749,10 +749,11 @@ def test_with_nothing_across_the_aim_the_nudge_steps_past_the_plan(monkeypatch, 
 
 
 def test_when_no_plan_lies_between_those_timed_the_loop_stops(monkeypatch):
-    """Only a plan under the band and the ceiling's above it: the nudges find no new channels, and the loop
-    stops instead of timing the same plan for every re-plan left; the kept plan is confirmed once more."""
+    """Only a plan under the band and one over the budget: the nudges step past the first to the second; the
+    next re-plan, between the two, gives the first again and its nudges find no new channels, so the loop stops
+    instead of timing that plan for every re-plan left; the kept plan is confirmed by one more loop."""
     result, timed = run_staircase(monkeypatch, {0.29: 0.281, 0.40: 0.35}, True)
-    assert result.attempts[result.chosen].measured == 0.281 and timed == [0.29, 0.29]
+    assert result.attempts[result.chosen].measured == 0.281 and timed == [0.29, 0.40, 0.29]
 
 
 def test_the_next_plan_interpolates_once_attempts_bracket_the_aim():

@@ -628,11 +628,11 @@ def _nudged(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: L
         repeated = attempts[timed[key]]
         below = repeated.measured <= aim  # measured under the aim: a larger ask is wanted
         across = [a for a in attempts if (a.measured > aim) == below]
-        step = wanted - repeated.predicted
-        if abs(step) < 1e-9:
-            step = (1 if below else -1) * cfg.target.tolerance * repeated.predicted
-        new = (wanted + min(across, key=lambda a: abs(a.measured - aim)).predicted) / 2 if across \
-            else wanted + step
+        if across:
+            new = (wanted + min(across, key=lambda a: abs(a.measured - aim)).predicted) / 2
+        else:
+            distance = max(abs(wanted - repeated.predicted), cfg.target.tolerance * repeated.predicted)
+            new = repeated.predicted + (2 if below else -2) * distance
         new = min(new, ceiling)
         if (new > repeated.predicted) != below or new == wanted:
             break  # the attempt across lies on the wrong side of the ask (a noisy reading), or no room is left
