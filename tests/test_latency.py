@@ -163,7 +163,7 @@ def test_probed_profiles_sit_on_the_measured_step_and_price_the_regime_plans_run
         return [sum(layer_ms(m).values()) for m in models]
 
     cfg = PruneSection(target={"latency": 0.5})
-    table, build = build_table(model, example, cfg, 10, {}, observe, 6, 0, whole=whole)  # probed: the default
+    table, build = build_table(model, example, cfg, 10, {}, observe, 6, 0, whole=whole, widths="probed")
     assert (build.widths, build.probe_step) == ("probed", 16) and min(table.steps.values()) >= 16
     dense_counts = channel_counts(model)
     for observation in table.observations[1:]:
@@ -171,7 +171,7 @@ def test_probed_profiles_sit_on_the_measured_step_and_price_the_regime_plans_run
         assert pruned and all(observation.counts[n][1] % 16 == 0 for n in pruned)
     unseen = stepped_widths(model, example, cfg, 10, torch.Generator().manual_seed(7), step=16)
     assert table.predict(counts_of(unseen, table)) == pytest.approx(whole([unseen])[0], rel=1e-6)
-    drawn, drawn_build = build_table(model, example, cfg, 10, {}, observe, 6, 0)  # no whole timings: drawn
+    drawn, drawn_build = build_table(model, example, cfg, 10, {}, observe, 6, 0)  # drawn unless asked
     assert drawn_build.widths == "drawn" and drawn.predict(counts_of(unseen, drawn)) > 1.2 * whole([unseen])[0]
     with pytest.raises(ValueError, match="whole"):
         build_table(model, example, cfg, 10, {}, observe, 6, 0, widths="probed")
@@ -179,11 +179,12 @@ def test_probed_profiles_sit_on_the_measured_step_and_price_the_regime_plans_run
     seen = []
     counting = lambda m, _layers: (seen.append(1), observe(m, _layers))[1]  # noqa: E731
     again, resumed = build_table(model, example, cfg, 10, {}, counting, 6, 0, done=table.observations[:4],
-                                 whole=whole)
+                                 whole=whole, widths="probed")
     assert (resumed.reused, len(seen)) == (4, 2)
     assert [o.counts for o in again.observations] == [o.counts for o in table.observations]  # the same copies
     seen.clear()
-    _, redrawn = build_table(model, example, cfg, 10, {}, counting, 6, 0, done=drawn.observations, whole=whole)
+    _, redrawn = build_table(model, example, cfg, 10, {}, counting, 6, 0, done=drawn.observations, whole=whole,
+                             widths="probed")
     assert (redrawn.reused, len(seen)) == (1, 5)
 
 
@@ -204,11 +205,11 @@ def test_a_stored_probe_is_reused_and_a_cap_without_a_ladder_draws_freely():
 
     kept = []
     table, build = build_table(model, example, PruneSection(target={"latency": 0.5}), 10, {}, observe, 4, 0,
-                               whole=never, probed=(8, [{"align": 8}]), keep_probe=kept.append)
+                               whole=never, widths="probed", probed=(8, [{"align": 8}]), keep_probe=kept.append)
     assert (build.widths, build.probe_step, kept) == ("probed", 8, []) and min(table.steps.values()) >= 8
     capped = PruneSection(target={"latency": 0.5, "max_step": 4})
     _, fallback = build_table(model, example, capped, 10, {}, observe, 4, 0, whole=lambda ms: [1.0] * len(ms),
-                              keep_probe=kept.append)
+                              widths="probed", keep_probe=kept.append)
     assert (fallback.widths, fallback.probe_step, kept) == ("drawn", None, [(None, [])])
 
 
@@ -233,15 +234,14 @@ def test_the_calibration_maps_profiled_milliseconds_to_whole_ones():
     def whole(models):
         return [0.5 * sum(layer_ms(m).values()) - 0.2 for m in models]
 
-    table, build = build_table(model, example, cfg, 10, {}, observe, 4, 0, whole=whole, calibration=3,
-                               widths="drawn")
+    table, build = build_table(model, example, cfg, 10, {}, observe, 4, 0, whole=whole, calibration=3)
     assert len(table.calibration) == 4 and build.calibration_seconds > 0
     assert table.scale == pytest.approx(0.5) and table.shift_ms == pytest.approx(-0.2)
     unseen = random_widths(model, example, cfg, 10, torch.Generator().manual_seed(7))
     assert table.predict(counts_of(unseen, table)) == pytest.approx(whole([unseen])[0], rel=1e-6)
     assert LatencyTable.from_json(table.to_json()).predict(counts_of(unseen, table)) == \
         pytest.approx(table.predict(counts_of(unseen, table)))
-    raw, _ = build_table(model, example, cfg, 10, {}, observe, 4, 0, whole=whole, calibration=0, widths="drawn")
+    raw, _ = build_table(model, example, cfg, 10, {}, observe, 4, 0, whole=whole, calibration=0)
     assert raw.scale == 1.0 and not raw.calibration
     assert raw.predict(counts_of(unseen, raw)) == pytest.approx(sum(layer_ms(unseen).values()), rel=1e-6)
 

@@ -385,17 +385,16 @@ def build_table(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
                 done: Optional[list[Observation]] = None,
                 keep: Optional[Callable[[int, Observation], None]] = None,
                 whole: Optional[Callable[[list[nn.Module]], list[float]]] = None,
-                calibration: int = 0, widths: Optional[str] = None,
+                calibration: int = 0, widths: str = "drawn",
                 probe: bool = False, probed: Optional[Probe] = None,
                 keep_probe: Optional[Callable[[Probe], None]] = None) -> tuple[LatencyTable, TableBuild]:
-    """Profile the dense model and `profiles - 1` copies at random widths (`widths`, `_copies`; by default
-    "probed" when `whole` is given, else "drawn"), reusing the `done` ones (e.g. after an interruption; `keep`
+    """Profile the dense model and `profiles - 1` copies at random widths (`widths`, `_copies`; a run chooses
+    them with `latency_run.profile_widths`), reusing the `done` ones (e.g. after an interruption; `keep`
     is called with each new one as it lands; likewise `probed`, a probe measured before, and `keep_probe`,
     called with a new one before any copy is profiled), and fit the latency model. `whole` gives the p50 ms
     of each model, timed whole in one loop. With `calibration` > 0: the dense model and that many copies on
     the fitted steps are timed whole, and the table is calibrated to them (`calibrate`). With `probe` (and
     widths "drawn"): no convolution family's step is finer than the one `probe_step` measures."""
-    widths = widths or ("probed" if whole is not None and not probe else "drawn")
     if widths not in WIDTHS:
         raise ValueError(f"widths: {widths!r} is not one of {', '.join(WIDTHS)}")
     if widths == "probed" and (whole is None or probe):
@@ -441,7 +440,7 @@ def _copies(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_clas
     any count; "mixed": each group's count on a random candidate step; "probed": every count on the step
     `probe_step` measures, or `probed` read back from an interrupted build (a second probe could measure
     another step under the profiles already kept); drawn when it measures none (a max_step below 8), and
-    then so recorded. Probed is the default (for onnxruntime: `latency_run.profile_widths`): counts as drawn
+    then so recorded. Probed is a run's choice for onnxruntime (`latency_run.profile_widths`): counts as drawn
     run in another kernel regime than plans on the steps, and profiles on the measured step chose channels
     that ran faster than Torch-Pruning's at the same MACs (benchmarks/results/latency_regime.md)."""
     if widths != "probed":
@@ -556,8 +555,8 @@ def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, tabl
     A plan is accepted only when a second, separate loop confirms it in the band (the mean of both). A re-plan
     that gives channels already timed is `_nudged` to new ones (with `nudge`); if it finds none, no untimed plan
     lies between those timed and the loop stops. Without `nudge` it is timed again and pooled with them (it
-    uses up that re-plan but adds no attempt). Kept: the attempt closest to the budget from below, confirmed by a second loop, else (none met
-    it) the fastest, and `met` False."""
+    uses up that re-plan but adds no attempt). Kept: the attempt closest to the budget from below, confirmed by
+    a second loop, else (none met it) the fastest, and `met` False."""
     target = cfg.target
     aim = budget * (1 - target.tolerance / 2)
 
