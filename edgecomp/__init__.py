@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, ContextManager, Optional, Sequence
 
 if TYPE_CHECKING:
     import torch
@@ -162,6 +162,17 @@ def latency_model(model: "nn.Module", example_inputs: "torch.Tensor", *, device:
                  seed=seed, max_step=max_step, calibration=calibration)
 
 
+def cpu_guard(model: "nn.Module") -> "ContextManager[list[nn.Module]]":
+    """A context manager for training a pruned model on CPU in your own loop: while it is open, every strided
+    1x1 convolution with fewer input channels than oneDNN's block (16) runs as subsample + stride-1 conv, the
+    same function computed another way, so oneDNN's broken strided 1x1 backward kernel (channels-last inputs:
+    hangs or "double free") is never reached. Yields the layers it patched; the model is unchanged after it.
+    `compress` uses it in every training loop of its own. A no-op for a model on a GPU."""
+    from .compression.cpu_guard import unit_stride_1x1
+
+    return unit_stride_1x1(model)
+
+
 def _refresh_report(folder: Path) -> None:
     """report.md follows every export and bench of a run directory (one place: the CLI calls these)."""
     from .report import refresh
@@ -169,5 +180,5 @@ def _refresh_report(folder: Path) -> None:
     refresh(folder)
 
 
-__all__ = ["compress", "export", "bench", "prune", "latency_model", "Recipe", "load_recipe", "CompressResult", "ExportResult",
+__all__ = ["compress", "export", "bench", "prune", "latency_model", "cpu_guard", "Recipe", "load_recipe", "CompressResult", "ExportResult",
            "BenchResult", "PruneResult", "LayerPlan", "Size", "EdgecompError", "UserInputError", "__version__"]

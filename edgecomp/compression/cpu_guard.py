@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import types
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -45,8 +45,12 @@ def _unit_stride_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def unit_stride_1x1(model: nn.Module, device: torch.device) -> Iterator[list[nn.Conv2d]]:
-    """On CPU, run every risky strided 1x1 convolution as subsample + stride-1 conv for the duration."""
+def unit_stride_1x1(model: nn.Module, device: Optional[torch.device] = None) -> Iterator[list[nn.Conv2d]]:
+    """On CPU, run every risky strided 1x1 convolution as subsample + stride-1 conv for the duration.
+
+    `device`: where the model runs (default: where its first parameter lives). Yields the patched layers."""
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     patched = risky_convs(model) if device.type == "cpu" else []
     for conv in patched:
         conv.forward = types.MethodType(_unit_stride_forward, conv)

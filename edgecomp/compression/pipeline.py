@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import Augmenter
+from .cpu_guard import unit_stride_1x1
 from ..core.data import DataBundle, load_data
 from .distributed import Dist, init_from_env
 from ..core.errors import DivergenceError, RecipeError, RunDirError
@@ -326,10 +327,11 @@ def _fit(ctx: Context, model: nn.Module, step: int, magnitude: float, epochs: in
 
 def _taylor_grads(ctx: Context, model: nn.Module) -> None:
     model.eval()
-    for index, (raw, labels) in enumerate(ctx.data.train.batches(ctx.recipe.seed)):
-        if index >= ctx.recipe.prune.calib_batches:
-            break
-        F.cross_entropy(model(ctx.spec.prepare(raw)), labels.to(ctx.spec.device)).backward()
+    with unit_stride_1x1(model, ctx.spec.device):  # a backward pass on a model pruned in earlier steps
+        for index, (raw, labels) in enumerate(ctx.data.train.batches(ctx.recipe.seed)):
+            if index >= ctx.recipe.prune.calib_batches:
+                break
+            F.cross_entropy(model(ctx.spec.prepare(raw)), labels.to(ctx.spec.device)).backward()
 
 
 def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: int, stats) -> dict[str, Any]:
