@@ -32,11 +32,13 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from ..core.models import measure_size
-from ..core.recipe import Importance, PruneSection
+from ..core.errors import PruneTargetError
+from ..core.models import Size, measure_size
+from ..core.recipe import Importance, LatencyTarget, MacsTarget, PruneSection
 from ..deploy.latency import LatencyTable, Layer, Observation, calibrate, channel_counts, fit_table, read_layers
 from ..deploy.latency.table import STEPS
-from .prune import Planner, dense_profile, ignored_layers, taylor_gradients, torch_pruning_errors, traceable
+from .prune import (Planner, dense_profile, ignored_layers, prune_to, taylor_gradients, torch_pruning_errors,
+                    traceable)
 
 VARIANT_KEEP = (0.25, 1.0)  # random kept share of each group in a profiling variant
 PROBE_STEPS = (4, 8, 16, 32)  # the alignments `probe_step` times
@@ -517,20 +519,75 @@ class Attempt:
 
 
 @dataclass
+class Proposal:
+    """A pruned copy of the model for one ask, what its planner predicts it measures (in the budget's unit), its
+    channel counts (which identify the plan) and whether the plan reached the ask (False: the pruner's floor)."""
+
+    model: nn.Module
+    predicted: float
+    counts: dict[str, tuple[int, int]]
+    reached: bool = True
+
+    @property
+    def key(self) -> tuple:
+        return tuple(sorted(self.counts.items()))
+
+
+Propose = Callable[[float], Proposal]  # an ask in the budget's unit -> a pruned copy planned for it
+
+
+@dataclass
 class BudgetResult:
     model: nn.Module
-    plan: LatencyPlan
+    counts: dict[str, tuple[int, int]]
     attempts: list[Attempt]
     chosen: int
     met: bool
     correction: float  # measured / predicted of the last attempt: the next step starts from it
+    nudges: int = 0  # plans `_nudged` drew (no timing) because a re-plan gave channels already timed
+
+
+def model_proposals(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable,
+                    unit_ms: float, num_classes: int, grad_fn: Optional[Callable[[nn.Module], None]] = None,
+                    name: str = "model") -> tuple[Propose, float]:
+    """The latency model's plans (`prune_to_latency`) for asks in units of `unit_ms` table-milliseconds (the dense
+    prediction for a fraction budget, 1 for ms), and the table's prediction for `model` as it is."""
+
+    def propose(ask: float) -> Proposal:
+        trial = copy.deepcopy(model)
+        plan = prune_to_latency(trial, example, cfg, table, ask * unit_ms, num_classes, grad_fn, name)
+        return Proposal(trial, plan.predicted_ms / unit_ms, plan.counts, plan.reached)
+
+    now = channel_counts(model)
+    return propose, table.predict({n: now[n] for n in table.layers}) / unit_ms
+
+
+def aligned_proposals(model: nn.Module, example: torch.Tensor, cfg: PruneSection, step: int, dense_macs: int,
+                      scale: float, num_classes: int, grad_fn: Optional[Callable[[nn.Module], None]] = None,
+                      name: str = "model") -> tuple[Propose, float]:
+    """Torch-Pruning's own plans (`prune_to`: cfg's importance and global ranking) with every count a multiple of
+    `step`, the channel block the runtime computes in. It predicts latency as `scale` x the share of `dense_macs`
+    kept (scale: 1 for a fraction budget, the dense ms for ms), and the closed loop corrects that by measuring.
+    Returns the proposals and that prediction for `model` as it is."""
+    aligned = cfg.model_copy(update={"round_to": step, "target": MacsTarget(macs=0.5)})  # prune_to reads the kind
+
+    def propose(ask: float) -> Proposal:
+        trial = copy.deepcopy(model)
+        try:
+            size, reached = prune_to(trial, example, aligned, Size(int(ask / scale * dense_macs), 0), num_classes,
+                                     grad_fn, name), True
+        except PruneTargetError:  # pruned as far as max_layer_ratio allows: the floor
+            size, reached = measure_size(trial, example), False
+        return Proposal(trial, size.macs / dense_macs * scale, channel_counts(trial), reached)
+
+    return propose, measure_size(model, example).macs / dense_macs * scale
 
 
 def next_prediction(attempts: list[Attempt], aim: float) -> float:
     """The predicted latency to plan for next so that the measurement lands on `aim`.
 
-    The table's error is not one factor at every width (it over-predicts narrow models more), so a plain
-    ratio correction can swing between two plans. Once attempts bracket the aim, interpolate between the
+    The prediction's error is not one factor at every width (a table over-predicts narrow models more), so a
+    plain ratio correction can swing between two plans. Once attempts bracket the aim, interpolate between the
     closest pair (regula falsi on measured = f(predicted), monotone); before that, scale the nearest
     attempt's prediction by aim / measured."""
     below = [a for a in attempts if a.measured <= aim]
@@ -544,104 +601,84 @@ def next_prediction(attempts: list[Attempt], aim: float) -> float:
     return nearest.predicted * aim / nearest.measured
 
 
-def meet_budget(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable, budget: float,
-                unit_ms: float, measure: Callable[[nn.Module], Attempt], num_classes: int, correction: float = 1.0,
-                grad_fn: Optional[Callable[[nn.Module], None]] = None, name: str = "model",
-                nudge: bool = True) -> BudgetResult:
-    """Prune a copy of `model` for `budget` (in units of `unit_ms` table-milliseconds: the dense prediction for a
-    fraction, 1 for ms), time it whole (`measure`), re-plan from the measurements (`next_prediction`); up to
-    1 + max_replans plans, each aimed at the middle of the accepted band [1 - tolerance, 1] x budget.
+def meet_budget(propose: Propose, current: float, budget: float, target: LatencyTarget,
+                measure: Callable[[nn.Module], Attempt], correction: float = 1.0) -> BudgetResult:
+    """Plan a pruned copy for `budget` (`propose`; `current`: the prediction for the model as it is), time it
+    whole (`measure`), re-plan from the measurements (`next_prediction`); up to 1 + max_replans plans, each
+    aimed at the middle of the accepted band [1 - tolerance, 1] x budget.
 
     A plan is accepted only when a second, separate loop confirms it in the band (the mean of both). A re-plan
-    that gives channels already timed is `_nudged` to new ones (with `nudge`); if it finds none, no untimed plan
-    lies between those timed and the loop stops. Without `nudge` it is timed again and pooled with them (it
-    uses up that re-plan but adds no attempt). Kept: the attempt closest to the budget from below, confirmed by
-    a second loop, else (none met it) the fastest, and `met` False."""
-    target = cfg.target
+    that gives channels already timed is `_nudged` to new ones; if it finds none, no untimed plan lies between
+    those timed and the loop stops. Kept: the attempt closest to the budget from below, confirmed by a second
+    loop, else (none met it) the fastest, and `met` False."""
     aim = budget * (1 - target.tolerance / 2)
 
     def in_band(attempt: Attempt) -> bool:
         return (1 - target.tolerance) * budget <= attempt.measured <= budget
 
     attempts: list[Attempt] = []
-    results: list[tuple[nn.Module, LatencyPlan]] = []
+    proposals: list[Proposal] = []
     timed: dict[tuple, int] = {}  # a plan's channel counts -> its attempt
-    wanted = aim / correction
-    now = channel_counts(model)
-    ceiling = 0.98 * table.predict({n: now[n] for n in table.layers}) / unit_ms
+    wanted, ceiling, nudges = aim / correction, 0.98 * current, 0
     for _ in range(target.max_replans + 1):
-        trial, plan = _planned(model, example, cfg, table, wanted * unit_ms, num_classes, grad_fn, name)
-        key = tuple(sorted(plan.counts.items()))
-        if nudge and key in timed:
-            trial, plan, key = _nudged(model, example, cfg, table, unit_ms, num_classes, grad_fn, name,
-                                       (wanted, aim, ceiling), attempts, timed, (trial, plan, key))
-            if key in timed:
+        proposal = propose(wanted)
+        if proposal.key in timed:
+            proposal, drawn = _nudged(propose, (wanted, aim, ceiling), attempts, timed, proposal, target.tolerance)
+            nudges += drawn
+            if proposal.key in timed:
                 break  # no untimed plan between the ones timed: another loop of one of them would not move it
-        if key in timed:
-            attempt = attempts[timed[key]]
-            attempt.pool(measure(results[timed[key]][0]))
-        else:
-            attempt = measure(trial)
-            attempt.predicted, attempt.reached = plan.predicted_ms / unit_ms, plan.reached
-            timed[key] = len(attempts)
-            attempts.append(attempt)
-            results.append((trial, plan))
-        if in_band(attempt) and len(attempt.loops) < 2:
-            attempt.pool(measure(results[timed[key]][0]))
+        attempt = measure(proposal.model)
+        attempt.predicted, attempt.reached = proposal.predicted, proposal.reached
+        timed[proposal.key] = len(attempts)
+        attempts.append(attempt)
+        proposals.append(proposal)
         if in_band(attempt):
-            break
-        if not plan.reached and attempt.measured > budget:
+            attempt.pool(measure(proposal.model))
+            if in_band(attempt):
+                break
+        if not proposal.reached and attempt.measured > budget:
             break  # the pruner's floor: a further plan can only be the same one
         wanted = min(next_prediction(attempts, aim), ceiling)  # never plan the unpruned model again
-    chosen = _confirmed_choice(attempts, results, budget, measure)
+    chosen = _confirmed_choice(attempts, proposals, budget, measure)
     kept = attempts[chosen]
-    return BudgetResult(results[chosen][0], results[chosen][1], attempts, chosen, kept.measured <= budget,
-                        kept.measured / kept.predicted if kept.predicted > 0 else 1.0)
+    return BudgetResult(proposals[chosen].model, proposals[chosen].counts, attempts, chosen, kept.measured <= budget,
+                        kept.measured / kept.predicted if kept.predicted > 0 else 1.0, nudges)
 
 
 MAX_NUDGES = 3  # plans (no timing) a re-plan may try when it keeps giving channels already timed
 
 
-def _planned(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable, budget_ms: float,
-             num_classes: int, grad_fn: Optional[Callable[[nn.Module], None]],
-             name: str) -> tuple[nn.Module, LatencyPlan]:
-    """A pruned copy of `model` for `budget_ms` (predicted) and its plan."""
-    trial = copy.deepcopy(model)
-    return trial, prune_to_latency(trial, example, cfg, table, budget_ms, num_classes, grad_fn, name)
-
-
-def _nudged(model: nn.Module, example: torch.Tensor, cfg: PruneSection, table: LatencyTable, unit_ms: float,
-            num_classes: int, grad_fn: Optional[Callable[[nn.Module], None]], name: str,
-            asks: tuple[float, float, float], attempts: list[Attempt], timed: dict[tuple, int],
-            planned: tuple[nn.Module, LatencyPlan, tuple]) -> tuple[nn.Module, LatencyPlan, tuple]:
+def _nudged(propose: Propose, asks: tuple[float, float, float], attempts: list[Attempt], timed: dict[tuple, int],
+            proposal: Proposal, tolerance: float) -> tuple[Proposal, int]:
     """A re-plan whose channels were already timed (`asks`: what it asked for, the aim, the ceiling): the ask
     moves halfway toward the closest attempt across the aim, or, with none there yet, twice as far from the
-    repeated plan's prediction as the ask was, up to MAX_NUDGES plans, until the channels are new. The
-    interpolation and the scaled ask stall where plans form a coarse staircase in predicted latency (one plan
-    timed three to five times: benchmarks/PLAN.md's nudge rule); timing that plan again only spends the re-plan."""
+    repeated plan's prediction as the ask was, up to MAX_NUDGES plans, until the channels are new. Where plans
+    form a coarse staircase in predicted latency, interpolating between timed plans can ask for one of them
+    again (tests/test_latency.py: run_staircase); timing it again would only spend the re-plan. Returns the
+    proposal and the plans drawn."""
     wanted, aim, ceiling = asks
+    drawn = 0
     for _ in range(MAX_NUDGES):
-        trial, plan, key = planned
-        if key not in timed:
+        if proposal.key not in timed:
             break
-        repeated = attempts[timed[key]]
+        repeated = attempts[timed[proposal.key]]
         below = repeated.measured <= aim  # measured under the aim: a larger ask is wanted
         across = [a for a in attempts if (a.measured > aim) == below]
         if across:
             new = (wanted + min(across, key=lambda a: abs(a.measured - aim)).predicted) / 2
         else:
-            distance = max(abs(wanted - repeated.predicted), cfg.target.tolerance * repeated.predicted)
+            distance = max(abs(wanted - repeated.predicted), tolerance * repeated.predicted)
             new = repeated.predicted + (2 if below else -2) * distance
         new = min(new, ceiling)
         if (new > repeated.predicted) != below or new == wanted:
             break  # the attempt across lies on the wrong side of the ask (a noisy reading), or no room is left
         wanted = new
-        trial, plan = _planned(model, example, cfg, table, wanted * unit_ms, num_classes, grad_fn, name)
-        planned = (trial, plan, tuple(sorted(plan.counts.items())))
-    return planned
+        proposal = propose(wanted)
+        drawn += 1
+    return proposal, drawn
 
 
-def _confirmed_choice(attempts: list[Attempt], results: list[tuple[nn.Module, LatencyPlan]], budget: float,
+def _confirmed_choice(attempts: list[Attempt], proposals: list[Proposal], budget: float,
                       measure: Callable[[nn.Module], Attempt]) -> int:
     """The attempt closest to the budget from below, once a second loop still puts it under (one loop's low
     reading is how an over-budget model gets kept); the fastest when none is under."""
@@ -652,4 +689,4 @@ def _confirmed_choice(attempts: list[Attempt], results: list[tuple[nn.Module, La
         chosen = max(under, key=lambda i: attempts[i].measured)
         if len(attempts[chosen].loops) >= 2:
             return chosen
-        attempts[chosen].pool(measure(results[chosen][0]))
+        attempts[chosen].pool(measure(proposals[chosen].model))

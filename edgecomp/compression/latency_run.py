@@ -23,14 +23,16 @@ import torch.nn as nn
 
 from ..core.console import console
 from ..core.errors import PruneTargetError
-from ..core.recipe import Importance, LatencyTarget, PruneSection, Runtime
+from ..core.models import measure_size
+from ..core.recipe import Importance, LatencyPlanner, LatencyTarget, PruneSection, Runtime
 from ..core.rundir import write_text
 from ..deploy.devices import resolve_device
 from ..deploy.latency import LatencyTable, Observation, channel_counts, relative_error
 from ..deploy.latency.cuda import TorchProfiler
 from ..deploy.latency.profiles import Profiler, ProfileSettings
 from ..deploy.runners import make_runner
-from .latency_prune import DEEPEST, Attempt, build_table, floor_ms, meet_budget, prune_to_latency
+from .latency_prune import (DEEPEST, Attempt, Propose, aligned_proposals, build_table, floor_ms, meet_budget,
+                            model_proposals, probe_step)
 from .steps import step_targets
 
 FLOOR_SLACK = 0.9  # the floor is a prediction: refuse only budgets clearly below it
@@ -57,11 +59,13 @@ class LatencyRun:
     prune: PruneSection
     settings: ProfileSettings
     input_shape: tuple[int, ...]
-    table: LatencyTable
+    table: Optional[LatencyTable]  # the `model` planner's latency model (None for `aligned`)
     dense_ms: float  # the dense model's p50 on the target, measured when the table was built
     unit_ms: float  # the table's prediction for the dense model: the unit of a fraction budget
     record: dict[str, Any] = field(default_factory=dict)
     correction: float = 1.0
+    dense_macs: int = 0  # the `aligned` planner's unit: its MACs targets are shares of the dense model's
+    block: Optional[int] = None  # the `aligned` planner's round_to: the channel block the probe measured
 
     @property
     def target(self) -> LatencyTarget:
@@ -83,14 +87,28 @@ class LatencyRun:
             return fraction
         return target.latency_ms if step == steps else fraction * self.dense_ms
 
+    @property
+    def aligned(self) -> bool:
+        return self.target.planner == LatencyPlanner.aligned
+
+    def proposals(self, model: nn.Module, example: torch.Tensor, num_classes: int,
+                  grad_fn: Optional[Callable[[nn.Module], None]] = None, name: str = "model") -> tuple[Propose, float]:
+        """The planner's pruned copies of `model` for an ask in the budget's unit, and its prediction for `model`."""
+        if self.aligned:
+            scale = 1.0 if self.by_fraction else self.dense_ms
+            return aligned_proposals(model, example, self.prune, self.block or self.prune.round_to, self.dense_macs,
+                                     scale, num_classes, grad_fn, name)
+        assert self.table is not None
+        return model_proposals(model, example, self.prune, self.table, self.unit_ms if self.by_fraction else 1.0,
+                               num_classes, grad_fn, name)
+
     def prune_step(self, model: nn.Module, dense: nn.Module, example: torch.Tensor, step: int, num_classes: int,
                    grad_fn: Optional[Callable[[nn.Module], None]], name: str) -> tuple[nn.Module, dict[str, Any]]:
         budget = self.budget(step)
+        propose, current = self.proposals(model, example, num_classes, grad_fn, name)
         with self.profiler() as profiler:
-            measure = self._measure(profiler, dense)
-            result = meet_budget(model, example, self.prune, self.table, budget,
-                                 self.unit_ms if self.by_fraction else 1.0, measure, num_classes, self.correction,
-                                 grad_fn, name)
+            result = meet_budget(propose, current, budget, self.target, self._measure(profiler, dense),
+                                 self.correction)
         self.correction = result.correction
         chosen = result.attempts[result.chosen]
         if not result.met:
@@ -107,7 +125,8 @@ class LatencyRun:
             "budget_in_band": result.met and chosen.measured >= (1 - self.target.tolerance) * budget,
             "measured_on": self.settings.device, "latency_runtime": self.settings.runtime,
             "latency_threads": self.settings.threads, "latency_batch": self.settings.batch,
-            "latency_correction": round(result.correction, 5),
+            "latency_correction": round(result.correction, 5), "latency_planner": self.target.planner.value,
+            "latency_nudges": result.nudges,
         }
 
     def _measure(self, profiler: Profiler, dense: nn.Module) -> Callable[[nn.Module], Attempt]:
@@ -149,10 +168,15 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
     label = resolve_device(target.device).label
     settings, shape = settings_for(target, label), tuple(example.shape[1:])
     key = settings.key(shape, arch)
+    if target.planner == LatencyPlanner.aligned:
+        run = _aligned_run(folder, prune, settings, shape, key, dense, example, num_classes, seed)
+        _check_floor(run, dense, example, num_classes, arch)
+        return run
     stored = _read_json(folder / "table.json")
-    if stored is not None and stored.get("table", {}).get("key") == key and _same_fit(stored["record"], target):
+    if stored is not None and (stored.get("table") or {}).get("key") == key and _same_fit(stored["record"], target):
         table = LatencyTable.from_json(json.dumps(stored["table"]))
-        run = LatencyRun(prune, settings, shape, table, stored["dense_ms"], stored["unit_ms"], stored["record"])
+        run = LatencyRun(prune, settings, shape, table, stored["dense_ms"], stored["unit_ms"], stored["record"],
+                         dense_macs=measure_size(dense, example).macs)
         console.print(f"latency model read back from {folder / 'table.json'}")
     else:
         run = _profile(folder, prune, settings, shape, key, dense, example, num_classes, seed)
@@ -194,6 +218,7 @@ def _profile(folder: Path, prune: PruneSection, settings: ProfileSettings, shape
                                    target.calibration, profile_widths(target), probed=probed, keep_probe=keep_probe)
         timed = profiler.compare([dense], iterations=target.latency_iterations)
     run.table, run.dense_ms = table, timed["models"][0]["p50"]
+    run.dense_macs = measure_size(dense, example).macs
     run.unit_ms = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
     run.record = {"profiles": build.profiles, "profiles_read_back": build.reused,
                   "profile_seconds": round(build.seconds, 2), "runtime_version": profiler.runtime_version,
@@ -236,6 +261,39 @@ def _probe_file(path: Path, key: dict[str, Any], max_step: Optional[int]) -> tup
     return probed, keep_probe
 
 
+def _aligned_run(folder: Path, prune: PruneSection, settings: ProfileSettings, shape: tuple[int, ...],
+                 key: dict[str, Any], dense: nn.Module, example: torch.Tensor, num_classes: int,
+                 seed: int) -> LatencyRun:
+    """The `aligned` planner needs no latency model: only the channel block the runtime computes in (the probe,
+    kept in probe.json and read back on --resume) and the dense model's p50. Where the probe measures no block
+    (a max_step under 8 leaves no ladder to climb), counts are multiples of prune.round_to."""
+    target = prune.target
+    stored = _read_json(folder / "aligned.json")
+    run = LatencyRun(prune, settings, shape, None, 0.0, 1.0, dense_macs=measure_size(dense, example).macs)
+    if stored is not None and stored.get("key") == key and stored.get("max_step") == target.max_step:
+        run.dense_ms, run.block, run.record = stored["dense_ms"], stored["block"], stored["record"]
+        console.print(f"latency target: aligned planner read back from {folder / 'aligned.json'}")
+        return run
+    probed, keep_probe = _probe_file(folder / "probe.json", key, target.max_step)
+    with run.profiler() as profiler:
+        info = profiler.check_runtime()
+        if probed is None:
+            probed = probe_step(dense, example, prune, num_classes, whole_timer(profiler, target.latency_iterations),
+                                seed + 1)
+            keep_probe(probed)
+        run.dense_ms = profiler.compare([dense], iterations=target.latency_iterations)["models"][0]["p50"]
+    run.block, rows = probed
+    run.record = {"planner": "aligned", "probe_step": run.block, "probe": rows, "round_to": run.block or prune.round_to,
+                  "runtime_version": profiler.runtime_version, "device_info": info}
+    write_text(folder / "aligned.json", json.dumps({"key": key, "max_step": target.max_step, "dense_ms": run.dense_ms,
+                                                    "block": run.block, "record": run.record}, indent=1))
+    console.print(f"latency target: aligned planner, channel counts on multiples of {run.block or prune.round_to} "
+                  + ("(the block whole copies were timed to compute in)" if run.block else
+                     "(prune.round_to: the probe found no block under max_step)")
+                  + f"; dense p50 {run.dense_ms:.3f} ms")
+    return run
+
+
 def _untaylored(prune: PruneSection) -> PruneSection:
     """Taylor importance needs gradients; the floor's channel choice does not matter, only its latency."""
     return prune.model_copy(update={"importance": Importance.l2}) if prune.importance == Importance.taylor else prune
@@ -250,12 +308,14 @@ def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_c
                                f"{arch}'s {run.dense_ms:.3f} ms on {run.settings.device}: nothing to prune for")
     final = run.budget(run.prune.steps)
     wanted = final if run.by_fraction else final / run.dense_ms
-    floor = floor_ms(dense, example, run.prune, run.table, num_classes, arch) / run.unit_ms
-    if wanted >= floor * FLOOR_SLACK:
-        return
-    smallest, probe = copy.deepcopy(dense), _untaylored(run.prune)
-    for _ in range(run.prune.steps):  # max_layer_ratio holds per step: the floor compounds over the steps
-        prune_to_latency(smallest, example, probe, run.table, DEEPEST, num_classes, name=arch)
+    if not run.aligned:
+        assert run.table is not None
+        floor = floor_ms(dense, example, run.prune, run.table, num_classes, arch) / run.unit_ms
+        if wanted >= floor * FLOOR_SLACK:
+            return
+    smallest = _smallest(run, dense, example, num_classes, arch)
+    if run.aligned and wanted >= measure_size(smallest, example).macs / run.dense_macs * FLOOR_SLACK:
+        return  # the MACs share is the aligned planner's prediction, as the table's is the model planner's
     with run.profiler() as profiler:
         floor = profiler.compare([dense, smallest], iterations=run.target.latency_iterations)["ratios"][1]["p50"]
     run.record["measured_floor"] = floor
@@ -268,12 +328,24 @@ def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_c
             f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}; {_steps_words(run)}) on "
             f"{run.settings.device} ({run.settings.runtime}); ask for more, raise prune.max_layer_ratio"
             + (f", or {'lower' if run.target.max_step else 'set'} the cap on the steps (prune.target.max_step)"
-               if max(run.table.steps.values()) > 1 else "")  # with steps of 1 no cap can lower the floor
+               if run.table is None or max(run.table.steps.values()) > 1 else "")  # with steps of 1 no cap can lower the floor
             + ". The profiles are kept in this run's latency/ folder; start again with --out NEW_DIR"
         )
 
 
+def _smallest(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_classes: int, arch: str) -> nn.Module:
+    """The smallest model the planner may make: max_layer_ratio holds per step, so the floor compounds."""
+    smallest = dense
+    untaylored = LatencyRun(**{**run.__dict__, "prune": _untaylored(run.prune)})
+    for _ in range(run.prune.steps):
+        propose, _ = untaylored.proposals(smallest, example, num_classes, name=arch)
+        smallest = propose(DEEPEST if not run.aligned else 0.0).model
+    return smallest
+
+
 def _steps_words(run: LatencyRun) -> str:
+    if run.aligned:
+        return f"channel counts on multiples of {run.block or run.prune.round_to}"
     words = "channel steps " + ", ".join(f"{family} {step}" for family, step in run.table.steps.items())
     return words + (f" under max_step {run.target.max_step}" if run.target.max_step else "")
 

@@ -137,9 +137,14 @@ class Runtime(str, Enum):
     torch = "torch"  # PyTorch on this machine's CUDA GPU
 
 
+class LatencyPlanner(str, Enum):
+    model = "model"  # a per-layer latency model profiled on the target chooses the channels
+    aligned = "aligned"  # Torch-Pruning's own ranking, counts on the runtime's channel block, MACs searched
+
+
 class LatencyTarget(Section):
-    """Prune for the device: a latency model measured on the target runtime chooses the channels, and each
-    step's model is timed whole on the target until it meets that step's budget (compression/latency_prune.py)."""
+    """Prune for the device: channels chosen for the latency budget (`planner`), and each step's model timed
+    whole on the target until it meets that step's budget (compression/latency_prune.py)."""
 
     latency: Optional[float] = Field(
         None, gt=0, lt=1, description="fraction of the dense model's latency to reach, both timed alternately in "
@@ -147,6 +152,11 @@ class LatencyTarget(Section):
     latency_ms: Optional[float] = Field(
         None, gt=0, description="absolute p50 latency (ms) to reach on the device: for a dedicated device; on a "
         "shared host an absolute figure moves with the load")
+    planner: LatencyPlanner = Field(
+        LatencyPlanner.model, description="how channels are chosen for the budget: model (a per-layer latency "
+        "model profiled on the target, channels kept where they cost the least latency) or aligned (Torch-Pruning's "
+        "global ranking with every count a multiple of the channel block the runtime is measured to compute in; "
+        "its MACs target searched until the measured latency meets the budget)")
     device: str = Field("host", description="where latency is measured: host, a device profile, or ssh://...")
     runtime: Runtime = Field(Runtime.onnxruntime, description="onnxruntime (CPU), tensorrt (trtexec on the "
                              "device: never run on real TensorRT yet) or torch (PyTorch on this machine's CUDA GPU)")

@@ -5,8 +5,8 @@
     python3 compare.py --model a.onnx --model b.onnx --backend trtexec [--precision fp16] [--rounds 5]
 
 onnxruntime / tensorrt: one session per model; in each of `iterations`
-rounds every model runs once (perf_counter), so each round gives a paired
-ratio to the first model. trtexec: `rounds` alternating trtexec runs per
+rounds every model runs once (perf_counter), in an order shuffled anew
+each round, so each round gives a paired ratio to the first model. trtexec: `rounds` alternating trtexec runs per
 model, each its own median GPU compute time.
 
 Keys of the result: models [{model, p25, p50, p75}] (ms), ratios [{model,
@@ -48,8 +48,14 @@ def compare_backends(args) -> np.ndarray:
         calls = [(b, runtime.random_inputs(b.inputs)) for b in backends]
         for backend, feeds in calls:
             runtime.time_inference(lambda: backend.infer(feeds), 0, args.warmup)
-        rounds = [[runtime.time_inference(lambda: backend.infer(feeds), 1, 0)[0] * 1e3 for backend, feeds in calls]
-                  for _ in range(args.iterations)]
+        order = np.random.default_rng(0)  # each round runs the models in a new order: none always follows another
+        rounds = []
+        for _ in range(args.iterations):
+            row = [0.0] * len(calls)
+            for index in order.permutation(len(calls)):
+                backend, feeds = calls[index]
+                row[index] = runtime.time_inference(lambda: backend.infer(feeds), 1, 0)[0] * 1e3
+            rounds.append(row)
     finally:
         for backend in backends:
             backend.close()
