@@ -16,7 +16,7 @@ from PIL import Image
 
 from edgecomp.cli import main
 from edgecomp.core.errors import RecipeError
-from edgecomp.core.recipe import apply_overrides, read_yaml, validate
+from edgecomp.core.recipe import Recipe, apply_overrides, read_yaml, validate
 from conftest import REPO, tiny_recipe_dict
 
 REFERENCE_WEIGHTS = REPO / "edgecomp" / "recipes" / "weights" / "fmnist_resnet20.pt"
@@ -229,18 +229,22 @@ SECTIONS = ["name", "seed", "model", "data", "dense", "prune", "finetune", "augm
 @given(st.dictionaries(st.sampled_from(SECTIONS + ["extra"]), values, max_size=4))
 def test_fuzz_validate_raises_only_recipe_errors(data):
     try:
-        validate(data)
+        recipe = validate(data)
     except RecipeError as error:
-        assert "\n" not in str(error)
+        assert "\n" not in str(error) and str(error).strip()
+    else:  # a recipe must name its model and data sections: anything else is refused, never run on defaults
+        assert isinstance(recipe, Recipe) and {"model", "data"} <= set(data)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(max_size=30), max_size=4))
 def test_fuzz_overrides_raise_only_recipe_errors(overrides):
     try:
-        validate(apply_overrides(tiny_recipe_dict(), overrides))
-    except RecipeError:
-        pass
+        recipe = validate(apply_overrides(tiny_recipe_dict(), overrides))
+    except RecipeError as error:
+        assert "\n" not in str(error) and str(error).strip()
+    else:  # what was accepted reads back as the same recipe (recipe.yaml of a run is validated again on resume)
+        assert validate(recipe.to_plain()) == recipe
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -249,6 +253,8 @@ def test_fuzz_yaml_text_raises_only_recipe_errors(tmp_path, text):
     path = tmp_path / "fuzz.yaml"
     path.write_text(text)
     try:
-        validate(read_yaml(path))
-    except RecipeError:
-        pass
+        recipe = validate(read_yaml(path))
+    except RecipeError as error:
+        assert "\n" not in str(error) and str(error).strip()
+    else:
+        assert isinstance(recipe, Recipe) and {"model", "data"} <= set(yaml.safe_load(text))

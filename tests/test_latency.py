@@ -497,11 +497,10 @@ def test_compress_meets_a_latency_budget_measured_on_this_cpu(tmp_path, fashion_
     assert row["measured_on"] == "host" and row["latency_runtime"] == "onnxruntime" and row["latency_threads"] == 1
     attempts = row["latency_attempts"]
     assert 1 <= len(attempts) <= 4 and all(a["predicted"] > 0 and a["measured"] > 0 for a in attempts)
-    assert row["budget_in_band"] == (row["budget_met"] and row["measured_latency"] >= 0.92 * 0.95)
-    if row["budget_met"]:
-        assert row["measured_latency"] <= 0.92
-    else:  # a busy host: every plan measured over the budget, and the fastest was kept
-        assert row["measured_latency"] == min(a["measured"] for a in attempts)
+    # the budget was met on this CPU: the kept plan, confirmed by a second timing loop, measured under it
+    kept = min((a for a in attempts if a["measured"] <= 0.92), key=lambda a: 0.92 - a["measured"])
+    assert row["budget_met"] and row["measured_latency"] == pytest.approx(kept["measured"], abs=1e-4)
+    assert len(kept["loops"]) >= 2 and sum(kept["loops"]) / len(kept["loops"]) <= 0.92
     assert row["macs_ratio"] < 1.0
     assert "## Latency target" in result.report_path.read_text()
     table = json.loads((result.run_dir / "latency" / "table.json").read_text())

@@ -71,15 +71,20 @@ def test_every_importance_prunes(importance):
 
 
 def test_importances_choose_differently():
+    """Per-layer pruning (the same ratio everywhere) gives both importances the same shapes, so only the channels
+    they keep can differ: l2 keeps the stem's filters of the largest norm, random others."""
     kept = {}
     for importance in ("l2", "random"):
         torch.manual_seed(0)
         model, example, dense = setup("cifar_resnet8", 28, False)
-        cfg = PruneSection(target={"macs": 0.6}, importance=importance, round_to=4)
+        stem = model.conv1.weight.detach().clone()
+        cfg = PruneSection(target={"macs": 0.6}, importance=importance, round_to=4, global_pruning=False)
         prune_to(model, example, cfg, Size(int(dense.macs * 0.6), 0), 10)
         kept[importance] = model.conv1.weight.detach().clone()
-    same_shape = kept["l2"].shape == kept["random"].shape
-    assert not same_shape or not torch.equal(kept["l2"], kept["random"])
+    assert kept["l2"].shape == kept["random"].shape and kept["l2"].shape[0] < stem.shape[0]
+    assert not torch.equal(kept["l2"], kept["random"])
+    norms = stem.flatten(1).norm(dim=1)
+    assert kept["l2"].flatten(1).norm(dim=1).mean() > norms.mean()  # l2 kept the stem's larger filters
 
 
 def test_unreachable_target_is_a_clear_error():

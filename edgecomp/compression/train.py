@@ -12,7 +12,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -70,8 +70,10 @@ class TrainJob:
     dist: Dist = field(default_factory=Dist)
 
 
-def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
-    """Train for job.epochs with cosine LR (stepped per batch); deterministic given job.seed on CPU."""
+def train(model: nn.Module, job: TrainJob,
+          after_epoch: Optional[Callable[[int, EpochStats], None]] = None) -> list[EpochStats]:
+    """Train for job.epochs with cosine LR (stepped per batch); deterministic given job.seed on CPU.
+    `after_epoch(epoch, stats)` runs after each epoch (e.g. a validation curve), with the guard still on."""
     optimizer = make_optimizer(model, job.optim)
     per_epoch = job.data.num_batches(job.dist if job.dist.active else None)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(per_epoch * job.epochs, 1))
@@ -83,6 +85,9 @@ def train(model: nn.Module, job: TrainJob) -> list[EpochStats]:
             ticker = _Ticker(bar, task, watchdog, epoch)
             history.append(train_epoch(trained, job, optimizer, generator, epoch, ticker, scheduler))
             log_epoch(job, epoch, history[-1])
+            if after_epoch is not None:
+                with watchdog.paused():
+                    after_epoch(epoch, history[-1])
     job.dist.broadcast_state(model)
     return history
 
