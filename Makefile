@@ -9,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow install data ssh-tools clean
+.PHONY: demo test test-slow lint install data ssh-tools clean
 
 install: $(STAMP)
 
@@ -38,7 +38,11 @@ demo: install data
 	$(VENV)/bin/edgecomp compress --recipe quickstart.yaml --out runs/quickstart \
 		$(if $(wildcard runs/quickstart),--resume)
 
-test: install data ssh-tools
+lint: install  # pyflakes, isort, pyupgrade, bugbear over the package and tests; mypy over the package
+	$(PY) -m ruff check edgecomp tests
+	$(PY) -m mypy
+
+test: lint data ssh-tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: install data

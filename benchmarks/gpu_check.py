@@ -1,6 +1,6 @@
 """The CUDA path on one GPU (run through benchmarks/gpu_check.sh): for resnet18 and mobilenet_v2 at 224 px,
-the latency model from CUDA-event profiles (batch 1), a latency-aware prune to half the dense latency with the
-closed loop, and dense vs pruned timed alternately at batch 1 and 32 (PyTorch eager, fp32)."""
+the channel block measured with CUDA-event timings (batch 1), a prune to half the dense latency with the closed
+loop, and dense vs pruned timed alternately at batch 1 and 32 (PyTorch eager, fp32)."""
 
 from __future__ import annotations
 
@@ -15,20 +15,21 @@ from pathlib import Path
 import torch
 import torchvision
 
-from edgecomp.compression.latency_prune import Attempt, build_table, meet_budget
+from edgecomp.compression.latency import Attempt, aligned_proposals, meet_budget
+from edgecomp.compression.latency.block import measure_block
+from edgecomp.compression.latency.run import whole_timer
 from edgecomp.core.models import measure_size
 from edgecomp.core.recipe import PruneSection
-from edgecomp.deploy.latency import channel_counts, relative_error
-from edgecomp.deploy.latency.cuda import CpuClock, TorchProfiler
+from edgecomp.deploy.latency.cuda import CpuClock, TorchTimer
 
 SHAPE = (3, 224, 224)
 SMOKE = {}  # --smoke: the same code on this CPU at 32 px, few iterations (checks the script, measures nothing)
 
 
-def profiler(batch: int, iterations: int) -> TorchProfiler:
+def timer(batch: int) -> TorchTimer:
     if SMOKE:
-        return TorchProfiler(SHAPE, batch=batch, iterations=3, warmup=1, device="cpu", clock=CpuClock())
-    return TorchProfiler(SHAPE, batch=batch, iterations=iterations, warmup=10)
+        return TorchTimer(SHAPE, batch=batch, warmup=1, device="cpu", clock=CpuClock())
+    return TorchTimer(SHAPE, batch=batch, warmup=10)
 
 
 def check(arch: str, budget: float) -> dict:
@@ -36,27 +37,28 @@ def check(arch: str, budget: float) -> dict:
     dense = getattr(torchvision.models, arch)(num_classes=10).eval()
     example = torch.zeros(1, *SHAPE)
     cfg = PruneSection(target={"latency": budget, "runtime": "torch"})
-    timer = profiler(1, 50)
-    info = timer.check_runtime()
+    device = timer(1)
+    info = device.check_runtime()
+    rounds = 5 if SMOKE else 100
     started = time.perf_counter()
-    table, build = build_table(dense, example, cfg, 10, {"arch": arch, "runtime": "torch"}, timer.observe, 6, 0)
+    block, rows = measure_block(dense, example, cfg, 10, whole_timer(device, rounds), seed=1)
+    dense_macs = measure_size(dense, example).macs
 
     def measure(trial):
-        timed = timer.compare([dense, trial], iterations=5 if SMOKE else 100)
+        timed = device.compare([dense, trial], iterations=rounds)
         ratio = timed["ratios"][1]
         return Attempt(0.0, ratio["p50"], ratio["low"], ratio["high"], timed["models"][1]["p50"],
                        timed["models"][0]["p50"], True)
 
-    unit = table.predict({n: c for n, c in channel_counts(dense).items() if n in table.layers})
-    result = meet_budget(dense, example, cfg, table, budget, unit, measure, 10)
+    proposals = aligned_proposals(dense, example, cfg, block or cfg.round_to, dense_macs, 1.0, 10)
+    result = meet_budget(*proposals, budget, cfg.target, measure)
     speedups = {}
     for batch in (1, 32):
-        timed = profiler(batch, 100).compare([dense, result.model], iterations=5 if SMOKE else 100)
+        timed = timer(batch).compare([dense, result.model], iterations=rounds)
         speedups[f"batch{batch}"] = {"dense_ms": timed["models"][0]["p50"], "pruned_ms": timed["models"][1]["p50"],
                                      "ratio": timed["ratios"][1]["p50"], "speedup": 1 / timed["ratios"][1]["p50"]}
-    macs = measure_size(result.model, example).macs / measure_size(dense, example).macs
-    return {"arch": arch, "budget": budget, "gpu": info, "profiles": build.profiles,
-            "profile_seconds": round(build.seconds, 2), "steps": table.steps, "fit_error": relative_error(table),
+    macs = measure_size(result.model, example).macs / dense_macs
+    return {"arch": arch, "budget": budget, "gpu": info, "block": block, "block_rows": rows,
             "attempts": [a.as_dict() for a in result.attempts], "met": result.met, "macs_ratio": macs,
             "speedups": speedups, "seconds": round(time.perf_counter() - started, 1)}
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA path, where a CUDA GPU is present (issue 21): the latency model under PyTorch on the GPU, a
-# latency-aware prune on it, and measured speed-ups of dense vs pruned at batch 1 and 32. No network needed.
+# The CUDA path, where a CUDA GPU is present: the channel block measured under PyTorch on the GPU, a prune
+# to a latency budget timed on it, and measured speed-ups of dense vs pruned at batch 1 and 32. No network needed.
 #
 # Needs on the GPU machine: python3 with torch (CUDA) and torchvision, onnx, onnxruntime, typer, rich,
 # matplotlib, pyyaml, numpy, scipy, pillow, packaging; and torch-pruning, pydantic (+ pydantic-core,

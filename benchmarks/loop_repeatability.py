@@ -26,7 +26,7 @@ import torch
 from edgecomp.compression.prune import prune_to
 from edgecomp.core.models import Size, measure_size
 from edgecomp.core.recipe import PruneSection
-from edgecomp.deploy.latency.profiles import Profiler, ProfileSettings
+from edgecomp.deploy.latency import Timer, TimingSettings
 from edgecomp.deploy.runners import HostRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,7 +54,7 @@ def run_case(arch: str, size: int, loops: int) -> dict:
     first, second = pruned(dense, example, 0.30, "l2"), pruned(dense, example, 0.27, "l1")
     pairs, trios = [], []
     with HostRunner() as runner:
-        profiler = Profiler(runner, ProfileSettings(device="host", runtime="onnxruntime"), tuple(example.shape[1:]))
+        profiler = Timer(runner, TimingSettings(device="host", runtime="onnxruntime"), tuple(example.shape[1:]))
         for _ in range(loops):
             pairs.append(profiler.compare([dense, first], iterations=ROUNDS)["ratios"][1]["p50"])
             trios.append(profiler.compare([dense, first, second], iterations=ROUNDS)["ratios"][1]["p50"])

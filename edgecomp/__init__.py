@@ -20,9 +20,8 @@ if TYPE_CHECKING:
     from .core.recipe import Recipe
     from .deploy.bench import BenchResult
     from .deploy.export import ExportResult
-    from .deploy.latency import LatencyTable
 
-__version__ = "0.1.0"
+from .core.version import __version__
 
 # name -> module: importable from edgecomp, loaded when first asked for (PEP 562)
 _LAZY = {
@@ -130,36 +129,23 @@ def bench(*, run: "str | Path | None" = None, model: "str | Path | None" = None,
 
 
 def prune(model: "nn.Module", example_inputs: "torch.Tensor", *, target_macs: Optional[float] = None,
-          target_params: Optional[float] = None, target_latency: Optional[float] = None,
-          latency_model: "Optional[LatencyTable]" = None, importance: str = "l2", round_to: int = 8,
+          target_params: Optional[float] = None, target_latency: Optional[float] = None, device: str = "host",
+          runtime: str = "onnxruntime", threads: int = 1, importance: str = "l2", round_to: int = 8,
           global_pruning: bool = True, max_layer_ratio: float = 0.9, ignored_layers: Sequence[str] = (),
           num_classes: Optional[int] = None,
           grad_fn: "Optional[Callable[[nn.Module], None]]" = None) -> "PruneResult":
     """Prune a copy of a model held in memory with the planner `compress` uses; returns a PruneResult (the
     pruned model, MACs and params before/after, every layer's widths). `target_macs` / `target_params`: the
-    fraction of the given model's MACs / parameters to keep, or `target_latency` with `latency_model` (from
-    `latency_model()`): a fraction of its latency on the target, channels chosen for it (exactly one target).
+    fraction of the given model's MACs / parameters to keep; `target_latency`: the fraction of its latency,
+    measured on `device` with `runtime` (the plans are timed there until one meets it). Exactly one target.
     See docs/api.md."""
     from .compression.inmemory import prune as prune_model
 
     return prune_model(model, example_inputs, target_macs=target_macs, target_params=target_params,
-                       target_latency=target_latency, latency_model=latency_model,
+                       target_latency=target_latency, device=device, runtime=runtime, threads=threads,
                        importance=importance, round_to=round_to, global_pruning=global_pruning,
                        max_layer_ratio=max_layer_ratio, ignored_layers=ignored_layers, num_classes=num_classes,
                        grad_fn=grad_fn)
-
-
-def latency_model(model: "nn.Module", example_inputs: "torch.Tensor", *, device: str = "host",
-                  runtime: str = "onnxruntime", threads: int = 1, profiles: int = 6,
-                  seed: int = 0, max_step: Optional[int] = None, calibration: int = 0) -> "LatencyTable":
-    """The model's latency on a target runtime, per layer (onnxruntime on `host` or a device over SSH,
-    tensorrt on a Jetson, torch on this machine's GPU), for `prune(target_latency=...)`; `max_step` caps each
-    layer family's channel step (narrow networks: a step as wide as a layer leaves it unprunable);
-    `calibration` > 0 calibrates the table to that many copies timed whole (off by default)."""
-    from .compression.inmemory import latency_model as build
-
-    return build(model, example_inputs, device=device, runtime=runtime, threads=threads, profiles=profiles,
-                 seed=seed, max_step=max_step, calibration=calibration)
 
 
 def cpu_guard(model: "nn.Module") -> "ContextManager[list[nn.Module]]":
@@ -180,5 +166,5 @@ def _refresh_report(folder: Path) -> None:
     refresh(folder)
 
 
-__all__ = ["compress", "export", "bench", "prune", "latency_model", "cpu_guard", "Recipe", "load_recipe", "CompressResult", "ExportResult",
+__all__ = ["compress", "export", "bench", "prune", "cpu_guard", "Recipe", "load_recipe", "CompressResult", "ExportResult",
            "BenchResult", "PruneResult", "LayerPlan", "Size", "EdgecompError", "UserInputError", "__version__"]

@@ -82,7 +82,7 @@ def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory
         run_dir = run or _newest_run()
         recipe = load_recipe(run_dir / "recipe.yaml")
         if beside is not None:
-            from .compression.latency_beside import measure_beside
+            from .compression.latency.beside import measure_beside
 
             measure_beside(run_dir, beside)
         path = render(run_dir, recipe)

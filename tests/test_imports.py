@@ -75,6 +75,13 @@ def test_the_ground_imports_nothing_above_it(path):
     assert above == []
 
 
+@pytest.mark.parametrize("name", ["block", "plan", "loop"])
+def test_the_latency_pruner_never_imports_the_runners(name):
+    """It asks plain functions for timings (run.py builds them from the deployment wing's timers)."""
+    path = PACKAGE / "compression" / "latency" / f"{name}.py"
+    assert hits(path, {"edgecomp.deploy.runners", "edgecomp.deploy.latency", "edgecomp.deploy.devices"}) == []
+
+
 def test_the_rule_reader_sees_imports():
     """The checks above would pass on a reader that finds nothing: it must find these."""
     assert "edgecomp.deploy.runners" in imports(PACKAGE / "deploy" / "bench.py")
@@ -82,4 +89,5 @@ def test_the_rule_reader_sees_imports():
     assert "edgecomp.deploy.target.runtime" in imports(PACKAGE / "deploy" / "target" / "build.py")
     assert "edgecomp.compression.train" in hits(PACKAGE / "compression" / "pipeline.py", COMPRESSION)
     assert "edgecomp.core.errors" in imports(PACKAGE / "core" / "models.py")
+    assert "edgecomp.deploy.runners" in imports(PACKAGE / "compression" / "latency" / "run.py")
     assert len(files("core")) >= 7 and len(files("deploy")) >= 8

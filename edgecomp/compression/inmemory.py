@@ -3,26 +3,26 @@
 The same planner as `edgecomp compress` (`prune.prune_to`, one Torch-Pruning
 pruner, channels chosen for the target), driven by a `PruneSection` built
 from keyword arguments instead of a recipe. The target is a fraction of the
-MACs or parameters of the model passed in, reached in one step: call it
-again between fine-tuning rounds to prune iteratively. The caller's model is
-never changed; the result holds the pruned copy and its plan.
+MACs, parameters or measured latency of the model passed in, reached in one
+step: call it again between fine-tuning rounds to prune iteratively. The
+caller's model is never changed; the result holds the pruned copy and its plan.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from pydantic import ValidationError
 
-from ..core.errors import ModelError, PruneError, PruneTargetError, UserInputError
+from ..core.errors import ModelError, PruneError, UserInputError
 from ..core.models import Size, measure_size
 from ..core.recipe import Importance, LatencyTarget, PruneSection
-from ..deploy.latency import LatencyTable, channel_counts
-from .latency_prune import prune_to_latency
 from .prune import prune_to
 
 WIDTH_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
@@ -52,7 +52,8 @@ class PruneResult:
     before: Size
     after: Size
     layers: list[LayerPlan]
-    predicted_latency: Optional[float] = None  # with a latency target: the latency model's, a fraction of before
+    measured_latency: Optional[float] = None  # with a latency target: the kept plan's, a fraction of before's
+    latency_met: Optional[bool] = None  # ... and whether it measured at or under the target
 
     @property
     def macs_ratio(self) -> float:
@@ -80,7 +81,9 @@ def prune(
     target_macs: Optional[float] = None,
     target_params: Optional[float] = None,
     target_latency: Optional[float] = None,
-    latency_model: Optional[LatencyTable] = None,
+    device: str = "host",
+    runtime: str = "onnxruntime",
+    threads: int = 1,
     importance: "Importance | str" = Importance.l2,
     round_to: int = 8,
     global_pruning: bool = True,
@@ -90,19 +93,18 @@ def prune(
     grad_fn: Optional[Callable[[nn.Module], None]] = None,
 ) -> PruneResult:
     """Prune a copy of `model` to `target_macs` (or `target_params`): the fraction of its MACs (parameters)
-    to keep; or to `target_latency`, a fraction of its latency as `latency_model` (`edgecomp.latency_model`,
-    measured on the target) predicts it, channels chosen by that model. In memory nothing is timed whole:
-    `compress` with `prune.target.latency` adds the closed loop that measures each step. The other arguments mean what the recipe's `prune.*` keys of the same name mean; `num_classes`
-    (default: the width of the model's output on `example_inputs`) finds the classifier, which is never
-    pruned; `grad_fn(model)` runs a backward pass on a batch or two, needed by importance "taylor"."""
+    to keep; or to `target_latency`, a fraction of its latency measured on `device` ("host", a profile or
+    ssh://...) with `runtime` (onnxruntime, tensorrt or torch) on `threads` threads: the channel block is measured
+    there, counts are kept on it, and plans are timed beside the model until one measures within 5% under the
+    target (`round_to` is then the block measured). The other arguments mean what the recipe's `prune.*` keys of
+    the same name mean; `num_classes` (default: the width of the model's output on `example_inputs`) finds the
+    classifier, which is never pruned; `grad_fn(model)` runs a backward pass on a batch or two, needed by
+    importance "taylor"."""
     if not isinstance(model, nn.Module) or not isinstance(example_inputs, torch.Tensor):
         raise UserInputError("prune: needs a torch.nn.Module and one example input tensor (a batch, e.g. "
                              "torch.randn(1, 3, 224, 224))")
     section = _section(target_macs, target_params, target_latency, importance, round_to, global_pruning,
                        max_layer_ratio, ignored_layers)
-    if target_latency is not None and not isinstance(latency_model, LatencyTable):
-        raise UserInputError("prune: target_latency needs latency_model= (edgecomp.latency_model(model, "
-                             "example_inputs, device=...), measured on the target runtime)")
     unknown = sorted(set(ignored_layers) - {name for name, _ in model.named_modules()})
     if unknown:
         raise UserInputError(f"prune: ignored_layers: the model has no module named {', '.join(map(repr, unknown))}")
@@ -111,62 +113,37 @@ def prune(
     widths_before = layer_widths(pruned)
     before = measure_size(pruned, example_inputs)
     if target_latency is not None:
-        unit = _predicted_ms(latency_model, pruned)
-        plan = prune_to_latency(pruned, example_inputs, section, latency_model, target_latency * unit, classes,
-                                grad_fn, type(model).__name__)
-        if not plan.reached:
-            raise PruneTargetError(f"prune: target_latency {target_latency:g} is below {plan.predicted_ms / unit:.3f}, "
-                                   f"the predicted latency of the smallest model the pruner may make "
-                                   f"(max_layer_ratio {max_layer_ratio:g})")
-        after = measure_size(pruned, example_inputs)
-        return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)),
-                           plan.predicted_ms / unit)
+        section = section.model_copy(update={"target": _latency_target(target_latency, device, runtime, threads)})
+        return _prune_for_latency(pruned, example_inputs[:1], section, classes, grad_fn, widths_before, before)
     fraction = target_macs if target_macs is not None else target_params
+    assert fraction is not None
     target = Size(int(before.macs * fraction), int(before.params * fraction))
     after = prune_to(pruned, example_inputs, section, target, classes, grad_fn=grad_fn, name=type(model).__name__)
     return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)))
 
 
-def _predicted_ms(table: LatencyTable, model: nn.Module) -> float:
-    counts = channel_counts(model)
-    missing = sorted(set(table.layers) - set(counts))
-    if missing:
-        raise UserInputError(f"prune: latency_model was measured on another network (it prices {missing[0]!r}, "
-                             "which this model does not have)")
-    return table.predict({name: counts[name] for name in table.layers})
-
-
-def latency_model(model: nn.Module, example_inputs: torch.Tensor, *, device: str = "host",
-                  runtime: str = "onnxruntime", threads: int = 1, profiles: int = 6, seed: int = 0,
-                  num_classes: Optional[int] = None, max_step: Optional[int] = None,
-                  calibration: int = 0) -> LatencyTable:
-    """Profile `model` and `profiles - 1` random-width copies on the target runtime (a device over SSH, or this
-    host) and fit the latency model `prune(target_latency=...)` plans with; `max_step` caps each layer
-    family's channel step (as `prune.target.max_step`); `calibration` > 0 times the dense model and that many
-    copies on the fitted steps whole and calibrates the table to them (as `prune.target.calibration`)."""
-    from ..deploy.devices import resolve_device
-    from .latency_prune import build_table
-    from .latency_run import LatencyRun, profile_widths, settings_for, whole_timer
-
+def _latency_target(fraction: float, device: str, runtime: str, threads: int) -> LatencyTarget:
     try:
-        target = LatencyTarget.model_validate({"latency": 0.5, "device": device, "runtime": runtime,
-                                               "threads": threads, "profiles": profiles, "max_step": max_step,
-                                               "calibration": calibration})
+        return LatencyTarget.model_validate({"latency": fraction, "device": device, "runtime": runtime,
+                                             "threads": threads})
     except ValidationError as exc:
-        raise UserInputError("latency_model: " + "; ".join(_describe(e) for e in exc.errors(include_url=False))) \
-            from None
-    section = _section(None, None, 0.5, "l2", 8, True, 0.9, []).model_copy(update={"target": target})
-    shape = tuple(example_inputs.shape[1:])
-    settings = settings_for(target, resolve_device(device).label)
-    run = LatencyRun(section, settings, shape, None, 0.0, 0.0)  # type: ignore[arg-type]
-    classes = num_classes if num_classes is not None else _output_width(copy.deepcopy(model), example_inputs)
-    with run.profiler() as profiler:
-        profiler.check_runtime()
-        table, _ = build_table(copy.deepcopy(model).eval(), example_inputs[:1], section, classes,
-                               settings.key(shape, type(model).__name__), profiler.observe, profiles, seed,
-                               whole=whole_timer(profiler, target.latency_iterations),
-                               calibration=target.calibration, widths=profile_widths(target))
-    return table
+        raise UserInputError("prune: " + "; ".join(_describe(e) for e in exc.errors(include_url=False))) from None
+
+
+def _prune_for_latency(model: nn.Module, example: torch.Tensor, section: PruneSection, classes: int,
+                       grad_fn: Optional[Callable[[nn.Module], None]], widths_before: dict,
+                       before: Size) -> PruneResult:
+    """One step of the recipe's latency target, on a model in memory: the block and the dense timing go to a
+    scratch folder, the plans are timed beside `model` on the device."""
+    from .latency import prepare_latency
+
+    name = type(model).__name__
+    with tempfile.TemporaryDirectory(prefix="edgecomp-prune-") as scratch:
+        run = prepare_latency(Path(scratch), section, model, example, name, classes, 0)
+        pruned, record = run.prune_step(model, model, example, 1, classes, grad_fn, name)
+    after = measure_size(pruned, example)
+    return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)),
+                       measured_latency=record["measured_latency"], latency_met=record["budget_met"])
 
 
 def _section(target_macs, target_params, target_latency, importance, round_to, global_pruning, max_layer_ratio,

@@ -27,7 +27,7 @@ from .prune import Size, check_prunable, measure_size, prune_to
 from ..core.recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
 from ..report import write_report
 from ..core.rundir import RunDir, save_tensors, write_text
-from .latency_run import LatencyRun, prepare_latency
+from .latency import LatencyRun, prepare_latency
 from .magnitude import magnitude_for
 from .steps import step_targets
 from .teacher import Calibration, Teacher, calibrate, first_samples, load_teacher
@@ -230,15 +230,15 @@ def _latency_run(ctx: Context) -> LatencyRun:
 
 
 def _prune_for_latency(ctx: Context, model: nn.Module, step: int) -> tuple[nn.Module, dict[str, Any]]:
-    """Channels chosen by the latency model, the step's model timed beside the dense one, re-planned until its
-    measured latency meets the step's budget (compression/latency_prune.py)."""
+    """Channels kept on the runtime's block, the step's model timed beside the dense one, re-planned until its
+    measured latency meets the step's budget (compression/latency/)."""
     recipe = ctx.recipe
     pruned, record = ctx.latency.prune_step(
         model.cpu(), _dense_copy(ctx), ctx.spec.example().cpu(), step, recipe.model.num_classes,
         lambda m: (_taylor_grads(ctx, m.to(ctx.spec.device)), m.cpu()), recipe.model.arch)  # plans on the CPU
-    console.print(f"  step {step}: latency {record['measured_latency']:.3f} measured, "
-                  f"{record['predicted_latency']:.3f} predicted, budget {record['latency_budget']:.3f} "
-                  f"({record['latency_unit']}, {len(record['latency_attempts'])} plan(s))")
+    console.print(f"  step {step}: latency {record['measured_latency']:.3f} measured against a budget of "
+                  f"{record['latency_budget']:.3f} ({record['latency_unit']}, {len(record['latency_attempts'])} "
+                  f"plan(s) timed, channel counts on multiples of {record['latency_block']})")
     return pruned.to(ctx.spec.device), record
 
 

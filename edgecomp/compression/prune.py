@@ -307,7 +307,7 @@ def check_prunable(model: nn.Module, example: torch.Tensor, cfg: PruneSection, n
                    name: str) -> None:
     """Before a run directory exists: Torch-Pruning can trace the model, and the recipe's final size is
     within its reach (estimated on a copy; taylor is probed with l2, as it needs gradients). A latency target's
-    reach needs the latency model: compression/latency_prune.py checks it once the profiles are in."""
+    reach needs the device: compression/latency/run.py checks it once the block is measured."""
     model = copy.deepcopy(model).eval()
     keep = ignored_layers(model, cfg, num_classes)
     probe = cfg.model_copy(update={"importance": Importance.l2}) if cfg.importance == Importance.taylor else cfg

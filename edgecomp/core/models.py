@@ -434,3 +434,14 @@ def measure_size(model: nn.Module, example: torch.Tensor) -> Size:
         macs, params = tp.utils.count_ops_and_params(model, example)
     model.train(was_training)
     return Size(int(macs), int(params))
+
+
+def channel_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(in, out) channels of every Conv2d / Linear, as they are now: what identifies a pruned architecture."""
+    counts = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            counts[name] = (module.in_channels, module.out_channels)
+        elif isinstance(module, nn.Linear):
+            counts[name] = (module.in_features, module.out_features)
+    return counts

@@ -137,14 +137,9 @@ class Runtime(str, Enum):
     torch = "torch"  # PyTorch on this machine's CUDA GPU
 
 
-class LatencyPlanner(str, Enum):
-    model = "model"  # a per-layer latency model profiled on the target chooses the channels
-    aligned = "aligned"  # Torch-Pruning's own ranking, counts on the runtime's channel block, MACs searched
-
-
 class LatencyTarget(Section):
-    """Prune for the device: channels chosen for the latency budget (`planner`), and each step's model timed
-    whole on the target until it meets that step's budget (compression/latency_prune.py)."""
+    """Prune for the device: every channel count on the block the target runtime computes in (measured there),
+    and each step's model timed whole on the target until it meets that step's budget (compression/latency/)."""
 
     latency: Optional[float] = Field(
         None, gt=0, lt=1, description="fraction of the dense model's latency to reach, both timed alternately in "
@@ -152,11 +147,6 @@ class LatencyTarget(Section):
     latency_ms: Optional[float] = Field(
         None, gt=0, description="absolute p50 latency (ms) to reach on the device: for a dedicated device; on a "
         "shared host an absolute figure moves with the load")
-    planner: LatencyPlanner = Field(
-        LatencyPlanner.model, description="how channels are chosen for the budget: model (a per-layer latency "
-        "model profiled on the target, channels kept where they cost the least latency) or aligned (Torch-Pruning's "
-        "global ranking with every count a multiple of the channel block the runtime is measured to compute in; "
-        "its MACs target searched until the measured latency meets the budget)")
     device: str = Field("host", description="where latency is measured: host, a device profile, or ssh://...")
     runtime: Runtime = Field(Runtime.onnxruntime, description="onnxruntime (CPU), tensorrt (trtexec on the "
                              "device: never run on real TensorRT yet) or torch (PyTorch on this machine's CUDA GPU)")
@@ -164,12 +154,6 @@ class LatencyTarget(Section):
     batch: int = Field(1, ge=1, le=256, description="batch the latency is measured at")
     threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: its default, all cores); one "
                          "thread keeps a shared host's figures apart from the load")
-    profiles: int = Field(6, ge=3, le=32, description="whole-network profiles the latency model is fitted from: "
-                          "the dense model and profiles - 1 copies at random widths")
-    profile_iterations: int = Field(30, ge=5, description="timed runs per profile (median per layer)")
-    calibration: int = Field(0, ge=0, le=16, description="copies on the fitted channel steps timed whole beside "
-                             "the dense model to calibrate the latency model's milliseconds to unprofiled ones "
-                             "(0: the profiles' own milliseconds)")
     latency_iterations: int = Field(100, ge=10, description="alternating timed rounds per whole-model measurement "
                                     "(trtexec: one round per 20, each a trtexec run of 50 inferences per model)")
     tolerance: float = Field(0.05, gt=0, lt=0.5, description="a step is accepted once its measured latency (the "
@@ -177,27 +161,20 @@ class LatencyTarget(Section):
                              "that it is re-planned to keep more channels")
     max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each aimed by "
                              "interpolating between the measured plans")
-    max_step: Optional[int] = Field(None, description="cap on the channel step the latency model may find per "
-                                    "layer family: 1, 2, 4, 8, 16, 32 or 64 (none: as the profiles say); a step as "
-                                    "wide as a family's narrowest layer leaves that layer unprunable")
+    max_block: Optional[int] = Field(None, description="cap on the channel block counts are kept on: 4, 8, 16 or "
+                                     "32 (none: the block measured on the device); a block as wide as a narrow "
+                                     "layer leaves that layer unprunable, so small networks may want 4 or 8; under "
+                                     "8 no block is measured and prune.round_to is used")
 
     @property
     def kind(self) -> str:
         return "latency"
 
-    @field_validator("calibration")
+    @field_validator("max_block")
     @classmethod
-    def _calibration_fits_a_line(cls, value: int) -> int:
-        if value == 1:
-            raise ValueError("1 copy and the dense model fit a line exactly, with nothing to check it: give 0 "
-                             "(off) or at least 2")
-        return value
-
-    @field_validator("max_step")
-    @classmethod
-    def _a_step_the_fit_knows(cls, value: Optional[int]) -> Optional[int]:
-        if value is not None and value not in (1, 2, 4, 8, 16, 32, 64):
-            raise ValueError(f"{value} is not one of the steps the latency model fits: 1, 2, 4, 8, 16, 32, 64")
+    def _a_block_the_probe_times(cls, value: Optional[int]) -> Optional[int]:
+        if value is not None and value not in (4, 8, 16, 32):
+            raise ValueError(f"{value} is not one of the blocks timed on the device: 4, 8, 16, 32")
         return value
 
     @model_validator(mode="after")

@@ -490,7 +490,7 @@ def write_onnx(job: ExportJob, opset: int) -> dict[str, Any]:
     import onnxruntime
     import onnxslim
 
-    from .. import __version__
+    from ..core.version import __version__
 
     options = job.options
     proto, folded = export_onnx(job.model, job.images[:2], opset=opset, fold_bn=options.fold_bn)

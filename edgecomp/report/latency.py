@@ -1,4 +1,4 @@
-"""The latency target in the report: each step's budget, the latency model's prediction and the measurement,
+"""The latency target in the report: each step's budget, the plan's prediction (the MACs share) and the measurement,
 and accuracy against measured latency, beside another run's steps (a MACs-targeted run's) when
 `edgecomp report --beside` timed them on this run's target (latency/beside.json)."""
 
@@ -83,7 +83,7 @@ def plot_latency_target(rows: list[dict[str, Any]], path: Path, beside: Optional
     ax.plot([1.0] + [r["measured_latency"] for r in steps], [dense["accuracy"]] + [r["accuracy"] for r in steps],
             "o-", label="latency target (measured)")
     ax.plot([r["predicted_latency"] for r in steps], [r["accuracy"] for r in steps], "x", color="tab:gray",
-            label="latency model's prediction")
+            label="plan's prediction (MACs share)")
     for row in steps:
         ax.axvline(row["latency_budget"], color="tab:red", alpha=0.2)
     if beside:

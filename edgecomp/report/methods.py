@@ -26,10 +26,10 @@ def compress_methods(files: RunFiles, recipe) -> list[str]:
     lines.append(_host_latency_line(timed))
     if recipe.prune.target.kind == "latency":
         target = recipe.prune.target
-        lines.append(f"- **latency target**: a latency model fitted from {target.profiles} per-layer profiles on "
-                     f"`{target.device}` ({target.runtime.value}) chooses the channels; each step's model is "
-                     f"exported to ONNX and timed beside the dense model, {target.latency_iterations} alternating "
-                     "rounds; re-planned, corrected by the measurement, until it meets the step's budget.")
+        lines.append(f"- **latency target**: every channel count on the block measured on `{target.device}` "
+                     f"({target.runtime.value}); each step's model is exported to ONNX and timed beside the dense "
+                     f"model, {target.latency_iterations} alternating rounds, and re-planned from the measurement "
+                     "until it meets the step's budget.")
     return lines
 
 

@@ -1,17 +1,13 @@
-"""Latency on the target runtime, layer by layer.
+"""Latency on the target runtime, measured whole.
 
-    layers.py    the Conv / Linear layers a network's latency is priced on, and their channel counts
-    table.py     the latency model: per-layer lines on each family's channel steps, fitted from profiles
-    profiles.py  profiles and alternating whole-model timings on the target, through a runner
-    cuda.py      per-layer CUDA-event profiles under PyTorch, where a CUDA GPU is present
+    timing.py  alternating whole-model timings on the target (onnxruntime, trtexec), through a runner
+    cuda.py    the same under PyTorch on this machine's CUDA GPU
 
-The pruner (compression/latency_prune.py) prices channel counts with a
-LatencyTable and never imports the runners: the pipeline hands it plain
-functions built from a Profiler.
+The pruner (compression/latency/) never imports the runners: the pipeline hands it plain functions built
+from a Timer.
 """
 
-from .layers import Counts, Layer, channel_counts, read_layers
-from .table import LatencyTable, Observation, calibrate, fit_table, relative_error
+from .cuda import TorchTimer
+from .timing import Timer, TimingSettings
 
-__all__ = ["Counts", "Layer", "channel_counts", "read_layers", "LatencyTable", "Observation", "calibrate",
-           "fit_table", "relative_error"]
+__all__ = ["Timer", "TimingSettings", "TorchTimer"]

@@ -1,18 +1,13 @@
-"""Profiles and alternating timings under PyTorch on a CUDA GPU (prune.target.runtime: torch).
+"""Alternating whole-model timings under PyTorch on a CUDA GPU (prune.target.runtime: torch).
 
-The same two calls as profiles.Profiler (`observe`, `compare`), measured in this
-process: per layer with a CUDA event before and after each Conv2d / Linear
-(forward hooks; the median over iterations), whole runs with events around
-the forward pass. Eager PyTorch runs BatchNorm and activations as their own
-kernels: they land in `rest`. The clock is injectable so that the hook logic
-is tested on a CPU (`CpuClock`); on a GPU it is `CudaClock`. This path has run
-only where benchmarks/gpu_check.sh has run (see its results).
+The same call as timing.Timer (`compare`), measured in this process with CUDA events around each forward
+pass. The clock is injectable so that the loop is tested on a CPU (`CpuClock`); on a GPU it is `CudaClock`.
+This path has run only where benchmarks/gpu_check.sh has run (see its results).
 """
 
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from typing import Any, Callable
 
@@ -21,8 +16,6 @@ import torch
 import torch.nn as nn
 
 from ...core.errors import DeviceError
-from .layers import Layer, channel_counts
-from .table import Observation
 
 
 class CudaClock:
@@ -58,15 +51,15 @@ class CpuClock:
         return (end - start) * 1e3
 
 
-class TorchProfiler:
-    def __init__(self, input_shape: tuple[int, ...], batch: int = 1, iterations: int = 30, warmup: int = 5,
-                 precision: str = "fp32", device: str = "cuda", clock: Any = None):
-        self.input_shape, self.batch, self.iterations, self.warmup = input_shape, batch, iterations, warmup
+class TorchTimer:
+    """Alternating timings of PyTorch models on this machine's GPU (in fp32 or fp16)."""
+
+    def __init__(self, input_shape: tuple[int, ...], batch: int = 1, warmup: int = 5, precision: str = "fp32",
+                 device: str = "cuda", clock: Any = None):
+        self.input_shape, self.batch, self.warmup = input_shape, batch, warmup
         self.device = torch.device(device)
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.clock = clock if clock is not None else CudaClock(self.device)
-        self.runtime_version = torch.version.cuda if self.device.type == "cuda" else torch.__version__
-        self.calls = 0
 
     def check_runtime(self) -> dict[str, Any]:
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -80,46 +73,6 @@ class TorchProfiler:
         return ready, torch.randn(self.batch, *self.input_shape, device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
-    def observe(self, model: nn.Module, layers: dict[str, Layer]) -> Observation:
-        ready, x = self._ready(model)
-        marks: dict[str, list] = {name: [] for name in layers}
-        modules = dict(ready.named_modules())
-        hooks = [h for name in layers for h in self._hooks(modules[name], marks[name])]
-        runs, walls = [], []
-        try:
-            for index in range(self.warmup + self.iterations):
-                if index == self.warmup:  # what the warm-up runs marked is not kept
-                    for spans in marks.values():
-                        spans.clear()
-                started, begin = time.perf_counter(), self.clock.mark()
-                ready(x)
-                end = self.clock.mark()
-                self.clock.settle()
-                if index >= self.warmup:
-                    walls.append((time.perf_counter() - started) * 1e3)
-                    runs.append(self.clock.ms(begin, end))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        layer_ms = {name: statistics.median(self.clock.ms(a, b) for a, b in spans) for name, spans in marks.items()}
-        self.calls += 1
-        run_ms = statistics.median(runs)
-        counts = channel_counts(model)
-        return Observation({n: counts[n] for n in layers}, layer_ms, max(run_ms - sum(layer_ms.values()), 0.0),
-                           run_ms, statistics.median(walls))
-
-    def _hooks(self, module: nn.Module, spans: list) -> list:
-        pending: list = []
-
-        def before(_module, _inputs) -> None:
-            pending.append(self.clock.mark())
-
-        def after(_module, _inputs, _output) -> None:
-            spans.append((pending.pop(), self.clock.mark()))
-
-        return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-
-    @torch.no_grad()
     def compare(self, models: list[nn.Module], iterations: int = 50) -> dict[str, Any]:
         """Each round runs every model once; the same keys as the target-side compare.py."""
         started = time.perf_counter()
@@ -127,9 +80,10 @@ class TorchProfiler:
         for model, x in ready:
             for _ in range(self.warmup):
                 model(x)
-        rounds = np.zeros((iterations, len(ready)))
+        rounds, order = np.zeros((iterations, len(ready))), np.random.default_rng(0)
         for r in range(iterations):
-            for i, (model, x) in enumerate(ready):
+            for i in order.permutation(len(ready)):  # a new order each round, as compare.py
+                model, x = ready[i]
                 rounds[r, i] = self._time_one(lambda: model(x))
         names = [f"model{i}" for i in range(len(models))]
         ratios = rounds / rounds[:, :1]

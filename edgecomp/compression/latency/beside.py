@@ -17,13 +17,13 @@ from typing import Any, Optional
 
 import torch
 
-from ..core.console import console
-from ..core.errors import RunDirError
-from ..core.models import model_from_payload
-from ..core.recipe import LatencyTarget, Recipe, load_recipe
-from ..core.rundir import RunDir, write_text
-from ..deploy.devices import resolve_device
-from .latency_run import open_profiler, settings_for
+from ...core.console import console
+from ...core.errors import RunDirError
+from ...core.models import model_from_payload
+from ...core.recipe import LatencyTarget, Recipe, load_recipe
+from ...core.rundir import RunDir, write_text
+from ...deploy.devices import resolve_device
+from .run import open_timer, settings_for
 
 FORMAT = "edgecomp-beside/1"
 SAME_NETWORK = ("arch", "num_classes", "in_channels", "input_size")
@@ -98,8 +98,8 @@ def measure_beside(latency_dir: Path, other_dir: Path) -> Path:
     console.print(f"--beside: timing {len(steps) - 1} step(s) of {other_dir} beside its dense model on "
                   f"{settings.device} ({settings.runtime}, {settings.threads} thread(s), "
                   f"{target.latency_iterations} rounds)")
-    with torch.no_grad(), open_profiler(target, settings, shape) as profiler:
-        timed = profiler.compare(models, iterations=target.latency_iterations)
+    with torch.no_grad(), open_timer(target, settings, shape) as timer:
+        timed = timer.compare(models, iterations=target.latency_iterations)
     measured = []
     for step, ratio in zip(steps[1:], timed["ratios"][1:]):
         row = rows[step]

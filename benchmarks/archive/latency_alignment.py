@@ -31,11 +31,11 @@ import onnxruntime
 import torch
 import torchvision
 
-from edgecomp.compression.latency_prune import pruned_copy
+from edgecomp.compression.latency.block import pruned_copy
 from edgecomp.compression.prune import Planner, dense_profile, ignored_layers
 from edgecomp.core.models import build_model, measure_size
 from edgecomp.core.recipe import ModelSection, PruneSection
-from edgecomp.deploy.latency.profiles import Profiler, ProfileSettings
+from edgecomp.deploy.latency import Timer, TimingSettings
 from edgecomp.deploy.runners import HostRunner
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +64,7 @@ def variant(dense: torch.nn.Module, example: torch.Tensor, shares: list[float], 
     """`dense` with group i kept at shares[i] of its channels, rounded down to a multiple of `align` (>= align)."""
     share_of = iter(shares)  # pruned_copy visits the groups in the planner's order, the same for every copy
 
-    def kept(ranked, names) -> int:
+    def kept(ranked) -> int:
         count = max(1, int(ranked.size * next(share_of)))
         return min(ranked.size, max(align, count // align * align))
 
@@ -86,7 +86,7 @@ def run_case(arch: str, size: int, variants: int) -> None:
             continue
         models = [variant(dense, example, shares, align) for shares in draws]
         with HostRunner() as runner:
-            profiler = Profiler(runner, ProfileSettings(device="host", runtime="onnxruntime"), shape)
+            profiler = Timer(runner, TimingSettings(device="host", runtime="onnxruntime"), shape)
             timed = profiler.compare([dense, *models], iterations=ROUNDS)
         cell = {
             "arch": arch, "input": list(shape), "align": align, "rounds": timed["rounds"],
