@@ -544,6 +544,12 @@ RULES = [  # (the rule, the PLAN.md heading that states it, git pathspecs of the
      ["benchmarks/results/latency_regime/r*/*/*.json"]),
     ("issue 21: the closed loop's nudge", "## Issue 21: the closed loop re-plans instead of re-timing",
      ["benchmarks/results/latency_nudge/r*/*/*.json"]),
+    ("issue 32: the latency planners' speed", "## Issue 32: the latency model against aligned Torch-Pruning, speed",
+     ["benchmarks/results/planner_speed/*.json"]),
+    ("issue 32: accuracy at matched latency", "## Issue 32: accuracy at matched latency",
+     ["benchmarks/results/small_model/cells/planners__*.json"]),
+    ("issue 35: training arms", "## Issue 35: training arms on one fixed pruned network",
+     ["benchmarks/results/small_model/cells/*.json"]),
 ]
 
 
@@ -671,6 +677,8 @@ def main() -> None:
             "the host latency column (PyTorch, batch 1, median over the seeds) compares measured latency. "
             "Equal MACs here is a fact of the runs; equal latency holds only as far as that noisy column shows."]),
         "## The pipeline's own speed", "", (RESULTS / "pipeline_speed.md").read_text().split("\n", 1)[1].strip(), "",
+        *page_section("The latency planners at matched latency (issue 32)", "planner_speed.md"),
+        *page_section("Training arms on one pruned network (issue 35)", "small_model.md"),
         *latency_pruning_section(),
         *latency_accuracy_section(),
         "## Export and device latency", "",
@@ -745,6 +753,14 @@ def latency_noise_lines() -> list[str]:
         if path.is_file():
             lines += [f"### {heading}", "", path.read_text().split("\n", 1)[1].strip(), ""]
     return lines
+
+
+def page_section(heading: str, name: str) -> list[str]:
+    """A page a benchmark's own page script wrote, under this page's heading (its title line left out)."""
+    path = RESULTS / name
+    if not path.is_file():
+        return [f"## {heading}", "", "Not run yet: only its rule is committed (benchmarks/PLAN.md).", ""]
+    return [f"## {heading}", "", path.read_text().split("\n", 1)[1].strip(), ""]
 
 
 def latency_accuracy_section() -> list[str]:

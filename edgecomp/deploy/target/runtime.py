@@ -46,7 +46,7 @@ TRTEXEC_PRECISION = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"
 
 
 def add_timing_args(parser: argparse.ArgumentParser, iterations: int) -> None:
-    """The options profile.py and compare.py share: the runtime, its settings and the input."""
+    """The timing options of compare.py: the runtime, its settings and the input."""
     parser.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], default="cpu", help="onnxruntime EP")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="trtexec only")
     parser.add_argument("--iterations", type=int, default=iterations)
