@@ -8,8 +8,10 @@ layer over these functions. Heavy modules (torch, onnx) load on first use, not o
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Optional, Sequence
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +41,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'edgecomp' has no attribute {name!r}")
 
 
-def compress(recipe: "Recipe | str | Path", *, overrides: Sequence[str] = (), out: "str | Path | None" = None,
-             resume: bool = False) -> "CompressResult":
+def compress(recipe: Recipe | str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
+             resume: bool = False) -> CompressResult:
     """Run a compression recipe: a Recipe, a YAML path or a shipped recipe's name. `overrides` are what
     `--set` takes (["prune.steps=3", ...]); `out` is the run directory (default runs/<name>)."""
     from .compression.pipeline import compress as run_compress
@@ -53,12 +55,12 @@ def compress(recipe: "Recipe | str | Path", *, overrides: Sequence[str] = (), ou
     return run_compress(recipe, out=Path(out) if out is not None else None, resume=resume)
 
 
-def export(*, run: "str | Path | None" = None, model: "nn.Module | None" = None,
-           example_inputs: "torch.Tensor | None" = None, out: "str | Path | None" = None,
+def export(*, run: str | Path | None = None, model: nn.Module | None = None,
+           example_inputs: torch.Tensor | None = None, out: str | Path | None = None,
            format: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None,
            opset: Optional[int] = None, fold_bn: Optional[bool] = None, calib_images: Optional[int] = None,
            max_batch: Optional[int] = None, dla_core: Optional[int] = None, workspace_mib: Optional[int] = None,
-           verify_inputs: "torch.Tensor | None" = None, accept_new_host_key: bool = False) -> "ExportResult":
+           verify_inputs: torch.Tensor | None = None, accept_new_host_key: bool = False) -> ExportResult:
     """Export a run's final model (`run=`) or a model in memory (`model=`, `example_inputs=`, `out=` .onnx).
 
     `format` picks a row of the format table (edgecomp.deploy.export.FORMATS): "onnx" (model.onnx alone),
@@ -85,6 +87,7 @@ def export(*, run: "str | Path | None" = None, model: "nn.Module | None" = None,
                                "go to its directory")
     if format == "onnx_int8" and precision not in (None, "int8"):
         raise ExportInputError(f"precision: the onnx_int8 row is int8 (got {precision!r}); leave precision out")
+    assert run is not None  # one of run and model is given, and model is not (both checked above)
     result = run_export(run=run, trt=format == "engine", onnx_only=format == "onnx",
                         precision="int8" if format == "onnx_int8" else precision,
                         device=device, opset=opset, calib_images=calib_images, max_batch=max_batch,
@@ -94,7 +97,7 @@ def export(*, run: "str | Path | None" = None, model: "nn.Module | None" = None,
     return result
 
 
-def _export_module(model, example_inputs, out, format, *, verify_inputs, opset, fold_bn, others) -> "ExportResult":
+def _export_module(model, example_inputs, out, format, *, verify_inputs, opset, fold_bn, others) -> ExportResult:
     from .core.errors import ExportInputError
     from .deploy.inmemory import export_module, refuse_format
 
@@ -110,11 +113,11 @@ def _export_module(model, example_inputs, out, format, *, verify_inputs, opset, 
                          fold_bn=True if fold_bn is None else fold_bn)
 
 
-def bench(*, run: "str | Path | None" = None, model: "str | Path | None" = None, device: Optional[str] = None,
+def bench(*, run: str | Path | None = None, model: str | Path | None = None, device: Optional[str] = None,
           iterations: int = 100, batch: int = 1, warmup: int = 10, backend: str = "auto",
           precision: Optional[str] = None, accept_new_host_key: bool = False,
           ssh_options: Optional[Sequence[str]] = None, remote_python: Optional[str] = None,
-          evaluate: bool = True) -> "BenchResult":
+          evaluate: bool = True) -> BenchResult:
     """Measure a run's model.onnx (`run=`) or a model file (`model=` .onnx/.engine) on a device ("host", a
     profile name or "ssh://user@host[:port]"; default: the recipe's device.name); writes bench.json.
     `backend`: auto, onnxruntime, tensorrt or trtexec; `evaluate`: also top-1 on the run's validation images."""
@@ -128,12 +131,12 @@ def bench(*, run: "str | Path | None" = None, model: "str | Path | None" = None,
     return result
 
 
-def prune(model: "nn.Module", example_inputs: "torch.Tensor", *, target_macs: Optional[float] = None,
+def prune(model: nn.Module, example_inputs: torch.Tensor, *, target_macs: Optional[float] = None,
           target_params: Optional[float] = None, target_latency: Optional[float] = None, device: str = "host",
           runtime: str = "onnxruntime", threads: int = 1, importance: str = "l2", round_to: int = 8,
           global_pruning: bool = True, max_layer_ratio: float = 0.9, ignored_layers: Sequence[str] = (),
           num_classes: Optional[int] = None,
-          grad_fn: "Optional[Callable[[nn.Module], None]]" = None) -> "PruneResult":
+          grad_fn: Optional[Callable[[nn.Module], None]] = None) -> PruneResult:
     """Prune a copy of a model held in memory with the planner `compress` uses; returns a PruneResult (the
     pruned model, MACs and params before/after, every layer's widths). `target_macs` / `target_params`: the
     fraction of the given model's MACs / parameters to keep; `target_latency`: the fraction of its latency,
@@ -148,7 +151,7 @@ def prune(model: "nn.Module", example_inputs: "torch.Tensor", *, target_macs: Op
                        grad_fn=grad_fn)
 
 
-def cpu_guard(model: "nn.Module") -> "ContextManager[list[nn.Module]]":
+def cpu_guard(model: nn.Module) -> AbstractContextManager[list[nn.Conv2d]]:
     """A context manager for training a pruned model on CPU in your own loop: while it is open, every strided
     1x1 convolution with fewer input channels than oneDNN's block (16) runs as subsample + stride-1 conv, the
     same function computed another way, so oneDNN's broken strided 1x1 backward kernel (channels-last inputs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -35,7 +35,7 @@ def _newest_run(runs: Path = Path("runs")) -> Path:
 @app.command()
 def compress(
     recipe: str = typer.Option(..., "--recipe", help="recipe YAML, or the name of a shipped recipe"),
-    set_: List[str] = typer.Option([], "--set", help="override a field: key.path=value (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: key.path=value (repeatable)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<name>)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last finished step"),
 ) -> None:
@@ -90,7 +90,7 @@ def report(run: Optional[Path] = typer.Option(None, "--run", help="run directory
         _fail(error)
     except EdgecompError as error:  # the timing broke off on the target (a dropped connection): exit 1, one line
         typer.echo(f"report --beside: timing failed: {str(error).splitlines()[0]}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(f"report: {path}")
 
 
@@ -125,7 +125,7 @@ def export(
         _fail(error)
     except ExportError as error:  # not the user's input: exit 1, still one line
         typer.echo(f"export failed: {str(error).splitlines()[0]}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     fidelity, int8 = result.fidelity, result.info.get("int8")
     typer.echo(f"onnx: {result.onnx_path} (max |Δlogit| {fidelity['max_abs_diff']:.2e}, top-1 agreement "
                f"{fidelity['top1_agreement']:.2%} on {fidelity['images']} images)")
@@ -207,7 +207,7 @@ def bench(
         _fail(error)
     except EdgecompError as error:  # a failing program or a dropped connection: exit 1, one line
         typer.echo(f"bench failed: {str(error).splitlines()[0]}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     entry, latency = result.entry, result.latency_ms
     typer.echo(f"{result.device}: p50 {latency['p50']:.3f} ms, p99 {latency['p99'] or float('nan'):.3f} ms, "
                f"{result.throughput_fps or 0:.1f} img/s ({entry['backend']} {entry['precision']}, batch {entry['batch']})")
@@ -221,7 +221,7 @@ def bench(
 @app.command()
 def study(
     recipe: str = typer.Option(..., "--recipe", help="recipe YAML, or the name of a shipped recipe"),
-    set_: List[str] = typer.Option([], "--set", help="override a field: key.path=value (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: key.path=value (repeatable)"),
     sizes: str = typer.Option("1.0,0.6,0.3", help="MACs ratios to prune the dense model to, comma-separated"),
     magnitudes: str = typer.Option("0,5,9,14,20", help="magnitudes to fine-tune each size at"),
     max_epochs: int = typer.Option(60, help="cap on each cell's epochs; a cell stops earlier at its validation plateau"),
@@ -230,9 +230,10 @@ def study(
     out: Optional[Path] = typer.Option(None, "--out", help="study directory (default runs/<name>-study)"),
 ) -> None:
     """Which magnitude suits which model size: grid, best M per size, heatmap, fitted linear schedule."""
-    from .core.recipe import load_recipe
     from .compression.convergence import PlateauRule
-    from .compression.study import study as run_study, summary_table
+    from .compression.study import study as run_study
+    from .compression.study import summary_table
+    from .core.recipe import load_recipe
 
     parsed = load_recipe(recipe, set_)
     try:
@@ -262,7 +263,7 @@ def study(
 @recipe_app.command("check")
 def recipe_check(
     file: str = typer.Argument(..., help="recipe YAML or shipped recipe name"),
-    set_: List[str] = typer.Option([], "--set", help="override a field: key.path=value"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: key.path=value"),
 ) -> None:
     """Validate a recipe and print it resolved (all defaults filled in)."""
     from .core.recipe import dump_recipe, load_recipe

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REPO
 from typer.testing import CliRunner
 
 import edgecomp
@@ -18,7 +19,6 @@ from edgecomp.core.errors import RecipeError, UserInputError
 from edgecomp.core.models import Size, build_model, measure_size
 from edgecomp.core.recipe import ModelSection, PruneSection
 from edgecomp.deploy.export import ort_logits, ort_session
-from conftest import REPO
 
 DOC = REPO / "docs" / "api.md"
 EXAMPLE_MARK = "<!-- example: prune-finetune-export"

@@ -14,7 +14,15 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from edgecomp.compression.augment import (
-    BINS, NAMES, OPS, Augmenter, OpParams, apply_round, magnitude_table, op_magnitudes, ops_for,
+    BINS,
+    NAMES,
+    OPS,
+    Augmenter,
+    OpParams,
+    apply_round,
+    magnitude_table,
+    op_magnitudes,
+    ops_for,
 )
 from edgecomp.core.data import nchw_strides, read_fashion_mnist
 from edgecomp.core.errors import RecipeError

@@ -6,16 +6,22 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import tiny_recipe_dict
 
 from edgecomp.compression.auxiliary import (
-    HEADS_ATTR, PlainModelError, RepConvBN, assert_plain, attach, detach, find_stages, strong_loss,
+    HEADS_ATTR,
+    PlainModelError,
+    RepConvBN,
+    assert_plain,
+    attach,
+    detach,
+    find_stages,
+    strong_loss,
 )
+from edgecomp.compression.prune import Size, measure_size, prune_to
 from edgecomp.core.errors import RecipeError
 from edgecomp.core.models import build_model, model_from_payload, model_payload, model_structure
-from edgecomp.compression.prune import Size, measure_size, prune_to
-from edgecomp.core.recipe import AUX_KINDS, aux_section, ModelSection, PruneSection
-
-from conftest import tiny_recipe_dict
+from edgecomp.core.recipe import AUX_KINDS, ModelSection, PruneSection, aux_section
 
 SIZE = 32
 FOLD_ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "toy_grouped"]

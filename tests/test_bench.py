@@ -8,15 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import edgecomp
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx
 from conftest import tiny_recipe
-from edgecomp.deploy.bench import (BENCH_FILE, BENCH_FORMAT, PARTIAL_FILE, BenchOptions, BenchResult, _new_entry,
-                                   measure, measure_latency_ms, plan_job)
+
+import edgecomp
 from edgecomp.core.models import build_model, model_payload
 from edgecomp.core.recipe import dump_recipe
 from edgecomp.core.rundir import RunDir, save_tensors, write_text
+from edgecomp.deploy.bench import (
+    BENCH_FILE,
+    BENCH_FORMAT,
+    PARTIAL_FILE,
+    BenchOptions,
+    BenchResult,
+    _new_entry,
+    measure,
+    measure_latency_ms,
+    plan_job,
+)
 
 FAST = ("--iterations", "10", "--warmup", "2")
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "min", "max", "std"}
@@ -177,7 +186,7 @@ def test_a_precision_onnxruntime_cannot_serve_is_refused(fake_run, args, fragmen
 def test_old_bench_json_entries_are_kept_and_read(fake_run, tmp_path):
     """A bench.json of format /1 (one entry per device) still reads in the report, and its entries are kept,
     keyed by device and precision, when a new measurement is added."""
-    from edgecomp.deploy.bench import _write_complete, Job
+    from edgecomp.deploy.bench import Job, _write_complete
     from edgecomp.report.sources import read_benches
 
     old = {"device": "jetson-orin-nano-8gb", "precision": "fp16", "model": "model.onnx", "latency_ms": {"p50": 1.0}}

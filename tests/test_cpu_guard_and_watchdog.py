@@ -11,15 +11,15 @@ import time
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REPO, tiny_recipe_dict
 
 from edgecomp.compression.augment import Augmenter
 from edgecomp.compression.cpu_guard import risky_convs, unit_stride_1x1
+from edgecomp.compression.train import InputSpec
+from edgecomp.compression.watchdog import Watchdog
 from edgecomp.core.data import nchw_strides
 from edgecomp.core.models import CifarResNet
 from edgecomp.core.recipe import AugmentSection, ModelSection
-from edgecomp.compression.train import InputSpec
-from edgecomp.compression.watchdog import Watchdog
-from conftest import REPO, tiny_recipe_dict
 
 
 def spec_for(channels: int) -> InputSpec:

@@ -10,9 +10,9 @@ import time
 
 import pytest
 import torch
+from conftest import run_cli, tiny_recipe_dict
 
 from edgecomp.core.rundir import RunDir
-from conftest import run_cli, tiny_recipe_dict
 
 VOLATILE = {"train_seconds", "train_throughput", "latency_ms"}
 

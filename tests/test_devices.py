@@ -6,13 +6,19 @@ import shlex
 
 import pytest
 import yaml
-
 from bench_helpers import REPO, assert_one_line_error, cli
+
+from edgecomp.core.errors import DeviceError, UserInputError
 from edgecomp.deploy.devices import (
-    PROFILE_DIR, DeviceProfile, SshTarget, get_profile, load_profile_file, load_profiles, parse_ssh_url,
+    PROFILE_DIR,
+    DeviceProfile,
+    SshTarget,
+    get_profile,
+    load_profile_file,
+    load_profiles,
+    parse_ssh_url,
     resolve_device,
 )
-from edgecomp.core.errors import DeviceError, UserInputError
 from edgecomp.deploy.runners import HostRunner, SshRunner, make_runner
 
 EXPECTED = {"host", "jetson-orin-nano-8gb", "jetson-orin-nano-8gb-super", "jetson-orin-nx-16gb",

@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import run_cli, tiny_recipe_dict
 
 # Two ranks see different halves of each batch (BatchNorm statistics per half) and their own augmentation

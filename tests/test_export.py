@@ -23,24 +23,39 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
+from conftest import run_cli, tiny_recipe
 
 import edgecomp
-from conftest import run_cli, tiny_recipe
-from edgecomp.deploy import bench as deploy_bench, builder, delivery, engines, export as exporter
-from edgecomp.deploy.runners import HostRunner, Runner, SshRunner
-from edgecomp.deploy.devices import SshTarget, resolve_device
-from edgecomp.deploy.target import build as target_build
-from edgecomp.core.data import TensorBatches, load_data
-from edgecomp.core.errors import DeviceError, RemoteError, UserInputError
-from edgecomp.core.errors import EngineMismatchError, ExportError, ExportInputError
-from edgecomp.deploy.export import (check_fidelity, conv_bn_pairs, export_onnx, fold_batchnorm, ort_session,
-                                   resolve_options, take_images, target_opset)
-from edgecomp.core.models import build_model, load_model_file, model_payload
 from edgecomp.compression.prune import Size, measure_size, prune_to
-from edgecomp.core.recipe import aux_section, DataSection, ExportSection, ModelSection, PruneSection, dump_recipe
-from edgecomp.core.rundir import RunDir, save_tensors, sha256, write_text
-from edgecomp.core.data import InputSpec
+from edgecomp.core.data import InputSpec, TensorBatches, load_data
+from edgecomp.core.errors import (
+    DeviceError,
+    EngineMismatchError,
+    ExportError,
+    ExportInputError,
+    RemoteError,
+    UserInputError,
+)
+from edgecomp.core.models import build_model, load_model_file, model_payload
 from edgecomp.core.precision import Precision
+from edgecomp.core.recipe import DataSection, ExportSection, ModelSection, PruneSection, aux_section, dump_recipe
+from edgecomp.core.rundir import RunDir, save_tensors, sha256, write_text
+from edgecomp.deploy import bench as deploy_bench
+from edgecomp.deploy import builder, delivery, engines
+from edgecomp.deploy import export as exporter
+from edgecomp.deploy.devices import SshTarget, resolve_device
+from edgecomp.deploy.export import (
+    check_fidelity,
+    conv_bn_pairs,
+    export_onnx,
+    fold_batchnorm,
+    ort_session,
+    resolve_options,
+    take_images,
+    target_opset,
+)
+from edgecomp.deploy.runners import HostRunner, Runner, SshRunner
+from edgecomp.deploy.target import build as target_build
 
 ATOL = 1e-4
 

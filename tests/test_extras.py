@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from packaging.requirements import Requirement
-
 from conftest import REPO
+from packaging.requirements import Requirement
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edgecomp.compression.prune import Size, measure_size, prune_to
 from edgecomp.core.errors import ModelError
-from edgecomp.core.models import build_model, load_model_file, model_from_payload, model_payload, load_state_file
-from edgecomp.compression.prune import measure_size, prune_to, Size
+from edgecomp.core.models import build_model, load_model_file, load_state_file, model_from_payload, model_payload
 from edgecomp.core.recipe import ModelSection, PruneSection
 
 

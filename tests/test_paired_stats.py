@@ -3,9 +3,9 @@
 import math
 
 import pytest
+from paired_stats import mean_interval, paired_difference
 
 from edgecomp.compression.convergence import PlateauRule, stopping_epoch
-from paired_stats import mean_interval, paired_difference
 
 
 def test_paired_difference_worked_example():

@@ -2,12 +2,19 @@ import json
 
 import pytest
 import yaml
+from conftest import tiny_recipe_dict
 
 from edgecomp.core.errors import RecipeError
 from edgecomp.core.recipe import (
-    SHIPPED_RECIPES, Recipe, apply_overrides, dump_recipe, load_recipe, recipe_schema, resolve_recipe_path, validate,
+    SHIPPED_RECIPES,
+    Recipe,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    recipe_schema,
+    resolve_recipe_path,
+    validate,
 )
-from conftest import tiny_recipe_dict
 
 
 def error_of(data: dict) -> str:

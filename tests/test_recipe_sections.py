@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import tiny_recipe_dict
+
 from edgecomp.cli import main
 
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, run_cli, tiny_recipe_dict
 
 from edgecomp.core.models import MODEL_FORMAT, load_model_file
 from edgecomp.core.recipe import load_recipe
 from edgecomp.core.rundir import sha256
-from conftest import REPO, run_cli, tiny_recipe_dict
 
 RECORD = REPO / "benchmarks" / "results" / "dense_reference" / "reference.json"
 WEIGHTS = REPO / "edgecomp" / "recipes" / "weights" / "fmnist_resnet20.pt"

@@ -9,14 +9,14 @@ from types import SimpleNamespace
 import matplotlib.image
 import pytest
 import torch
-from torch import nn
+from conftest import run_cli, tiny_recipe
 from PIL import Image
+from torch import nn
 
 import edgecomp
+from edgecomp.compression.train import InputSpec, host_latency_ms
 from edgecomp.core.recipe import load_recipe
 from edgecomp.report import render
-from edgecomp.compression.train import InputSpec, host_latency_ms
-from conftest import run_cli, tiny_recipe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"pareto.png", "magnitude.png", "teacher_curves.png", "latency.png", "int8.png"}

@@ -1,7 +1,6 @@
 """The results page applies PLAN.md's rules mechanically (finding A, the decisive tables): check them on worked data."""
 
 import pytest
-
 from conftest import load_benchmark
 
 

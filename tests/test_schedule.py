@@ -1,8 +1,8 @@
 import pytest
 
-from edgecomp.core.recipe import ConstantSchedule, LinearSchedule, StepsSchedule
 from edgecomp.compression.magnitude import linear, magnitude_for
 from edgecomp.compression.steps import step_targets
+from edgecomp.core.recipe import ConstantSchedule, LinearSchedule, StepsSchedule
 
 
 def test_constant_ignores_size_and_step():

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from bench_helpers import assert_one_line_error, broken_onnx, cli, export_onnx, key_tree
-from edgecomp.deploy.devices import parse_ssh_url
+
 from edgecomp.deploy.bench import BENCH_FORMAT
+from edgecomp.deploy.devices import parse_ssh_url
 
 # `bench --model DIR/model.onnx` writes beside the file, never a run's bench.json
 BENCH_FILE, PARTIAL_FILE = "model.bench.json", "model.bench.partial.json"
@@ -264,6 +264,7 @@ def test_runner_without_sftp_falls_back_to_the_scp_protocol(sshd_without_sftp, t
 def tiny_run(root: Path) -> Path:
     """A run directory (recipe.yaml + model.pt of an untrained ResNet-8) without running compress."""
     from conftest import tiny_recipe
+
     from edgecomp.core.models import build_model, model_payload
     from edgecomp.core.recipe import dump_recipe
     from edgecomp.core.rundir import save_tensors, write_text

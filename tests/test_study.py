@@ -2,12 +2,12 @@ import json
 
 import pytest
 import yaml
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict, unsplit_imagefolder
 
 from edgecomp.compression.convergence import PlateauRule
+from edgecomp.compression.study import best_per_size, fit_linear, recipe_snippet, study
 from edgecomp.core.errors import UserInputError
 from edgecomp.core.recipe import validate
-from edgecomp.compression.study import best_per_size, fit_linear, recipe_snippet, study
-from conftest import run_cli, tiny_recipe, tiny_recipe_dict, unsplit_imagefolder
 
 RANDAUGMENT = {"policy": "randaugment"}  # the default policy (none) has no magnitude to study
 

@@ -3,16 +3,15 @@ import json
 import pytest
 import torch
 import torch.nn as nn
+from conftest import run_cli, tiny_recipe, tiny_recipe_dict
 
 from edgecomp import compress
 from edgecomp.compression.augment import Augmenter
-from edgecomp.core.data import TensorBatches, read_fashion_mnist
 from edgecomp.compression.objective import Objective, Views
-from edgecomp.core.recipe import AugmentSection, CalibrationSection, ModelSection, OptimSettings, TeacherSection
-from edgecomp.compression.teacher import choose_from_curve
-from edgecomp.compression.teacher import Teacher, calibrate, difficulty, sample_weights, tau
+from edgecomp.compression.teacher import Teacher, calibrate, choose_from_curve, difficulty, sample_weights, tau
 from edgecomp.compression.train import InputSpec, TrainJob, train
-from conftest import run_cli, tiny_recipe, tiny_recipe_dict
+from edgecomp.core.data import TensorBatches, read_fashion_mnist
+from edgecomp.core.recipe import AugmentSection, CalibrationSection, ModelSection, OptimSettings, TeacherSection
 
 
 class NearestNeighbour(nn.Module):

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-
 from bench_helpers import export_onnx, fake_tool
+
 from edgecomp.deploy.target import bench as target_bench
 from edgecomp.deploy.target import build as target_build
 from edgecomp.deploy.target import info as target_info

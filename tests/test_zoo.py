@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecomp.deploy.export import compare_onnx, export_onnx
-from edgecomp.core.models import build_model
 from edgecomp.compression.prune import ChannelShuffle, Size, measure_size, prune_to, traceable
+from edgecomp.core.models import build_model
 from edgecomp.core.recipe import ModelSection, PruneSection
+from edgecomp.deploy.export import compare_onnx, export_onnx
 
 slow = pytest.mark.slow
 SMALL_INPUT_POOL = ("at this test size the feature map is smaller than the classifier's adaptive pool (7x7 / 6x6), which "

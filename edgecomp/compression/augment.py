@@ -19,8 +19,9 @@ Images go in as uint8 (N, C, H, W) and come out as float32 in 0..255.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -57,8 +57,9 @@ where strong_loss averages over the strong outputs g_j
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Any, Optional, cast
 
 import torch
 import torch.nn as nn
@@ -67,7 +68,7 @@ from torch.func import functional_call
 
 from ..core.errors import EdgecompError, ModelError, RecipeError
 from ..core.models import model_structure, set_submodule
-from ..core.recipe import AuxKind, AuxSection
+from ..core.recipe import AuxKind, AuxSection, HeadsAux, RepAux
 
 HEADS_ATTR = "aux_heads"  # where the heads live inside the model while attached
 MAX_HEADS = 3
@@ -93,21 +94,24 @@ class AuxRecord:
 # ---------------------------------------------------------------- rep: one conv+BN with branches
 
 
+# torch types a Conv2d's padding, dilation and kernel_size as tuple[int, ...] (padding: or a str); they are pairs
+
+
 def _padding(conv: nn.Conv2d) -> tuple[int, int]:
     if conv.padding == "valid":
         return (0, 0)
     if conv.padding == "same":
-        return tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
-    return tuple(conv.padding)
+        return cast("tuple[int, int]", tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size)))
+    return cast("tuple[int, int]", tuple(conv.padding))  # not a str: "valid" and "same" are the only ones
 
 
 def _centre(conv: nn.Conv2d) -> tuple[int, int]:
-    return tuple((k - 1) // 2 for k in conv.kernel_size)
+    return cast("tuple[int, int]", tuple((k - 1) // 2 for k in conv.kernel_size))
 
 
 def _shift(conv: nn.Conv2d) -> tuple[int, int]:
     """Padding a 1x1 conv needs to sample the k×k kernel's centre tap: p - d(k-1)/2 (may be < 0)."""
-    return tuple(p - d * c for p, d, c in zip(_padding(conv), conv.dilation, _centre(conv)))
+    return cast("tuple[int, int]", tuple(p - d * c for p, d, c in zip(_padding(conv), conv.dilation, _centre(conv))))
 
 
 def branchable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -127,12 +131,15 @@ class RepConvBN(nn.Module):
     and `fold` is exact by construction (the merged kernel is written into the trunk conv).
     """
 
+    id_tap: torch.Tensor  # a buffer, registered with the identity branch
+
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, identity: bool):
         super().__init__()
         self.conv, self.bn = conv, bn
         self.shift = _shift(conv)
-        factory = {"device": conv.weight.device, "dtype": conv.weight.dtype}
-        self.conv1x1 = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, groups=conv.groups,
+        factory: dict[str, Any] = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+        stride = cast("tuple[int, int]", conv.stride)  # a Conv2d's stride is a pair (torch: tuple[int, ...])
+        self.conv1x1 = nn.Conv2d(conv.in_channels, conv.out_channels, 1, stride, groups=conv.groups,
                                  bias=False, **factory)
         nn.init.zeros_(self.conv1x1.weight)  # the branch adds exactly 0 until it is trained
         same_grid = conv.in_channels == conv.out_channels and conv.stride == (1, 1) and self.shift == (0, 0)
@@ -144,7 +151,8 @@ class RepConvBN(nn.Module):
             self.register_buffer("id_tap", tap, persistent=False)
 
     def branch_parameters(self) -> list[nn.Parameter]:
-        return [self.conv1x1.weight] + ([self.id_scale] if self.id_scale is not None else [])
+        weight = cast(nn.Parameter, self.conv1x1.weight)  # a Conv2d's weight is a Parameter (torch: Tensor)
+        return [weight] + ([self.id_scale] if self.id_scale is not None else [])
 
     def branch_count(self) -> int:
         return 1 + (self.id_scale is not None)
@@ -214,7 +222,8 @@ def _graph_users(out) -> dict:
     """For every autograd node behind `out`: how many nodes consume its result."""
     outs = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
     stack = [t.grad_fn for t in outs if torch.is_tensor(t) and t.grad_fn is not None]
-    users, visited = {}, set(stack)
+    users: dict[Any, int] = {}  # autograd nodes (next_functions: Any in torch's stubs)
+    visited = set(stack)
     while stack:
         for child, _ in stack.pop().next_functions:
             if child is not None:
@@ -260,7 +269,7 @@ def stage_blocks(model: nn.Module) -> list[str]:
 
 def output_shapes(model: nn.Module, names: list[str], example: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """Output shape of each named module (None if not a tensor), and the model's output."""
-    shapes = {}
+    shapes: dict[str, Optional[tuple[int, ...]]] = {}
 
     def record(name: str) -> Callable:
         return lambda out: shapes.__setitem__(name, tuple(out.shape) if torch.is_tensor(out) else None)
@@ -274,7 +283,7 @@ def find_stages(model: nn.Module, example: torch.Tensor) -> list[str]:
     blocks = stage_blocks(model)
     shapes, _ = output_shapes(model, blocks, example)
     area = lambda name: shapes[name][2] * shapes[name][3] if _is_map(shapes.get(name)) else None  # noqa: E731
-    ends = [a for a, b in zip(blocks, blocks[1:]) if area(a) and area(b) and area(b) < area(a)]
+    ends = [a for a, b in zip(blocks, blocks[1:]) if (before := area(a)) and (after := area(b)) and after < before]
     if ends and area(blocks[-1]):
         ends.append(blocks[-1])
     return ends[-MAX_HEADS:]
@@ -284,7 +293,7 @@ def _is_map(shape) -> bool:
     return shape is not None and len(shape) == 4
 
 
-def _heads_at(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> tuple[list[str], dict, torch.Tensor]:
+def _heads_at(model: nn.Module, cfg: HeadsAux, example: torch.Tensor) -> tuple[list[str], dict, torch.Tensor]:
     arch = type(model).__name__
     if cfg.heads_at:
         modules = dict(model.named_modules())
@@ -380,7 +389,7 @@ class HeadsBranched(Branched):
                 if len(self.features) == len(set(self.stages)):
                     raise _StopForward
 
-        capture._edgecomp_aux = True  # lets assert_plain find a hook left behind
+        capture.__dict__["_edgecomp_aux"] = True  # lets assert_plain find a hook left behind
         return capture
 
     def branch_parameters(self) -> list[nn.Parameter]:
@@ -409,9 +418,9 @@ class HeadsBranched(Branched):
 
 def attach(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> Branched:
     """Attach cfg.kind's branches to `model` (mutated); the model computes exactly what it did."""
-    if cfg.kind == AuxKind.rep:
+    if isinstance(cfg, RepAux):
         return _attach_rep(model, cfg, example)
-    if cfg.kind == AuxKind.heads:
+    if isinstance(cfg, HeadsAux):
         return _attach_heads(model, cfg, example)
     raise ValueError(f"attach: aux.kind is {cfg.kind.value}; nothing to attach")
 
@@ -425,7 +434,7 @@ def detach(branched: Branched) -> tuple[nn.Module, AuxRecord]:
     return branched.model, record
 
 
-def _attach_rep(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> RepBranched:
+def _attach_rep(model: nn.Module, cfg: RepAux, example: torch.Tensor) -> RepBranched:
     sites = traced_pairs(model, candidate_pairs(model), example)
     if not sites:
         raise RecipeError(f"aux.kind: rep needs k×k Conv2d layers followed by BatchNorm2d (the only user of "
@@ -434,7 +443,9 @@ def _attach_rep(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> Rep
     before = _eval_forward(model, probe)
     blocks = []
     for site in sites:
-        block = RepConvBN(model.get_submodule(site.conv_name), model.get_submodule(site.bn_name), cfg.identity)
+        conv, bn = model.get_submodule(site.conv_name), model.get_submodule(site.bn_name)
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)  # branchable() checked the pair
+        block = RepConvBN(conv, bn, cfg.identity)
         set_submodule(model, site.conv_name, block)
         set_submodule(model, site.bn_name, nn.Identity())
         blocks.append(block)
@@ -446,7 +457,7 @@ def _attach_rep(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> Rep
     return branched
 
 
-def _attach_heads(model: nn.Module, cfg: AuxSection, example: torch.Tensor) -> HeadsBranched:
+def _attach_heads(model: nn.Module, cfg: HeadsAux, example: torch.Tensor) -> HeadsBranched:
     if hasattr(model, HEADS_ATTR):
         raise ModelError(f"aux.kind: heads: the model already has an attribute {HEADS_ATTR!r}")
     stages, shapes, out = _heads_at(model, cfg, example)

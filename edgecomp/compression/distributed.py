@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional, cast
 
 import torch
 import torch.distributed as dist
@@ -83,10 +83,10 @@ class Dist:
         if not self.active:
             return
         digest = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-        gathered = [None] * self.world
-        dist.all_gather_object(gathered, digest)
+        gathered: list[Optional[str]] = [None] * self.world
+        dist.all_gather_object(gathered, digest)  # fills every slot with a rank's digest
         if len(set(gathered)) != 1:
-            raise EdgecompError(f"ranks disagree on the {what} (checksums {sorted(set(gathered))})")
+            raise EdgecompError(f"ranks disagree on the {what} (checksums {sorted(set(cast('list[str]', gathered)))})")
 
     def shard(self, order: torch.Tensor) -> torch.Tensor:
         """This rank's share; the order is padded by wrapping around (DistributedSampler's rule) so every

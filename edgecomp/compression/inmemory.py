@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from ..core.errors import ModelError, PruneError, UserInputError
 from ..core.models import Size, measure_size
@@ -84,7 +86,7 @@ def prune(
     device: str = "host",
     runtime: str = "onnxruntime",
     threads: int = 1,
-    importance: "Importance | str" = Importance.l2,
+    importance: Importance | str = Importance.l2,
     round_to: int = 8,
     global_pruning: bool = True,
     max_layer_ratio: float = 0.9,
@@ -164,7 +166,7 @@ def _section(target_macs, target_params, target_latency, importance, round_to, g
         raise UserInputError(f"prune: {problems}") from None
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     """A schema error in the names the caller used (target.macs -> target_macs)."""
     loc = [str(part) for part in error["loc"]]
     # target errors carry the union's tag in between (target.kind:macs.macs): the keyword is target_<last part>

@@ -82,7 +82,7 @@ class LossStats:
                 "teacher_wrong_fraction": self.teacher_wrong / max(self.clean_samples, 1) if self.clean_samples
                 else None}
 
-    def merge(self, other: "LossStats") -> None:
+    def merge(self, other: LossStats) -> None:
         self.samples += other.samples
         self.difficulty_sum += other.difficulty_sum
         self.filtered += other.filtered
@@ -135,6 +135,7 @@ class Objective:
         """The teacher on the clean view, once per batch: what the difficulty of every view is measured from."""
         if not self.judges or views.clean is None:
             return None
+        assert self.teacher is not None  # judges implies a teacher
         clean_logits = self.teacher.logits(views.clean)
         wrong = teacher_wrong(clean_logits, views.labels)
         self.stats.teacher_wrong += int(wrong.sum())
@@ -149,6 +150,7 @@ class Objective:
         """Teacher logits for a view; under `filter`, too-hard samples swapped for their weaker view."""
         if not self.judges:
             return inputs, None
+        assert self.teacher is not None  # judges implies a teacher
         teacher_logits = self.teacher.logits(inputs)
         if self.mode == DifficultyMode.filter and weaker is not None:
             hard = self._difficulty(teacher_logits, judge, labels) > tau(self.cfg.difficulty, self.macs_ratio)

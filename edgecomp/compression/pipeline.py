@@ -16,19 +16,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import Augmenter
-from .cpu_guard import unit_stride_1x1
 from ..core.data import DataBundle, load_data
-from .distributed import Dist, init_from_env
 from ..core.errors import DivergenceError, RecipeError, RunDirError
 from ..core.models import build_model, load_state_file, model_from_payload, model_payload, model_structure
-from .objective import LossStats, Objective
-from .prune import Size, check_prunable, measure_size, prune_to
-from ..core.recipe import AuxKind, OptimSettings, Recipe, ScheduleKind, dump_recipe, read_yaml, validate
-from ..report import write_report
+from ..core.recipe import (
+    AuxKind,
+    LatencyTarget,
+    MacsTarget,
+    NoAux,
+    OptimSettings,
+    Recipe,
+    ScheduleKind,
+    dump_recipe,
+    read_yaml,
+    validate,
+)
 from ..core.rundir import RunDir, save_tensors, write_text
+from ..report import write_report
+from .augment import Augmenter
+from .cpu_guard import unit_stride_1x1
+from .distributed import Dist, init_from_env
 from .latency import LatencyRun, prepare_latency
 from .magnitude import magnitude_for
+from .objective import LossStats, Objective
+from .prune import Size, check_prunable, measure_size, prune_to
 from .steps import step_targets
 from .teacher import Calibration, Teacher, calibrate, first_samples, load_teacher
 from .train import InputSpec, TrainJob, console, evaluate, host_latency_ms, train
@@ -111,7 +122,7 @@ def _prepare(recipe: Recipe, run: RunDir, dist: Dist) -> tuple[Context, nn.Modul
         load_state_file(dense_model, recipe.dense.weights, "dense.weights", recipe.model)
     example = torch.zeros(1, recipe.model.in_channels, recipe.model.input_size, recipe.model.input_size)
     check_prunable(dense_model, example, recipe.prune, recipe.model.num_classes, recipe.model.arch)
-    if recipe.prune.target.kind == "latency":
+    if isinstance(recipe.prune.target, LatencyTarget):
         from ..deploy.devices import resolve_device
 
         device = resolve_device(recipe.prune.target.device)  # an unknown device fails before writing
@@ -188,12 +199,14 @@ def _restore(ctx: Context, step: int) -> nn.Module:
 
 def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
     recipe, dense = ctx.recipe, ctx.dense_size
+    assert dense is not None  # measured (or read back) by the dense stage
     torch.manual_seed(_seed(recipe, step))
     if ctx.latency is not None:
         model, budget = _prune_for_latency(ctx, model, step)
         size, goal = measure_size(model, ctx.spec.example()), f"latency budget {budget['latency_budget']:g}"
     else:
-        fraction = step_targets(recipe.prune.target.macs if recipe.prune.target.kind == "macs"
+        assert not isinstance(recipe.prune.target, LatencyTarget)  # a latency target has its ctx.latency
+        fraction = step_targets(recipe.prune.target.macs if isinstance(recipe.prune.target, MacsTarget)
                                 else recipe.prune.target.params, recipe.prune.steps,
                                 recipe.prune.schedule.value == "geometric")[step - 1]
         target = Size(int(dense.macs * fraction), int(dense.params * fraction))
@@ -233,9 +246,15 @@ def _prune_for_latency(ctx: Context, model: nn.Module, step: int) -> tuple[nn.Mo
     """Channels kept on the runtime's block, the step's model timed beside the dense one, re-planned until its
     measured latency meets the step's budget (compression/latency/)."""
     recipe = ctx.recipe
+    assert ctx.latency is not None  # _prune_step calls this only with a latency run
+
+    def grads(m: nn.Module) -> None:  # the backward pass on the training device, the model back on the CPU
+        _taylor_grads(ctx, m.to(ctx.spec.device))
+        m.cpu()
+
     pruned, record = ctx.latency.prune_step(
         model.cpu(), _dense_copy(ctx), ctx.spec.example().cpu(), step, recipe.model.num_classes,
-        lambda m: (_taylor_grads(ctx, m.to(ctx.spec.device)), m.cpu()), recipe.model.arch)  # plans on the CPU
+        grads, recipe.model.arch)  # plans on the CPU
     console.print(f"  step {step}: latency {record['measured_latency']:.3f} measured against a budget of "
                   f"{record['latency_budget']:.3f} ({record['latency_unit']}, {len(record['latency_attempts'])} "
                   f"plan(s) timed, channel counts on multiples of {record['latency_block']})")
@@ -266,6 +285,7 @@ def _magnitude(ctx: Context, step: int, ratio: float) -> tuple[float, Optional[C
     cfg = ctx.recipe.teacher.calibration
     images, labels = first_samples(ctx.data.val, cfg.samples)
     ceiling = min(row["magnitude"] for row in ctx.rows)  # the dense stage's and every larger step's magnitude
+    assert ctx.teacher is not None  # the dense stage sets one for the teacher schedule
     calibration = calibrate(ctx.teacher, images, labels, ctx.spec.prepare, ctx.augmenter, cfg, ratio,
                             ctx.recipe.seed, schedule.dense, ceiling)
     return calibration.magnitude, calibration
@@ -295,6 +315,7 @@ def _finetune(ctx: Context, model: nn.Module, step: int, magnitude: float, ratio
 
 def strong_magnitude(recipe: Recipe, weak: float) -> float:
     """The strong view's magnitude for a step whose weak view has `weak`: never weaker than it."""
+    assert not isinstance(recipe.aux, NoAux)  # a strong view exists only with branches (rep or heads)
     strong = recipe.aux.strong_magnitude
     strong = max(recipe.augment.schedule.dense, weak) if strong is None else strong
     if strong < weak:  # the recipe check rules this out; a schedule that breaks it must not train silently
@@ -306,6 +327,7 @@ def _objective(ctx: Context, ratio: float, optim: OptimSettings, branched=None) 
     recipe, label_smoothing = ctx.recipe, optim.label_smoothing
     if branched is None:
         return Objective(recipe.teacher, ratio, ctx.teacher, label_smoothing=label_smoothing)
+    assert not isinstance(recipe.aux, NoAux)  # branches are attached only for aux.kind rep or heads
     return Objective(recipe.teacher, ratio, ctx.teacher, branched=branched, aux_weight=recipe.aux.loss_weight(),
                      head_kd=recipe.aux.kd_weight(), label_smoothing=label_smoothing)
 
@@ -336,6 +358,7 @@ def _taylor_grads(ctx: Context, model: nn.Module) -> None:
 
 def _row(ctx: Context, model, step: int, size: Size, magnitude: float, epochs: int, stats) -> dict[str, Any]:
     dense = ctx.dense_size
+    assert dense is not None  # the dense stage measures it before its own row
     images, seconds = sum(s.images for s in stats), sum(s.seconds for s in stats)
     row = {
         "step": step, "stage": "dense" if step == 0 else "prune",
@@ -410,6 +433,7 @@ def _save_step(ctx: Context, model: nn.Module, step: int, row: dict[str, Any]) -
     ctx.rows = ctx.rows[:step] + [row]
     if not ctx.dist.is_main:
         return
+    assert ctx.dense_size is not None  # the dense stage measures it before its own checkpoint
     ctx.run.save_step(step, {"model": model_payload(model, ctx.recipe.model), "row": row,
                              "dense_size": {"macs": ctx.dense_size.macs, "params": ctx.dense_size.params}})
     ctx.run.write_rows(ctx.rows)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import bisect
 import copy
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -27,7 +28,7 @@ import torch_pruning as tp
 
 from ..core.errors import PruneError, PruneTargetError, RecipeError
 from ..core.models import Size, measure_size  # noqa: F401  (measure_size: callers import it from here)
-from ..core.recipe import Importance, PruneSection
+from ..core.recipe import Importance, LatencyTarget, MacsTarget, PruneSection
 
 MAX_CHANNEL_RATIO = 0.95  # the largest ratio the search tries
 RATIO_RESOLUTION = 0.002  # bisection stops when the bracket is this narrow (of the channels)
@@ -50,10 +51,12 @@ def make_importance(kind: Importance):
 
 def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     """Layers whose outputs are the class logits: never pruned."""
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and _out(m) == num_classes][-1:]
+    heads: list[nn.Module] = [m for m in model.modules()
+                              if isinstance(m, (nn.Linear, nn.Conv2d)) and _out(m) == num_classes]
+    return heads[-1:]
 
 
-def _out(module: nn.Module) -> int:
+def _out(module: nn.Linear | nn.Conv2d) -> int:
     return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
@@ -71,6 +74,8 @@ def ignored_layers(model: nn.Module, cfg: PruneSection, num_classes: int) -> lis
 class ChannelShuffle(nn.Module):
     """torchvision's `channel_shuffle(x, groups)` as one gather, which Torch-Pruning traces as one node
     (view/transpose/view it cannot: the channel axis is split across two dimensions)."""
+
+    order: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, channels: int, groups: int = 2):
         super().__init__()
@@ -91,7 +96,7 @@ class _FixedChannels(tp.pruner.BasePruningFunc):
 
     prune_in_channels = prune_out_channels
 
-    def get_out_channels(self, layer: nn.Module) -> int:
+    def get_out_channels(self, layer: ChannelShuffle) -> int:  # the only layer this pruner is registered for
         return layer.channels
 
     get_in_channels = get_out_channels
@@ -117,7 +122,7 @@ def traceable(model: nn.Module) -> Iterator[list[nn.Module]]:
     """Swap in traceable equivalents (exact: tested output for output) and yield the modules Torch-Pruning
     must leave alone; the originals are back on exit, whatever happens inside."""
     original, traced = _shuffle_block_class()
-    blocks = [m for m in model.modules() if type(m) is original]
+    blocks: list[Any] = [m for m in model.modules() if type(m) is original]  # torchvision's, untyped here
     for block in blocks:
         last_conv = [m for m in block.branch2.modules() if isinstance(m, nn.Conv2d)][-1]
         block.__class__ = traced
@@ -177,6 +182,12 @@ class _Ranked:
         return torch.unique(torch.cat([picked + g * self.size for g in range(self.ch_groups)])).tolist()
 
 
+def _traced_forward(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    """The forward pass Torch-Pruning traces. Without one it calls `model(*example)` inside a bare `except:` and
+    retries `model(example)`, so a Ctrl-C during that first call was swallowed and the run went on."""
+    return model(example)
+
+
 class Planner:
     """One pruner and one ranking of the channels; plans for any ratio, and their estimated size.
 
@@ -194,7 +205,7 @@ class Planner:
         self.pruner = tp.pruner.BasePruner(
             model, example, importance=make_importance(cfg.importance), global_pruning=cfg.global_pruning,
             pruning_ratio=0.0, iterative_steps=1, max_pruning_ratio=cfg.max_layer_ratio, round_to=cfg.round_to,
-            ignored_layers=keep, customized_pruners=CUSTOM_PRUNERS,
+            ignored_layers=keep, customized_pruners=CUSTOM_PRUNERS, forward_fn=_traced_forward,
         )
         self.max_layer_ratio = cfg.max_layer_ratio
         self.ranked = self._rank()
@@ -225,7 +236,7 @@ class Planner:
     def plan(self, ratio: float) -> list:
         """(group, channels it removes, channels removed in each layer it touches) for every group the
         pruner would prune at this ratio."""
-        plan = []
+        plan: list[tuple[_Ranked, int, list]] = []
         if self.pruner.global_pruning:
             n_pruned = len(self._scores) - int(len(self._scores) * (1 - ratio))
             if n_pruned <= 0:
@@ -319,7 +330,8 @@ def check_prunable(model: nn.Module, example: torch.Tensor, cfg: PruneSection, n
         deepest = deepest_plan(planner, cfg.target.kind == "macs")
         smallest = planner.estimate(deepest)
     dense, by_macs = profile[0], cfg.target.kind == "macs"
-    fraction = cfg.target.macs if by_macs else cfg.target.params
+    assert not isinstance(cfg.target, LatencyTarget)  # a latency target returned above
+    fraction = cfg.target.macs if isinstance(cfg.target, MacsTarget) else cfg.target.params
     reach = smallest.macs / dense.macs if by_macs else smallest.params / dense.params
     if reach > fraction * (1 + REACH_SLACK):
         names = {m: n for n, m in model.named_modules()}

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import yaml
 
-from .convergence import PlateauRule
-from ..core.recipe import MAX_MAGNITUDE, MacsTarget, Policy, Recipe, dump_recipe, validate
 from ..core.errors import UserInputError
-from ..report import save_figure
+from ..core.recipe import MAX_MAGNITUDE, MacsTarget, Policy, Recipe, dump_recipe, validate
 from ..core.rundir import save_tensors, write_text
+from ..report import save_figure
+from .convergence import PlateauRule
 
 
 @dataclass
@@ -128,9 +128,9 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
     """One cell, in a worker process: fine-tune the sized model at a constant magnitude to a validation
     plateau; validation accuracy (which chooses) and test accuracy (which only reports) of the final model."""
     torch.set_num_threads(threads)
-    from .augment import Augmenter
     from ..core.data import load_data
     from ..core.models import load_model_file
+    from .augment import Augmenter
     from .objective import Objective
     from .train import InputSpec, TrainJob, console, evaluate, train_until_plateau
 
@@ -151,9 +151,10 @@ def run_cell(recipe_plain: dict, model_path: str, size: float, magnitude: float,
             "train_images": len(data.train), "test_images": len(data.test), **result.as_dict()}
 
 
-def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], rule: PlateauRule = PlateauRule(),
+def study(recipe: Recipe, *, sizes: list[float], magnitudes: list[float], rule: Optional[PlateauRule] = None,
           out: Path, workers: Optional[int] = None, threads: Optional[int] = None, progress=None) -> StudyResult:
-    """Run (or resume) the grid; see the module docstring."""
+    """Run (or resume) the grid; see the module docstring. `rule`: the cells' plateau rule (default PlateauRule())."""
+    rule = rule if rule is not None else PlateauRule()
     _check_inputs(recipe, sizes, magnitudes, out)
     if workers is not None and workers < 1:
         raise UserInputError(f"--workers: must be >= 1 (got {workers})")

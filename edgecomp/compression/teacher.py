@@ -38,7 +38,7 @@ class Teacher:
         self.model.eval()  # never let a caller's .train() update its BN statistics
         return self.model(inputs)
 
-    def to(self, device: torch.device) -> "Teacher":
+    def to(self, device: torch.device) -> Teacher:
         self.model.to(device)
         return self
 

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn as nn
 
-from .augment import Augmenter
 from ..core.console import console, progress, stage
-from .distributed import Dist
+from ..core.data import BatchSource, InputSpec  # noqa: F401 - InputSpec: re-exported, it lives with the data
 from ..core.errors import DivergenceError
-from ..core.data import InputSpec, TensorBatches  # noqa: F401 - InputSpec: re-exported, it lives with the data
-from .objective import LossStats, Objective, Views
-from ..core.recipe import OptimSettings, Optimizer
-from .cpu_guard import unit_stride_1x1
-from .convergence import Plateau, PlateauRule
 from ..core.models import read_checkpoint
+from ..core.recipe import Optimizer, OptimSettings
 from ..core.rundir import save_tensors
+from .augment import Augmenter
+from .convergence import Plateau, PlateauRule
+from .cpu_guard import unit_stride_1x1
+from .distributed import Dist
+from .objective import LossStats, Objective, Views
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def make_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimize
 class TrainJob:
     """Everything one training stage needs besides the model."""
 
-    data: TensorBatches
+    data: BatchSource
     spec: InputSpec
     augment: Augmenter
     magnitude: float
@@ -106,7 +107,7 @@ class PlateauResult:
                 "converged": self.converged, "rule": self.rule.as_dict()}
 
 
-def train_until_plateau(model: nn.Module, job: TrainJob, val: TensorBatches, rule: PlateauRule,
+def train_until_plateau(model: nn.Module, job: TrainJob, val: BatchSource, rule: PlateauRule,
                         state_path: Optional[Path] = None) -> PlateauResult:
     """Train at the job's fixed LR until validation accuracy plateaus (`convergence.PlateauRule`).
 
@@ -152,9 +153,9 @@ def log_epoch(job: TrainJob, epoch: int, stats: EpochStats, extra: str = "") -> 
 class _Ticker:
     """After every batch: advance the progress bar and tell the watchdog the loop is alive."""
 
-    bar: "Progress"
+    bar: Progress
     task: Any
-    watchdog: "Watchdog"
+    watchdog: Watchdog
     epoch: int
 
     def __call__(self, batch_index: int, loss: float, rate: float) -> None:
@@ -200,7 +201,7 @@ def train_epoch(model, job: TrainJob, optimizer, generator, epoch: int, tick, sc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorBatches, spec: InputSpec, label: str = "evaluation",
+def evaluate(model: nn.Module, data: BatchSource, spec: InputSpec, label: str = "evaluation",
              show: bool = False) -> float:
     """Top-1 accuracy in eval mode, no augmentation; `show`: a progress stage named `label` (bar or log line)."""
     model.eval()
@@ -223,7 +224,7 @@ MAX_RELATIVE_SPREAD = 0.25
 
 @torch.no_grad()
 def host_latency_ms(model: nn.Module, spec: InputSpec, iterations: int, warmup: int = 10,
-                    reference: Optional[nn.Module] = None, threads: int = 1) -> Optional[dict[str, float]]:
+                    reference: Optional[nn.Module] = None, threads: int = 1) -> Optional[dict[str, Any]]:
     """Batch-1 PyTorch forward time on this host (perf_counter): median with quartiles, in ms.
 
     On a shared machine one model's time moves with the load. With `reference` (the dense model) the two
@@ -243,7 +244,7 @@ def host_latency_ms(model: nn.Module, spec: InputSpec, iterations: int, warmup: 
     finally:
         torch.set_num_threads(previous_threads)
     p25, p50, p75 = _quartiles(times[0])
-    result = {"p50": p50, "p25": p25, "p75": p75, "iterations": iterations, "threads": threads}
+    result: dict[str, Any] = {"p50": p50, "p25": p25, "p75": p75, "iterations": iterations, "threads": threads}
     result["unreliable"] = unreliable_reason("latency", p25, p50, p75)
     if reference is not None:
         result["dense_p50"] = statistics.median(times[1])

@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 FACTOR = float(os.environ.get("EDGECOMP_WATCHDOG_FACTOR", 50))
 FLOOR_S = float(os.environ.get("EDGECOMP_WATCHDOG_FLOOR_S", 120))
@@ -66,7 +67,7 @@ class Watchdog:
         finally:
             self._last, self._paused = time.perf_counter(), False
 
-    def __enter__(self) -> "Watchdog":
+    def __enter__(self) -> Watchdog:
         self._last = time.perf_counter()
         self._thread = threading.Thread(target=self._watch, name=f"watchdog {self.label}", daemon=True)
         self._thread.start()

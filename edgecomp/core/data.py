@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 
 class BatchSource(Protocol):
     def __len__(self) -> int: ...
+
+    def num_batches(self, shard=None) -> int: ...
 
     def batches(self, epoch_seed: Optional[int], shard=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
@@ -75,9 +78,9 @@ class DataBundle:
     """The three splits; `test` is empty when the data has no held-out split (then there is no test figure).
     `splits` says where each split came from, for the report: {"train"|"val"|"test": "source, N images"}."""
 
-    train: "TensorBatches | FolderBatches"
-    val: "TensorBatches | FolderBatches"
-    test: "TensorBatches | FolderBatches"
+    train: TensorBatches | FolderBatches
+    val: TensorBatches | FolderBatches
+    test: TensorBatches | FolderBatches
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -188,8 +191,8 @@ class FolderBatches:
         path, label = self.samples[index]
         try:
             with Image.open(path) as image:
-                image = image.convert("L" if self.channels == 1 else "RGB").resize((self.size, self.size))
-                array = np.asarray(image, dtype=np.uint8)
+                resized = image.convert("L" if self.channels == 1 else "RGB").resize((self.size, self.size))
+                array = np.asarray(resized, dtype=np.uint8)
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"{path}: not a readable image ({exc})") from None
         tensor = torch.from_numpy(array.copy())
@@ -198,7 +201,9 @@ class FolderBatches:
     def batches(self, epoch_seed: Optional[int] = None, shard=None):
         order = epoch_order(len(self), epoch_seed, shard).tolist()
         batch_size = shard.local_batch(self.batch_size) if shard is not None else self.batch_size
-        yield from torch.utils.data.DataLoader(self, batch_size=batch_size, sampler=order, num_workers=self.workers)
+        # torch's stubs want a Dataset subclass; DataLoader takes any map-style dataset (__getitem__ and __len__)
+        yield from torch.utils.data.DataLoader(self, batch_size=batch_size, sampler=order,  # type: ignore[arg-type]
+                                               num_workers=self.workers)
 
 
 def _check_image_header(path: Path) -> None:
@@ -394,7 +399,7 @@ class InputSpec:
     device: torch.device
 
     @classmethod
-    def create(cls, model_cfg: ModelSection, mean, std, device: torch.device) -> "InputSpec":
+    def create(cls, model_cfg: ModelSection, mean, std, device: torch.device) -> InputSpec:
         return cls(model_cfg.in_channels, model_cfg.input_size, channel_stats(mean, model_cfg.in_channels),
                    channel_stats(std, model_cfg.in_channels), device)
 

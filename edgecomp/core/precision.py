@@ -29,7 +29,7 @@ DEFAULT_PRECISION = Precision.fp16
 CHOICES = "fp32, fp16 or int8"
 
 
-def parse_precision(value: "Precision | str | None", flag: str = "--precision") -> Optional[Precision]:
+def parse_precision(value: Precision | str | None, flag: str = "--precision") -> Optional[Precision]:
     """A precision from user input (None stays None: not given); anything else is one-line exit 2."""
     if value is None or isinstance(value, Precision):
         return value

@@ -12,11 +12,21 @@ import json
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, cast
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from .errors import RecipeError
 from .precision import DEFAULT_PRECISION, Precision
@@ -178,7 +188,7 @@ class LatencyTarget(Section):
         return value
 
     @model_validator(mode="after")
-    def _one_budget(self) -> "LatencyTarget":
+    def _one_budget(self) -> LatencyTarget:
         if (self.latency is None) == (self.latency_ms is None):
             raise ValueError("prune.target: give one of latency (a fraction of the dense latency) or latency_ms")
         if self.runtime == Runtime.onnxruntime and self.precision != Precision.fp32:
@@ -190,8 +200,8 @@ class LatencyTarget(Section):
 
 
 def _target_kind(value: Any) -> Optional[str]:
-    if isinstance(value, BaseModel):
-        return TAG + value.kind
+    if isinstance(value, BaseModel):  # a target given as a model: one of the three kinds
+        return TAG + cast("MacsTarget | ParamsTarget | LatencyTarget", value).kind
     kinds = {_kind_of(key) for key in TARGET_KINDS if isinstance(value, dict) and key in value}
     return TAG + kinds.pop() if len(kinds) == 1 else None  # none, or two kinds at once: one error line
 
@@ -259,7 +269,9 @@ def _tag_by_kind(default: str):
 
     def kind(value: Any) -> Optional[str]:
         raw = value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
-        return getattr(raw, "value", raw) if isinstance(raw, (str, Enum)) else None
+        if isinstance(raw, Enum):
+            return raw.value
+        return raw if isinstance(raw, str) else None
 
     return kind
 
@@ -345,7 +357,7 @@ class AugmentSection(Section):
         return value
 
     @model_validator(mode="after")
-    def _erasing_ranges(self) -> "AugmentSection":
+    def _erasing_ranges(self) -> AugmentSection:
         low, high = self.erasing_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"augment.erasing_scale: needs 0 < low <= high <= 1, got {list(self.erasing_scale)}")
@@ -379,6 +391,12 @@ StrongMagnitude = Annotated[Optional[float], Field(
 
 class _BranchAux(Section):
     """What both branch kinds have; each subclass declares its fields (kind first)."""
+
+    if TYPE_CHECKING:  # declared for the type checker only: pydantic must not see them as fields of this class
+        kind: AuxKind
+        strong_magnitude: Optional[float]
+        weight: float
+        head_kd: float
 
     # pipeline.py reads the weights through these two (the per-kind defaults used to live here)
     def loss_weight(self) -> float:
@@ -433,7 +451,7 @@ AUX_KINDS = (NoAux, RepAux, HeadsAux)
 _AUX_ADAPTER = TypeAdapter(AuxSection)
 
 
-def aux_section(**fields: Any) -> "NoAux | RepAux | HeadsAux":
+def aux_section(**fields: Any) -> NoAux | RepAux | HeadsAux:
     """The aux class of `fields["kind"]` (default none), built from the fields as a recipe's aux section is."""
     return _AUX_ADAPTER.validate_python(fields)
 
@@ -572,7 +590,7 @@ class Recipe(Section):
     device: DeviceSection = Field(default_factory=DeviceSection, description="where latency is measured")
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Recipe":
+    def _cross_checks(self) -> Recipe:
         sched = self.augment.schedule
         if sched.kind == ScheduleKind.steps and len(sched.values) != self.prune.steps:
             raise ValueError(
@@ -659,7 +677,12 @@ def copy_shipped_recipe(name: str, dest: Optional[Path] = None) -> Path:
         value = (read_yaml(source).get(section) or {}).get(key)
         if isinstance(value, str) and not Path(value).is_absolute() and (source.parent / value).is_file():
             pattern = rf"(^\s*{key}:\s*){re.escape(value)}(?=\s|$)"
-            text = re.sub(pattern, lambda m: m.group(1) + str((source.parent / value).resolve()), text, flags=re.M)
+            resolved = str((source.parent / value).resolve())
+
+            def keep_key(m: re.Match[str], path: str = resolved) -> str:
+                return m.group(1) + path
+
+            text = re.sub(pattern, keep_key, text, flags=re.M)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "x") as stream:  # "x": a file that appeared meanwhile is not overwritten either
@@ -716,7 +739,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def _switch_target_kind(target: dict[str, Any], key: str) -> None:
     """`--set prune.target.latency=0.5` on a recipe with a MACs target replaces it: the kinds are exclusive, and
     keys only the old kind has go with it."""
-    kind = {"macs": MacsTarget, "params": ParamsTarget, "latency": LatencyTarget}[_kind_of(key)]
+    kinds: dict[str, type[Section]] = {"macs": MacsTarget, "params": ParamsTarget, "latency": LatencyTarget}
+    kind = kinds[_kind_of(key)]
     for other in list(target):
         if other not in kind.model_fields or (other in TARGET_KINDS and other != key):  # latency <-> latency_ms too
             del target[other]
@@ -734,12 +758,14 @@ def _without_tag(path: tuple) -> tuple[tuple, Optional[str]]:
 def _switch_kind(section: dict[str, Any], kind: Optional[type[BaseModel]]) -> None:
     """`--set augment.schedule.kind=constant` on a linear schedule switches it: keys only the old kind has go
     (an unknown kind is left for the schema to name)."""
-    for key in list(section) if kind is not None else []:
+    if kind is None:
+        return
+    for key in list(section):
         if key not in kind.model_fields:
             del section[key]
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     path, chosen = _without_tag(tuple(p for p in error["loc"] if not str(p).startswith(TAG)))
     loc = ".".join(str(p) for p in path).encode("unicode_escape").decode() or "recipe"
     kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
@@ -768,12 +794,13 @@ def _describe(error: dict[str, Any]) -> str:
 # recipe.yaml in a run directory is the resolved recipe. Those written before the kinds were classes hold every
 # kind's fields at these defaults; such fields are dropped so the runs still load and mean what they meant. A
 # field of another kind with any other value is still refused.
-LEGACY_FLAT_DEFAULTS = {
+LEGACY_FLAT_DEFAULTS: dict[tuple[str, ...], dict[str, Any]] = {
     ("augment", "schedule"): {"min": 0.0, "values": []},
     ("aux",): {"strong_magnitude": None, "weight": None, "heads_at": [], "head_kd": None, "rep_trunk": False,
                "identity": True},
 }
-KIND_CLASSES = {  # the class of each kind, the first one being the kind taken when none is written
+# the class of each kind, the first one being the kind taken when none is written
+KIND_CLASSES: dict[tuple[str, ...], dict[str, type[Section]]] = {
     ("augment", "schedule"): {"constant": ConstantSchedule, "linear": LinearSchedule, "steps": StepsSchedule,
                               "teacher": TeacherSchedule},
     ("aux",): {"none": NoAux, "rep": RepAux, "heads": HeadsAux},
@@ -783,7 +810,7 @@ KIND_CLASSES = {  # the class of each kind, the first one being the kind taken w
 def _drop_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     for path, defaults in LEGACY_FLAT_DEFAULTS.items():
-        node = data
+        node: object = data
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict):
@@ -839,6 +866,7 @@ def _paths_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
         if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
             beside = folder / value
             if beside.is_file():
+                assert isinstance(node, dict)  # value is a str only when node is a mapping
                 node[key] = str(beside.resolve())
     return data
 

@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -99,7 +100,8 @@ class RunDir:
         A checkpoint written but not yet in the manifest (killed in between) or damaged since does
         not count, and neither does any step after it: those steps are simply run again.
         """
-        listed, steps = self._manifest(), []
+        listed = self._manifest()
+        steps: list[int] = []
         while str(len(steps)) in listed:
             path = self.checkpoint(len(steps))
             if not path.is_file() or sha256(path) != listed[str(len(steps))]:

@@ -27,10 +27,11 @@ import datetime as _dt
 import json
 import re
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from ..core.console import console
 from ..core.errors import EdgecompError, UserInputError
@@ -193,7 +194,11 @@ def plan_job(run: Optional[Path], model: Optional[Path], options: BenchOptions, 
         raise UserInputError("--run and --model: give one of them")
     if run is None and model is None:
         raise UserInputError("--run or --model: give the run directory or the model file")
-    job = _run_job(Path(run), options) if run is not None else _model_job(Path(model))
+    if run is not None:
+        job = _run_job(Path(run), options)
+    else:
+        assert model is not None  # one of run and model is given (checked above)
+        job = _model_job(Path(model))
     if not job.is_engine:
         job.onnx_inputs, job.opset = onnx_signature(job.model, options.batch)
         job.qdq = is_qdq(job.model)
@@ -247,6 +252,7 @@ def _add_run_extras(job: Job, run: Path, evaluate: bool) -> None:
     int8 = info.get("int8")
     job.qdq_model = recorded_file(run, int8)
     if job.qdq_model is not None:
+        assert int8 is not None  # the Q/DQ model was found through this record
         job.calibration = {"split": int8.get("calib_split", "unknown"), "images": int8.get("calib_images"),
                            "file": int8.get("calib_file")}
     job.eval_data = recorded_file(run, info.get("eval")) if evaluate else None
@@ -356,6 +362,7 @@ def _check_device_fit(target: Device, job: Job, backend: str, options: BenchOpti
                         f"releases parse only up to {profile.max_onnx_opset}")
     mode, wanted = (entry["info"] or {}).get("power_mode"), profile.power_mode if profile else None
     if wanted is not None and mode and mode.get("name") != wanted.name:
+        assert profile is not None  # wanted came from it
         warnings.append(f"power mode is {mode.get('name')}, {profile.name} is timed in {wanted.name}: "
                         f"sudo nvpmodel -m {wanted.id} && sudo jetson_clocks")
     for warning in warnings:
@@ -396,6 +403,7 @@ def _engine(runner: Runner, job: Job, options: BenchOptions, entry: dict[str, An
         onnx = job.dense
     else:
         onnx = job.qdq_model if precision == Precision.int8 and job.qdq_model is not None else job.model
+    assert onnx is not None  # the dense engine is built only for a run that has its dense model (_measure_dense)
     request = request_for(job, options, onnx)
     if request.dla_core is not None and request.precision == Precision.fp32:  # export's DLA core, bench's fp32
         raise UserInputError(f"--precision fp32: export built for DLA core {request.dla_core} (export.json), which "

@@ -28,13 +28,21 @@ from ..core.recipe import Recipe, load_recipe
 from .builder import EngineRequest, engine_request, obtain_engine, request_record, tensorrt_facts
 from .devices import Device, resolve_device
 from .engines import ENGINE_DIR
-from .export import (INPUT_NAME, ExportOptions, ExportResult, open_run, resolve_options, target_opset,
-                     write_exports, write_info)
+from .export import (
+    INPUT_NAME,
+    ExportOptions,
+    ExportResult,
+    open_run,
+    resolve_options,
+    target_opset,
+    write_exports,
+    write_info,
+)
 from .runners import make_runner
 from .target import build as target_build
 
 
-def export(*, run: "str | Path", trt: bool = False, precision: "Precision | str | None" = None,
+def export(*, run: str | Path, trt: bool = False, precision: Precision | str | None = None,
            device: Optional[str] = None, opset: Optional[int] = None, calib_images: Optional[int] = None,
            max_batch: Optional[int] = None, dla_core: Optional[int] = None, workspace_mib: Optional[int] = None,
            fold_bn: Optional[bool] = None, accept_new_host_key: bool = False,
@@ -86,8 +94,8 @@ def _export_with_engine(folder, recipe: Recipe, options: ExportOptions) -> Expor
 def request_for(result: ExportResult, options: ExportOptions, recipe: Recipe) -> EngineRequest:
     """int8 engines come from the Q/DQ model (its scales), everything else from model.onnx."""
     cfg = recipe.model
-    int8 = options.precision == Precision.int8 and result.int8_path is not None
-    return engine_request(onnx=result.int8_path if int8 else result.onnx_path, precision=options.precision,
+    int8_path = result.int8_path if options.precision == Precision.int8 else None
+    return engine_request(onnx=int8_path if int8_path is not None else result.onnx_path, precision=options.precision,
                           inputs={INPUT_NAME: (cfg.in_channels, cfg.input_size, cfg.input_size)},
                           max_batch=options.max_batch, workspace_mib=options.workspace_mib, dla_core=options.dla_core)
 

@@ -38,9 +38,9 @@ import torch.nn as nn
 from packaging.version import Version
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..core.console import console
 from ..core.data import InputSpec, load_data
 from ..core.errors import ExportError, ExportInputError, RunDirError, UserInputError
-from ..core.console import console
 from ..core.models import load_model_file, measure_size, model_from_payload, set_submodule
 from ..core.precision import Precision, check_dla, parse_precision
 from ..core.recipe import ExportSection, Recipe
@@ -120,7 +120,7 @@ def _flag(argument: str) -> str:
     return "--" + argument.replace("_", "-")
 
 
-def resolve_options(section: ExportSection, *, trt: bool, precision: "Precision | str | None",
+def resolve_options(section: ExportSection, *, trt: bool, precision: Precision | str | None,
                     onnx_only: bool = False, **given: Any) -> ExportOptions:
     """Merge the user's arguments (None: not given) over the recipe; refuse what the formats do not take."""
     given = {key: value for key, value in given.items() if value is not None and value is not False}
@@ -194,7 +194,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> list[str]:
     before = model(example)
     pairs = conv_bn_pairs(model)
     for conv_name, bn_name in pairs:
-        fused = fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)  # conv_bn_pairs found them so
+        fused = fuse_conv_bn_eval(conv, bn)
         set_submodule(model, conv_name, fused)
         set_submodule(model, bn_name, nn.Identity())
     diff = float((model(example) - before).abs().max()) if pairs else 0.0
@@ -216,7 +218,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, *, opset: int = 17,
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose: opset 17 for TensorRT 8.5/8.6, no onnxscript needed.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+        # f is annotated as a path, but the TorchScript exporter (dynamo=False) also writes to a BytesIO
+        torch.onnx.export(model, (example,), buffer,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], do_constant_folding=True,
                           dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}})
     proto = simplify(onnx.load_from_string(buffer.getvalue()))
@@ -230,7 +234,7 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnxslim.slim(proto)
     except Exception as exc:  # noqa: BLE001 - a simplifier bug must not stop an export that verifies
-        warnings.warn(f"onnxslim failed ({exc}); keeping the unsimplified graph")
+        warnings.warn(f"onnxslim failed ({exc}); keeping the unsimplified graph", stacklevel=2)
         return proto
 
 
@@ -242,7 +246,7 @@ def io_shapes(proto: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": describe(proto.graph.input), "outputs": describe(proto.graph.output)}
 
 
-def ort_session(model: "Path | onnx.ModelProto", threads: int = ORT_THREADS):
+def ort_session(model: Path | onnx.ModelProto, threads: int = ORT_THREADS):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -413,7 +417,7 @@ class ExportJob:
     labels: torch.Tensor
 
 
-def open_run(run: "str | Path") -> RunDir:
+def open_run(run: str | Path) -> RunDir:
     folder = RunDir(Path(run))
     for path in (folder.recipe, folder.model):
         if not path.is_file():
@@ -459,6 +463,7 @@ def keep_or_remove_int8(root: Path, previous: Optional[dict[str, Any]], onnx_sha
     int8 = (previous or {}).get("int8")
     files = [root / INT8_FILE, root / CALIB_FILE]
     if int8 and int8.get("source_onnx_sha256") == onnx_sha256 and all(p.is_file() for p in files):
+        assert previous is not None  # int8 came from it
         return {**int8, "kept_from_export": previous.get("created")}
     stale = [p for p in files if p.is_file()]
     for path in stale:

@@ -20,11 +20,10 @@ import torch.nn as nn
 from ..core.errors import ExportInputError
 from ..core.models import measure_size
 from ..core.rundir import atomic_write, write_text
-from .export import (EXPORT_FORMAT, FORMATS, LIMITS, ExportResult, check_fidelity, default_opset, export_onnx,
-                     io_shapes)
+from .export import EXPORT_FORMAT, FORMATS, LIMITS, ExportResult, check_fidelity, default_opset, export_onnx, io_shapes
 
 
-def export_module(model: nn.Module, example_inputs: torch.Tensor, out: "str | Path", *,
+def export_module(model: nn.Module, example_inputs: torch.Tensor, out: str | Path, *,
                   verify_inputs: Optional[torch.Tensor] = None, opset: Optional[int] = None, fold_bn: bool = True,
                   atol: float = 1e-4) -> ExportResult:
     """`out` (.onnx), written only once onnxruntime reproduces the model on `verify_inputs` (default: the
@@ -33,6 +32,7 @@ def export_module(model: nn.Module, example_inputs: torch.Tensor, out: "str | Pa
     if out.suffix != FORMATS["onnx"].suffix:
         raise ExportInputError(f"out: {out} must end in {FORMATS['onnx'].suffix}")
     low, high = LIMITS["opset"]
+    assert high is not None  # the opset range is bounded above (MAX_OPSET)
     chosen_opset = default_opset(None) if opset is None else opset
     if not low <= chosen_opset <= high:
         raise ExportInputError(f"opset: must be {low}..{high} (got {opset})")

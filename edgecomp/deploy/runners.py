@@ -33,8 +33,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..core.errors import DeviceError, EdgecompError, RemoteError, UserInputError
 from .devices import Device, SshTarget
@@ -88,7 +89,7 @@ class Runner:
     def close(self, keep: bool = False) -> None:
         """Remove the run's files (kept when `keep`, e.g. after a failure, for a look)."""
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
@@ -351,6 +352,7 @@ def make_runner(
             raise DeviceError(f"--device {device.profile.name}: the profile has no connection; give "
                               "--device ssh://user@host[:port] or a profile file with connection: set")
         return HostRunner(label=device.label)
+    assert device.connection is not None  # not local: is_local means no connection
     options = list(ssh_options) if ssh_options is not None else shlex.split(os.environ.get(SSH_OPTIONS_ENV, ""))
     return SshRunner(
         device.connection, label=device.label, run_id=run_id, accept_new_host_key=accept_new_host_key,

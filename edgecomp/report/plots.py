@@ -150,7 +150,7 @@ def plot_int8(export: Optional[dict[str, Any]], benches: list[dict[str, Any]], p
                  ("export check\nint8 Q/DQ", int8["top1_int8"], "tab:orange")]
     measured = [e for e in benches if e.get("accuracy") is not None]
     if int8 or any(e.get("precision") == "int8" for e in measured):
-        colours = {"int8": "tab:orange", "fp16": "tab:green"}
+        colours: dict[Optional[str], str] = {"int8": "tab:orange", "fp16": "tab:green"}  # by precision, if any
         bars += [(f"bench {e['device']}\n{e.get('precision')}", e["accuracy"], colours.get(e.get("precision"), "tab:blue"))
                  for e in measured]
     if not bars:

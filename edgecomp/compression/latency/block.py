@@ -8,7 +8,8 @@ multiple of the block, so the channels it keeps are channels the runtime compute
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn

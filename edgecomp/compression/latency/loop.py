@@ -10,8 +10,9 @@ from below, confirmed by a second loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch.nn as nn
 
@@ -35,7 +36,7 @@ class Attempt:
         if not self.loops:
             self.loops = [self.measured]
 
-    def pool(self, again: "Attempt") -> None:
+    def pool(self, again: Attempt) -> None:
         """Fold in another loop's timing of the same model. Separate loops disagree more than the rounds within
         one suggest (on a shared CPU a p50 ratio varies between loops by 0.3-0.6% for a 224 px network and by
         7-8% for a 28 px ResNet-20), so one loop may not tell a 5% band."""
@@ -46,6 +47,7 @@ class Attempt:
         if self.dense_ms is not None and again.dense_ms is not None:
             self.dense_ms = (self.dense_ms * n + again.dense_ms) / (n + 1)
         if self.low is not None and again.low is not None:
+            assert self.high is not None and again.high is not None  # a timing gives low and high together
             self.low, self.high = min(self.low, again.low), max(self.high, again.high)
 
     def as_dict(self) -> dict[str, Any]:

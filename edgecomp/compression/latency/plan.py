@@ -9,7 +9,8 @@ closed loop (loop.py) corrects that by measuring, so the prediction only has to 
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,6 @@ import torch.nn as nn
 from ...core.errors import PruneTargetError
 from ...core.models import Size, channel_counts, measure_size
 from ...core.recipe import MacsTarget, PruneSection
-
 from ..prune import prune_to
 from .loop import Proposal, Propose
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -91,10 +91,15 @@ class LatencyRun:
     def budget(self, step: int) -> float:
         """Step `step`'s budget: a fraction of the dense latency, or ms (the last step's is the recipe's)."""
         target, steps = self.target, self.prune.steps
-        final = target.latency if target.latency is not None else target.latency_ms / self.dense_ms
+        if target.latency is not None:
+            final = target.latency
+        else:
+            assert target.latency_ms is not None  # a LatencyTarget holds one of latency and latency_ms
+            final = target.latency_ms / self.dense_ms
         fraction = step_targets(final, steps, self.prune.schedule.value == "geometric")[step - 1]
         if self.by_fraction:
             return fraction
+        assert target.latency_ms is not None  # not a fraction: the budget is in ms
         return target.latency_ms if step == steps else fraction * self.dense_ms
 
     def proposals(self, model: nn.Module, example: torch.Tensor, num_classes: int,

@@ -138,7 +138,7 @@ class Device:
 # ---------------------------------------------------------------- profiles
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_profiles() -> dict[str, DeviceProfile]:
     """Every shipped profile, by name."""
     profiles = {}

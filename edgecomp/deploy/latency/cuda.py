@@ -8,8 +8,10 @@ This path has run only where benchmarks/gpu_check.sh has run (see its results).
 from __future__ import annotations
 
 import copy
+import functools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +86,7 @@ class TorchTimer:
         for r in range(iterations):
             for i in order.permutation(len(ready)):  # a new order each round, as compare.py
                 model, x = ready[i]
-                rounds[r, i] = self._time_one(lambda: model(x))
+                rounds[r, i] = self._time_one(functools.partial(model, x))
         names = [f"model{i}" for i in range(len(models))]
         ratios = rounds / rounds[:, :1]
         return {"backend": "torch", "batch": self.batch, "rounds": iterations,

@@ -24,12 +24,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-try:  # imported as edgecomp.deploy.target.bench (tests, the host)
+if TYPE_CHECKING:
     from . import runtime
-except ImportError:  # run as a script on the device, beside runtime.py
-    import runtime
+else:
+    try:  # imported as edgecomp.deploy.target.bench (tests, the host)
+        from . import runtime
+    except ImportError:  # run as a script on the device, beside runtime.py
+        import runtime
 
 TRTEXEC_PATHS = ["/usr/src/tensorrt/bin/trtexec"]
 TEGRASTATS_PATHS = ["/usr/bin/tegrastats"]
@@ -253,14 +256,14 @@ class PowerSampler:
         self.started = time.perf_counter()
 
     @classmethod
-    def maybe(cls, mode: str, interval_ms: int) -> "PowerSampler":
+    def maybe(cls, mode: str, interval_ms: int) -> PowerSampler:
         return cls(find_tool("tegrastats", TEGRASTATS_PATHS) if mode == "auto" else None, interval_ms)
 
     @property
     def active(self) -> bool:
         return self.process is not None
 
-    def __enter__(self) -> "PowerSampler":
+    def __enter__(self) -> PowerSampler:
         if self.tegrastats:
             self.process = subprocess.Popen([self.tegrastats, "--interval", str(self.interval_ms)],
                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -270,6 +273,7 @@ class PowerSampler:
         return self
 
     def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None  # started by __enter__, stdout=PIPE
         for line in self.process.stdout:
             self.samples.append(parse_tegrastats(line))
 

@@ -24,15 +24,18 @@ import re
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-
-try:
+if TYPE_CHECKING:  # the type checker reads the package imports; the fallback below is the device's
     from . import runtime
     from .bench import tensorrt_version as decode_version
-except ImportError:
-    import runtime
-    from bench import tensorrt_version as decode_version
+else:
+    try:
+        from . import runtime
+        from .bench import tensorrt_version as decode_version
+    except ImportError:
+        import runtime
+        from bench import tensorrt_version as decode_version
 
 TRTEXEC_PATHS = ["/usr/src/tensorrt/bin/trtexec"]
 PRECISIONS = ["fp32", "fp16", "int8"]  # the words of edgecomp.core.precision.Precision (this file imports no edgecomp)

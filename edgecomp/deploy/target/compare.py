@@ -16,19 +16,25 @@ their 2.5 / 97.5 percentiles).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-try:  # imported as edgecomp.deploy.target.compare (tests, the host)
-    from . import bench as target_bench, runtime
-except ImportError:  # run as a script on the device, beside runtime.py
-    import bench as target_bench
-    import runtime
+if TYPE_CHECKING:
+    from . import bench as target_bench
+    from . import runtime
+else:
+    try:  # imported as edgecomp.deploy.target.compare (tests, the host)
+        from . import bench as target_bench
+        from . import runtime
+    except ImportError:  # run as a script on the device, beside runtime.py
+        import bench as target_bench
+        import runtime
 
 
 def summarize(names: list[str], rounds: np.ndarray) -> dict[str, Any]:
@@ -47,14 +53,14 @@ def compare_backends(args) -> np.ndarray:
     try:
         calls = [(b, runtime.random_inputs(b.inputs)) for b in backends]
         for backend, feeds in calls:
-            runtime.time_inference(lambda: backend.infer(feeds), 0, args.warmup)
+            runtime.time_inference(functools.partial(backend.infer, feeds), 0, args.warmup)
         order = np.random.default_rng(0)  # each round runs the models in a new order: none always follows another
         rounds = []
         for _ in range(args.iterations):
             row = [0.0] * len(calls)
             for index in order.permutation(len(calls)):
                 backend, feeds = calls[index]
-                row[index] = runtime.time_inference(lambda: backend.infer(feeds), 1, 0)[0] * 1e3
+                row[index] = runtime.time_inference(functools.partial(backend.infer, feeds), 1, 0)[0] * 1e3
             rounds.append(row)
     finally:
         for backend in backends:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-try:
+if TYPE_CHECKING:  # the type checker reads the package import; the fallback below is the device's
     from . import runtime
-except ImportError:
-    import runtime
+else:
+    try:
+        from . import runtime
+    except ImportError:
+        import runtime
 
 
 def load_data(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -17,13 +17,18 @@ import re
 import shutil
 import socket
 import subprocess
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-try:
-    from . import bench as target_bench, runtime
-except ImportError:
-    import bench as target_bench
-    import runtime
+if TYPE_CHECKING:  # the type checker reads the package imports; the fallback below is the device's
+    from . import bench as target_bench
+    from . import runtime
+else:
+    try:
+        from . import bench as target_bench
+        from . import runtime
+    except ImportError:
+        import bench as target_bench
+        import runtime
 
 # JetPack per L4T release, from shared/reference/tensorrt-jetson.md; used only when
 # the nvidia-jetpack package (the exact answer) is not installed.

@@ -20,7 +20,8 @@ import os
 import resource
 import sys
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numpy as np
 
@@ -351,6 +352,7 @@ class TrtBackend:
     """A deserialized TensorRT engine run with named tensors (TensorRT 8.5+ and 10.x)."""
 
     name = "tensorrt"
+    buffers: dict[str, tuple[np.ndarray, int]]  # tensor name -> (host array, device pointer), set by _bind_all
 
     def __init__(self, engine_path: str, batch: int):
         import tensorrt as trt
