@@ -1,4 +1,4 @@
-"""The page of benchmarks/planner_speed.py's cells and the verdict of PLAN.md's issue-32 speed rule.
+"""The page of benchmarks/archive/planner_speed.py's cells and the verdict of PLAN.md's issue-32 speed rule.
 
     .venv/bin/python benchmarks/planner_speed_page.py
 
@@ -71,7 +71,7 @@ def main() -> None:
     (HERE / "results" / "planner_speed.json").write_text(json.dumps(summary, indent=1))
     lines = [
         "# The latency planners at matched latency (onnxruntime fp32, 1 thread, batch 1, this host)", "",
-        "Written by `benchmarks/planner_speed_page.py` from the cells of `benchmarks/planner_speed.py` (random "
+        "Written by `benchmarks/planner_speed_page.py` from the cells of `benchmarks/archive/planner_speed.py` (random "
         "weights, two seeds per network, final timing one loop of 300 rounds, order shuffled each round). "
         "MACs gain: the MACs share `model` kept over the share the aligned curve keeps at `model`'s measured "
         "latency, minus 1 (positive: `model` keeps more at the same latency). Latency at equal MACs: `model`'s "

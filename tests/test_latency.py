@@ -252,16 +252,18 @@ def test_an_absolute_budget_steps_down_to_its_milliseconds(monkeypatch):
                               r"smallest"),
     ({"latency": 0.05}, 16, r"prune.target.latency: 0.05 is below 0\.\d+ of the dense latency.*multiples of 16\).*"
                             r"or set prune.target.max_block"),
+    ({"latency": 0.05, "max_block": 4}, 4, r"multiples of 4\).*raise prune.max_layer_ratio$"),  # 4: nothing to lower
     ({"latency": 0.05, "max_block": 16}, 16, r"multiples of 16\).*or lower prune.target.max_block"),
 ])
 def test_budgets_out_of_reach_name_the_limit(monkeypatch, target, block, message):
-    from edgecomp.compression.latency.run import _check_floor
+    from edgecomp.compression.latency.run import _check_floor, _time_floor
 
     model, example = resnet8()
     prune = PruneSection(steps=2, target=target, max_layer_ratio=0.5)
     run = stand_in_run(monkeypatch, prune, Device(example, block), 1.0, block)
+    run.record["floor"] = _time_floor(run, model, example, 10, "cifar_resnet8")
     with pytest.raises(PruneTargetError, match=message):
-        _check_floor(run, model, example, 10, "cifar_resnet8")
+        _check_floor(run, "cifar_resnet8")
 
 
 # ---------------------------------------------------------------- the recipe
@@ -286,7 +288,7 @@ def test_switching_between_latency_and_latency_ms_from_the_command_line():
     ({"latency": 0.5, "precision": "fp16"}, "prune.target.precision: onnxruntime (CPU) prices fp32 only"),
     ({"macs": 0.5, "device": "host"}, "prune.target.device: unknown key"),
     ({"latency": 0.5, "max_block": 12}, "prune.target.max_block: 12 is not one of the blocks timed on the device"),
-    ({"latency": 0.5, "profiles": 6}, "prune.target.profiles: unknown key"),
+    ({"latency": 0.5, "planner": "aligned"}, "prune.target.planner: unknown key"),
 ])
 def test_bad_latency_targets_name_the_field(target, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -384,7 +386,7 @@ def test_a_dropped_connection_during_a_step_keeps_the_block_and_resume_goes_on(t
 
     def dropping(self, models, iterations=50):
         calls.append(len(models))
-        if len(calls) == 3:  # the block, the dense model, then the step's first plan
+        if len(calls) == 4:  # the block, the dense model, the floor, then the step's first plan
             raise RemoteError("compare.py on host failed: connection dropped")
         return real(self, models, iterations)
 
@@ -454,3 +456,15 @@ def test_a_model_in_memory_prunes_to_a_latency_target_measured_on_this_cpu():
         edgecomp.prune(model, example, target_latency=0.6, target_macs=0.5)
     with pytest.raises(edgecomp.UserInputError, match="prune: runtime: "):
         edgecomp.prune(model, example, target_latency=0.6, runtime="tensorrtt")
+
+
+def test_a_latency_run_of_an_earlier_release_still_reads_and_max_step_names_its_successor():
+    """recipe.yaml is written resolved, so runs of the per-layer latency model carry its keys at their values."""
+    old = {"latency": 0.5, "profiles": 6, "profile_iterations": 30, "calibration": 0, "planner": "model",
+           "max_step": None}
+    recipe = validate(tiny_recipe_dict(prune={"steps": 1, "target": old}))
+    assert recipe.prune.target.latency == 0.5 and recipe.prune.target.max_block is None
+    with pytest.raises(RecipeError, match=r"prune.target.max_step: replaced by prune.target.max_block"):
+        validate(tiny_recipe_dict(prune={"steps": 1, "target": {"latency": 0.5, "max_step": 4}}))
+    with pytest.raises(RecipeError, match=r"prune.target.calibration: unknown key"):
+        validate(tiny_recipe_dict(prune={"steps": 1, "target": {"latency": 0.5, "calibration": 3}}))

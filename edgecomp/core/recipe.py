@@ -172,9 +172,9 @@ class LatencyTarget(Section):
     max_replans: int = Field(4, ge=0, le=20, description="re-plans per step after the first plan, each aimed by "
                              "interpolating between the measured plans")
     max_block: Optional[int] = Field(None, description="cap on the channel block counts are kept on: 4, 8, 16 or "
-                                     "32 (none: the block measured on the device); a block as wide as a narrow "
-                                     "layer leaves that layer unprunable, so small networks may want 4 or 8; under "
-                                     "8 no block is measured and prune.round_to is used")
+                                     "32 (none: the block measured on the device, at most 32); a block as wide as a "
+                                     "narrow layer leaves that layer unprunable, so small networks may want 4 or 8; "
+                                     "at 4 nothing is measured and counts are multiples of min(prune.round_to, 4)")
 
     @property
     def kind(self) -> str:
@@ -823,9 +823,30 @@ def _drop_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# keys of prune.target that runs of earlier releases wrote at these values (the per-layer latency model's): their
+# recipe.yaml still validates; any other value was a choice this release cannot honour, and is refused
+LEGACY_LATENCY_KEYS = {"profiles": None, "profile_iterations": None, "calibration": 0, "planner": "model",
+                       "max_step": None}
+
+
+def _drop_legacy_latency_keys(data: dict[str, Any]) -> dict[str, Any]:
+    target = (data.get("prune") or {}).get("target") if isinstance(data.get("prune"), dict) else None
+    if not isinstance(target, dict) or not any(key in target for key in LEGACY_LATENCY_KEYS):
+        return data
+    data = copy.deepcopy(data)
+    target = data["prune"]["target"]
+    for key, old in LEGACY_LATENCY_KEYS.items():
+        if key in target and (old is None and key in ("profiles", "profile_iterations") or target[key] == old):
+            del target[key]
+    if "max_step" in target:
+        raise RecipeError(f"prune.target.max_step: replaced by prune.target.max_block (4, 8, 16 or 32), the cap on "
+                          f"the channel block (got {target['max_step']!r})")
+    return data
+
+
 def validate(data: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
-        return Recipe.model_validate(_drop_legacy_defaults(data))
+        return Recipe.model_validate(_drop_legacy_defaults(_drop_legacy_latency_keys(data)))
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors(include_url=False)).replace("\n", "\\n")
         raise RecipeError(problems if source == "recipe" else f"{source}: {problems}") from None

@@ -3,7 +3,7 @@ re-plan from what was measured, until a plan measures within [1 - tolerance, 1] 
 
 The loop knows nothing of how plans are made: it asks `propose(ask)` (an ask in the budget's unit, a fraction
 of the dense latency or ms) for a pruned copy and the planner's prediction for it (plan.py), and
-`measure(model)` for one timing loop (run.py builds it from the deployment wing's profiler). It learns the
+`measure(model)` for one timing loop (run.py builds it from the deployment wing's timers). It learns the
 planner's error from each measurement (`next_prediction`) and keeps the plan that meets the budget closest
 from below, confirmed by a second loop.
 """
@@ -87,7 +87,7 @@ class BudgetResult:
 def next_prediction(attempts: list[Attempt], aim: float) -> float:
     """The predicted latency to plan for next so that the measurement lands on `aim`.
 
-    The prediction's error is not one factor at every width (a table over-predicts narrow models more), so a
+    The prediction's error is not one factor at every width (the MACs share under-predicts narrow models), so a
     plain ratio correction can swing between two plans. Once attempts bracket the aim, interpolate between the
     closest pair (regula falsi on measured = f(predicted), monotone); before that, scale the nearest
     attempt's prediction by aim / measured."""
@@ -120,7 +120,8 @@ def meet_budget(propose: Propose, current: float, budget: float, target: Latency
     attempts: list[Attempt] = []
     proposals: list[Proposal] = []
     timed: dict[tuple, int] = {}  # a plan's channel counts -> its attempt
-    wanted, ceiling, nudges = aim / correction, 0.98 * current, 0
+    ceiling, nudges = 0.98 * current, 0
+    wanted = min(aim / correction, ceiling)  # never plan the unpruned model
     for _ in range(target.max_replans + 1):
         proposal = propose(wanted)
         if proposal.key in timed:

@@ -34,8 +34,6 @@ from .block import measure_block
 from .loop import Attempt, Propose, meet_budget
 from .plan import aligned_proposals
 
-FLOOR_SLACK = 0.9  # the floor is a MACs share: only a budget clearly below it is timed before it is refused
-
 
 def settings_for(target: LatencyTarget, label: str) -> TimingSettings:
     runtime = {Runtime.onnxruntime: "onnxruntime", Runtime.tensorrt: "trtexec", Runtime.torch: "torch"}[target.runtime]
@@ -156,9 +154,9 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
 
 def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example: torch.Tensor, arch: str,
                     num_classes: int, seed: int) -> LatencyRun:
-    """The run's latency target: the channel block and the dense p50, measured on the device (or read back from
-    `folder/block.json` when its key and cap match). Refuses a budget below what the smallest model the pruner
-    may make measures."""
+    """The run's latency target: the channel block, the dense p50 and the smallest model's latency, measured on
+    the device (or read back from `folder/block.json` when its key and caps match). Refuses a budget below what
+    the smallest model the pruner may make measures."""
     target = prune.target
     assert isinstance(target, LatencyTarget)
     label = resolve_device(target.device).label
@@ -167,14 +165,17 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
     path = folder / "block.json"
     stored = _read_json(path)
     run = LatencyRun(prune, settings, shape, 0.0, measure_size(dense, example).macs, None)
+    floor_key = {"steps": prune.steps, "max_layer_ratio": prune.max_layer_ratio, "round_to": prune.round_to}
     if stored is not None and stored.get("key") == key and stored.get("max_block") == target.max_block:
         run.dense_ms, run.block, run.record = stored["dense_ms"], stored["block"], stored["record"]
         console.print(f"latency target: block and dense timing read back from {path}")
     else:
         _measure_block(run, dense, example, num_classes, seed)
-        write_text(path, json.dumps({"key": key, "max_block": target.max_block, "dense_ms": run.dense_ms,
-                                     "block": run.block, "record": run.record}, indent=1))
-    _check_floor(run, dense, example, num_classes, arch)
+    if run.record.get("floor_for") != floor_key:  # the floor depends on how far the steps may prune
+        run.record["floor"], run.record["floor_for"] = _time_floor(run, dense, example, num_classes, arch), floor_key
+    write_text(path, json.dumps({"key": key, "max_block": target.max_block, "dense_ms": run.dense_ms,
+                                 "block": run.block, "record": run.record}, indent=1))
+    _check_floor(run, arch)
     return run
 
 
@@ -191,33 +192,38 @@ def _measure_block(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num
                   "device_info": info}
     console.print(f"latency target: channel counts on multiples of {run.round_to} "
                   + ("(the block whole copies were timed to compute in)" if run.block else
-                     "(prune.round_to: no block measured under max_block)") + f"; dense p50 {run.dense_ms:.3f} ms")
+                     "(no block measured under max_block 4)") + f"; dense p50 {run.dense_ms:.3f} ms")
 
 
-def _check_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_classes: int, arch: str) -> None:
-    """Refuse a budget the smallest model the pruner may make cannot meet. The MACs share is only a prediction:
-    when it says no, the smallest model is timed beside the dense one, and only that measurement refuses."""
+def _time_floor(run: LatencyRun, dense: nn.Module, example: torch.Tensor, num_classes: int, arch: str) -> float:
+    """The measured latency of the smallest model the pruner may make, a fraction of the dense model's (timed
+    beside it in one loop): latency falls more slowly than MACs, so no MACs share can stand in for it."""
+    smallest = _smallest(run, dense, example, num_classes, arch)
+    with run.timer() as timer:
+        return timer.compare([dense, smallest], iterations=run.target.latency_iterations)["ratios"][1]["p50"]
+
+
+def _check_floor(run: LatencyRun, arch: str) -> None:
+    """Refuse a budget at or above the dense latency, or below what the smallest model the pruner may make
+    measured (`block.json`'s floor), before any step runs."""
     target = run.target
     if target.latency_ms is not None and target.latency_ms >= run.dense_ms:
         raise PruneTargetError(f"prune.target.latency_ms: {target.latency_ms:g} ms is at or above the dense "
                                f"{arch}'s {run.dense_ms:.3f} ms on {run.settings.device}: nothing to prune for")
     final = run.budget(run.prune.steps)
     wanted = final if run.by_fraction else final / run.dense_ms
-    smallest = _smallest(run, dense, example, num_classes, arch)
-    if wanted >= measure_size(smallest, example).macs / run.dense_macs * FLOOR_SLACK:
-        return
-    with run.timer() as timer:
-        floor = timer.compare([dense, smallest], iterations=target.latency_iterations)["ratios"][1]["p50"]
-    run.record["measured_floor"] = floor
+    floor = run.record["floor"]
     if wanted < floor:
         field_name = "latency" if run.by_fraction else "latency_ms"
         given = f"{final:g}" if run.by_fraction else f"{final:g} ms"
         floor_text = f"{floor:.3f} of the dense latency" if run.by_fraction else f"{floor * run.dense_ms:.3f} ms"
+        hint = "" if target.max_block == 4 else \
+            f", or {'lower' if target.max_block else 'set'} prune.target.max_block"
         raise PruneTargetError(
             f"prune.target.{field_name}: {given} is below {floor_text}, the measured latency of the smallest "
             f"{arch} the pruner may make (max_layer_ratio {run.prune.max_layer_ratio:g}, channel counts on "
-            f"multiples of {run.round_to}) on {run.settings.device} ({run.settings.runtime}); ask for more, raise "
-            f"prune.max_layer_ratio, or {'lower' if target.max_block else 'set'} prune.target.max_block"
+            f"multiples of {run.round_to}) on {run.settings.device} ({run.settings.runtime}); ask for more or "
+            f"raise prune.max_layer_ratio{hint}"
         )
 
 

@@ -3,8 +3,8 @@
     timing.py  alternating whole-model timings on the target (onnxruntime, trtexec), through a runner
     cuda.py    the same under PyTorch on this machine's CUDA GPU
 
-The pruner (compression/latency/) never imports the runners: the pipeline hands it plain functions built
-from a Timer.
+The latency pruner's plan, block probe and closed loop (compression/latency/{plan,block,loop}.py) never import
+the runners: compression/latency/run.py builds plain functions from a Timer and hands them over.
 """
 
 from .cuda import TorchTimer
