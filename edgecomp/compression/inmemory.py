@@ -27,8 +27,6 @@ from ..core.models import Size, measure_size
 from ..core.recipe import Importance, LatencyTarget, PruneSection
 from .prune import prune_to
 
-WIDTH_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
-
 
 @dataclass(frozen=True)
 class LayerPlan:

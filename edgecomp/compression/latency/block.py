@@ -21,7 +21,7 @@ from ..prune import Planner, dense_profile, ignored_layers, torch_pruning_errors
 ALIGNMENTS = (4, 8, 16, 32)  # the blocks `measure_block` times, finest first
 FREE_SHARE = 0.5  # padding to a coarser block is free when latency grows by at most this share of the MACs added
 NOISE = 0.01  # ... plus this much (separate timing loops' ratios vary by 0.3-0.6% at 224 px)
-KEPT_SHARES = (0.25, 1.0)  # the range each group's random kept share is drawn from
+MIN_KEPT_SHARE = 0.25  # each group keeps a random share of its channels, at least this much
 
 Timer = Callable[[list[nn.Module]], list[float]]  # p50 ms of each model, all timed alternately in one loop
 Probe = tuple[Optional[int], list[dict[str, Any]]]  # the block measured (None: none) and the rows it came from
@@ -55,7 +55,7 @@ def padded_copy(model: nn.Module, example: torch.Tensor, cfg: PruneSection, num_
     base = ALIGNMENTS[0]
 
     def kept(ranked) -> int:
-        low = max(1, int(ranked.size * max(KEPT_SHARES[0], 1 - cfg.max_layer_ratio)))
+        low = max(1, int(ranked.size * max(MIN_KEPT_SHARE, 1 - cfg.max_layer_ratio)))
         count = max(base, int(torch.randint(low, ranked.size + 1, (1,), generator=generator)) // base * base)
         return min(ranked.size, -(-count // align) * align)
 

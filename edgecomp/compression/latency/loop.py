@@ -76,7 +76,6 @@ Propose = Callable[[float], Proposal]  # an ask in the budget's unit -> a pruned
 @dataclass
 class BudgetResult:
     model: nn.Module
-    counts: dict[str, tuple[int, int]]
     attempts: list[Attempt]
     chosen: int
     met: bool
@@ -143,7 +142,7 @@ def meet_budget(propose: Propose, current: float, budget: float, target: Latency
         wanted = min(next_prediction(attempts, aim), ceiling)  # never plan the unpruned model again
     chosen = _confirmed_choice(attempts, proposals, budget, measure)
     kept = attempts[chosen]
-    return BudgetResult(proposals[chosen].model, proposals[chosen].counts, attempts, chosen, kept.measured <= budget,
+    return BudgetResult(proposals[chosen].model, attempts, chosen, kept.measured <= budget,
                         kept.measured / kept.predicted if kept.predicted > 0 else 1.0, nudges)
 
 
