@@ -11,6 +11,7 @@ per arm shows the plateau.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from paired_stats import paired_difference  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
 
 CELLS = HERE / "results" / "small_model" / "cells"
+HALF_WIDTH, MAX_SEEDS = 0.5, 10  # PLAN.md: more seeds while the half-width is above 0.5 points
 AGAINST = [("kd", "plain"), ("magnitude", "plain"), ("rep", "plain"), ("kd_rep", "plain")]  # issue 35's arms
 
 
@@ -32,10 +35,29 @@ def load() -> dict[str, dict[str, dict[int, dict]]]:
     return tree
 
 
+def seeds_needed(val: dict) -> int:
+    """PLAN.md, issue 35: six seeds; if their 95% half-width is above 0.5 points, n = ceil((t sd / 0.5)^2) seeds,
+    capped at 10 (t and sd from the seeds so far)."""
+    n = val["n"]
+    if n < 6:
+        return 6
+    half_width = (val["high"] - val["low"]) / 2
+    if half_width <= HALF_WIDTH:
+        return n
+    t = scipy_stats.t.ppf(0.975, n - 1)
+    sd = half_width / t * math.sqrt(n)
+    return max(n, min(MAX_SEEDS, math.ceil((t * sd / HALF_WIDTH) ** 2)))
+
+
 def verdict(rows: list[dict]) -> str:
-    """PLAN.md, issue 35: an arm is shown when its validation interval against plain is above zero at both sizes."""
-    if len(rows) < 2 or any(r["val"]["n"] < 6 for r in rows):
-        return "pending (fewer than 6 seeds at a size)"
+    """PLAN.md, issue 35: an arm is shown when its validation interval against plain is above zero at both sizes,
+    once each size has the seeds the rule asks for."""
+    if len(rows) < 2:
+        return "pending (one size only)"
+    short = [r for r in rows if r["val"]["n"] < seeds_needed(r["val"])]
+    if short:
+        return "pending (" + ", ".join(f"{r['group']}: {r['val']['n']} of {seeds_needed(r['val'])} seeds"
+                                       for r in short) + ")"
     return "shown" if all(r["val"]["low"] > 0 for r in rows) else "not shown"
 
 

@@ -237,3 +237,22 @@ def test_latency_verdicts_say_when_the_latency_model_was_not_faster():
     assert "do not overlap" in apart
     (named,) = page.latency_verdicts([{**cell(0.45, 0.5), "latency_model": {"calibration": 3, "max_step": 4}}])
     assert named.startswith("net (calibration 3, max_step 4) at 0.50 of the dense latency")
+
+
+def test_small_model_verdict_waits_for_the_seeds_the_rule_asks_for():
+    """PLAN.md, issue 35: six seeds at each size, more (up to 10) while the 95% half-width is above 0.5 points;
+    shown only when both sizes' intervals are above zero."""
+    page = load_benchmark("small_model_page")
+    stats = load_benchmark("paired_stats")
+
+    def row(group, diffs):
+        val = stats.paired_difference(dict(enumerate(diffs)), dict.fromkeys(range(len(diffs)), 0.0)).as_dict()
+        return {"group": group, "val": val}
+
+    tight = [0.6, 0.7, 0.8, 0.6, 0.7, 0.8]
+    assert page.verdict([row("0.5", tight), row("0.3", tight)]) == "shown"
+    assert page.verdict([row("0.5", tight), row("0.3", [-0.1, 0.0, 0.1, -0.1, 0.0, 0.1])]) == "not shown"
+    assert page.verdict([row("0.5", tight[:5]), row("0.3", tight)]) == "pending (0.5: 5 of 6 seeds)"
+    wide = [1.0, 0.2, 1.5, -0.3, 0.9, 1.2]  # sd 0.67: (t sd / 0.5)^2 = 11.9, capped at 10
+    assert page.verdict([row("0.5", tight), row("0.3", wide)]) == "pending (0.3: 6 of 10 seeds)"
+    assert page.verdict([row("0.5", tight)]) == "pending (one size only)"
