@@ -133,20 +133,22 @@ def bench(*, run: str | Path | None = None, model: str | Path | None = None, dev
 
 def prune(model: nn.Module, example_inputs: torch.Tensor, *, target_macs: Optional[float] = None,
           target_params: Optional[float] = None, target_latency: Optional[float] = None, device: str = "host",
-          runtime: str = "onnxruntime", threads: int = 1, importance: str = "l2", round_to: int = 8,
+          runtime: str = "onnxruntime", threads: int = 1, max_block: Optional[int] = None,
+          importance: str = "l2", round_to: int = 8,
           global_pruning: bool = True, max_layer_ratio: float = 0.9, ignored_layers: Sequence[str] = (),
           num_classes: Optional[int] = None,
           grad_fn: Optional[Callable[[nn.Module], None]] = None) -> PruneResult:
     """Prune a copy of a model held in memory with the planner `compress` uses; returns a PruneResult (the
     pruned model, MACs and params before/after, every layer's widths). `target_macs` / `target_params`: the
     fraction of the given model's MACs / parameters to keep; `target_latency`: the fraction of its latency,
-    measured on `device` with `runtime` (the plans are timed there until one meets it). Exactly one target.
+    measured on `device` with `runtime` (the plans are timed there until one meets it; channel counts on the
+    block measured there, at most `max_block`). Exactly one target.
     See docs/api.md."""
     from .compression.inmemory import prune as prune_model
 
     return prune_model(model, example_inputs, target_macs=target_macs, target_params=target_params,
                        target_latency=target_latency, device=device, runtime=runtime, threads=threads,
-                       importance=importance, round_to=round_to, global_pruning=global_pruning,
+                       max_block=max_block, importance=importance, round_to=round_to, global_pruning=global_pruning,
                        max_layer_ratio=max_layer_ratio, ignored_layers=ignored_layers, num_classes=num_classes,
                        grad_fn=grad_fn)
 

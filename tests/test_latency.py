@@ -458,6 +458,22 @@ def test_a_model_in_memory_prunes_to_a_latency_target_measured_on_this_cpu():
         edgecomp.prune(model, example, target_latency=0.6, runtime="tensorrtt")
 
 
+def test_prune_in_memory_names_its_own_keywords_in_latency_errors():
+    import edgecomp
+
+    model, example = resnet8()
+    with pytest.raises(edgecomp.UserInputError, match=r"^error: prune: max_block: 5 is not one of the blocks") as block:
+        edgecomp.prune(model, example, target_latency=0.6, max_block=5)
+    with pytest.raises(edgecomp.UserInputError, match=r"^error: prune: target_latency: ") as fraction:
+        edgecomp.prune(model, example, target_latency=1.5)
+    with pytest.raises(edgecomp.UserInputError, match=r"^error: prune: runtime: torch measures on this machine's GPU") as torch_:
+        edgecomp.prune(model, example, target_latency=0.6, runtime="torch", device="ssh://me@orin")
+    with pytest.raises(edgecomp.UserInputError, match=r"^error: prune: max_block caps the channel block a latency target"):
+        edgecomp.prune(model, example, target_macs=0.5, max_block=4)
+    for raised in (block, fraction, torch_):
+        assert "prune.target" not in str(raised.value) and len(str(raised.value).splitlines()) == 1
+
+
 def test_a_latency_run_of_an_earlier_release_still_reads_and_max_step_names_its_successor():
     """recipe.yaml is written resolved, so runs of the per-layer latency model carry its keys at their values."""
     old = {"latency": 0.5, "profiles": 6, "profile_iterations": 30, "calibration": 0, "planner": "model",

@@ -84,6 +84,7 @@ def prune(
     device: str = "host",
     runtime: str = "onnxruntime",
     threads: int = 1,
+    max_block: Optional[int] = None,
     importance: Importance | str = Importance.l2,
     round_to: int = 8,
     global_pruning: bool = True,
@@ -95,7 +96,7 @@ def prune(
     """Prune a copy of `model` to `target_macs` (or `target_params`): the fraction of its MACs (parameters)
     to keep; or to `target_latency`, a fraction of its latency measured on `device` ("host", a profile or
     ssh://...) with `runtime` (onnxruntime, tensorrt or torch) on `threads` threads: the channel block is measured
-    there, counts are kept on it, and plans are timed beside the model until one measures within 5% under the
+    there (at most `max_block`: 4, 8, 16 or 32), counts are kept on it, and plans are timed beside the model until one measures within 5% under the
     target (`round_to` is then the block measured). The other arguments mean what the recipe's `prune.*` keys of
     the same name mean; `num_classes` (default: the width of the model's output on `example_inputs`) finds the
     classifier, which is never pruned; `grad_fn(model)` runs a backward pass on a batch or two, needed by
@@ -105,6 +106,9 @@ def prune(
                              "torch.randn(1, 3, 224, 224))")
     section = _section(target_macs, target_params, target_latency, importance, round_to, global_pruning,
                        max_layer_ratio, ignored_layers)
+    if max_block is not None and target_latency is None:
+        raise UserInputError("prune: max_block caps the channel block a latency target measures; give "
+                             "target_latency with it, or round_to for a MACs or params target")
     unknown = sorted(set(ignored_layers) - {name for name, _ in model.named_modules()})
     if unknown:
         raise UserInputError(f"prune: ignored_layers: the model has no module named {', '.join(map(repr, unknown))}")
@@ -113,7 +117,8 @@ def prune(
     widths_before = layer_widths(pruned)
     before = measure_size(pruned, example_inputs)
     if target_latency is not None:
-        section = section.model_copy(update={"target": _latency_target(target_latency, device, runtime, threads)})
+        section = section.model_copy(update={"target": _latency_target(target_latency, device, runtime, threads,
+                                                                               max_block)})
         return _prune_for_latency(pruned, example_inputs[:1], section, classes, grad_fn, widths_before, before)
     fraction = target_macs if target_macs is not None else target_params
     assert fraction is not None
@@ -122,12 +127,24 @@ def prune(
     return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)))
 
 
-def _latency_target(fraction: float, device: str, runtime: str, threads: int) -> LatencyTarget:
+def _latency_target(fraction: float, device: str, runtime: str, threads: int,
+                    max_block: Optional[int]) -> LatencyTarget:
     try:
         return LatencyTarget.model_validate({"latency": fraction, "device": device, "runtime": runtime,
-                                             "threads": threads})
+                                             "threads": threads, "max_block": max_block})
     except ValidationError as exc:
-        raise UserInputError("prune: " + "; ".join(_describe(e) for e in exc.errors(include_url=False))) from None
+        raise UserInputError("prune: " + "; ".join(_latency_problem(e) for e in exc.errors(include_url=False))) from None
+
+
+def _latency_problem(error: ErrorDetails) -> str:
+    """A latency target's schema error in prune()'s keywords: latency is target_latency, and the checks across
+    fields lose the recipe's `prune.target.` prefix."""
+    message = error["msg"].removeprefix("Value error, ").replace("prune.target.", "")
+    if not error["loc"]:
+        return message
+    field = str(error["loc"][-1])
+    name = "target_latency" if field == "latency" else field
+    return f"{name}: {message} (got {error.get('input')!r})"
 
 
 def _prune_for_latency(model: nn.Module, example: torch.Tensor, section: PruneSection, classes: int,
