@@ -437,12 +437,15 @@ def test_report_times_a_macs_run_beside_a_latency_run(tmp_path, fashion_root):
 
 
 @pytest.mark.e2e
-def test_a_budget_below_the_floor_exits_2_naming_it(tmp_path, write_recipe):
-    data = tiny_recipe_dict(dense={"epochs": 0}, prune={"steps": 1, "target": {"latency": 0.05}})
+def test_a_budget_below_the_floor_exits_2_naming_it_before_anything_is_written(tmp_path, write_recipe):
+    """Refused before the dense stage trains and before the run directory exists, so the same --out takes the
+    corrected recipe."""
+    data = tiny_recipe_dict(dense={"epochs": 1}, prune={"steps": 1, "target": {"latency": 0.05}})
     result = run_cli("compress", "--recipe", str(write_recipe(data)), "--out", str(tmp_path / "r"))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert "prune.target.latency: 0.05 is below" in lines[-1] and "smallest cifar_resnet8" in lines[-1]
+    assert not (tmp_path / "r").exists() and "dense epoch" not in result.stdout
 
 
 def test_a_model_in_memory_prunes_to_a_latency_target_measured_on_this_cpu():

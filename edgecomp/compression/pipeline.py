@@ -72,7 +72,7 @@ class Context:
     dense_size: Optional[Size] = None
     teacher: Optional[Teacher] = None
     rows: list[dict[str, Any]] = field(default_factory=list)
-    latency: Optional[LatencyRun] = None  # with a latency target: the run's latency model and closed loop
+    latency: Optional[LatencyRun] = None  # with a latency target: its measured block, dense timing and closed loop
 
 
 def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False) -> CompressResult:
@@ -85,10 +85,14 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
     run = RunDir(out if out is not None else Path("runs") / recipe.name)
     finished = dist.on_main(lambda: _check_run_dir(run, recipe, resume))
     ctx, dense_model = _prepare(recipe, run, dist)
+    if recipe.prune.target.kind == "latency" and max(finished, default=0) < recipe.prune.steps:
+        ctx.latency = _latency_run(ctx, dense_model)  # a budget under the floor is refused before anything is written
     if dist.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
         if not run.recipe.is_file():
             write_text(run.recipe, dump_recipe(recipe))
+        if ctx.latency is not None:
+            ctx.latency.save(run.root / "latency")
     if resume:
         console.print(_resume_words(run, finished, recipe.prune.steps))
     model = _dense_stage(ctx, dense_model.to(ctx.spec.device), 0 in finished)
@@ -97,8 +101,8 @@ def compress(recipe: Recipe, *, out: Optional[Path] = None, resume: bool = False
         model = _restore(ctx, start - 1)
     if finished and dist.is_main:
         run.write_rows(ctx.rows)  # drop any row of a step that is not (or no longer) finished
-    if recipe.prune.target.kind == "latency" and start <= recipe.prune.steps:
-        ctx.latency = _latency_run(ctx)
+    if ctx.latency is not None and len(ctx.rows) > 1 and ctx.rows[-1].get("latency_correction") is not None:
+        ctx.latency.correction = ctx.rows[-1]["latency_correction"]  # a resumed run goes on as the live run would
     for step in range(start, recipe.prune.steps + 1):
         model = _prune_step(ctx, model, step)
     return _finish(ctx, model)
@@ -232,14 +236,12 @@ def _prune_step(ctx: Context, model: nn.Module, step: int) -> nn.Module:
     return model
 
 
-def _latency_run(ctx: Context) -> LatencyRun:
-    """The run's latency model, profiled on the target from the dense model (or read back on --resume)."""
-    dense = _dense_copy(ctx)
-    run = prepare_latency(ctx.run.root / "latency", ctx.recipe.prune, dense, ctx.spec.example().cpu(),
-                          ctx.recipe.model.arch, ctx.recipe.model.num_classes, ctx.recipe.seed)
-    if len(ctx.rows) > 1 and ctx.rows[-1].get("latency_correction") is not None:
-        run.correction = ctx.rows[-1]["latency_correction"]  # a resumed run goes on as the live run would
-    return run
+def _latency_run(ctx: Context, dense: nn.Module) -> LatencyRun:
+    """The run's latency target: the block, the dense timing and the floor measured on the device from the dense
+    architecture (or read back on --resume), before the dense stage trains it: its weights do not change latency."""
+    return prepare_latency(ctx.run.root / "latency", ctx.recipe.prune, copy.deepcopy(dense).cpu().eval(),
+                           ctx.spec.example().cpu(), ctx.recipe.model.arch, ctx.recipe.model.num_classes,
+                           ctx.recipe.seed)
 
 
 def _prune_for_latency(ctx: Context, model: nn.Module, step: int) -> tuple[nn.Module, dict[str, Any]]:

@@ -2,9 +2,9 @@
 pruned and timed on the device until it meets that budget.
 
 Files, under <run>/latency/: `block.json` (the block whole copies were timed to compute in, the rows that
-measured it and the dense model's p50; its key is the device, runtime, precision, batch, threads, input and
-network), written before any step is pruned and read back on --resume while the key and the cap on the block
-stay the same.
+measured it, the dense model's p50 and the floor; its key is the device, runtime, precision, batch, threads,
+input and network), measured before the run directory is written (a budget under the floor writes nothing),
+saved with the run's recipe and read back on --resume while the key and the cap on the block stay the same.
 """
 
 from __future__ import annotations
@@ -67,6 +67,13 @@ class LatencyRun:
     block: Optional[int]  # the channel block the runtime computes in (None: none measured, prune.round_to used)
     record: dict[str, Any] = field(default_factory=dict)
     correction: float = 1.0  # measured / predicted of the last step: where the next step's first plan aims
+    key: dict[str, Any] = field(default_factory=dict)  # what block.json was measured for (TimingSettings.key)
+
+    def save(self, folder: Path) -> None:
+        """`folder/block.json`, which `prepare_latency` reads back while the key and the cap stay the same."""
+        write_text(folder / "block.json", json.dumps({"key": self.key, "max_block": self.target.max_block,
+                                                      "dense_ms": self.dense_ms, "block": self.block,
+                                                      "record": self.record}, indent=1))
 
     @property
     def target(self) -> LatencyTarget:
@@ -156,7 +163,8 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
                     num_classes: int, seed: int) -> LatencyRun:
     """The run's latency target: the channel block, the dense p50 and the smallest model's latency, measured on
     the device (or read back from `folder/block.json` when its key and caps match). Refuses a budget below what
-    the smallest model the pruner may make measures."""
+    the smallest model the pruner may make measures. Writes nothing: `LatencyRun.save` does. Only the dense
+    model's shape matters here, not its weights, so the untrained model times as the trained one would."""
     target = prune.target
     assert isinstance(target, LatencyTarget)
     label = resolve_device(target.device).label
@@ -164,7 +172,7 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
     key = settings.key(shape, arch)
     path = folder / "block.json"
     stored = _read_json(path)
-    run = LatencyRun(prune, settings, shape, 0.0, measure_size(dense, example).macs, None)
+    run = LatencyRun(prune, settings, shape, 0.0, measure_size(dense, example).macs, None, key=key)
     floor_key = {"steps": prune.steps, "max_layer_ratio": prune.max_layer_ratio, "round_to": prune.round_to}
     if stored is not None and stored.get("key") == key and stored.get("max_block") == target.max_block:
         run.dense_ms, run.block, run.record = stored["dense_ms"], stored["block"], stored["record"]
@@ -173,8 +181,6 @@ def prepare_latency(folder: Path, prune: PruneSection, dense: nn.Module, example
         _measure_block(run, dense, example, num_classes, seed)
     if run.record.get("floor_for") != floor_key:  # the floor depends on how far the steps may prune
         run.record["floor"], run.record["floor_for"] = _time_floor(run, dense, example, num_classes, arch), floor_key
-    write_text(path, json.dumps({"key": key, "max_block": target.max_block, "dense_ms": run.dense_ms,
-                                 "block": run.block, "record": run.record}, indent=1))
     _check_floor(run, arch)
     return run
 
