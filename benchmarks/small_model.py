@@ -2,7 +2,7 @@
 fixed pruned network? (Issue 35; issue 32 planned its planner comparison here too, see PLAN.md.)
 
     .venv/bin/python benchmarks/small_model.py arch [--budgets 0.5 0.3] [--max-block 4]   # timing: nothing else may run
-    .venv/bin/python benchmarks/small_model.py train --cells training --seeds 0 1 2 3 4 5 [--workers 1]
+    .venv/bin/python benchmarks/small_model.py train --cells training --seeds 0 1 2 3 4 5 [--workers 1] [--arms ...]
     .venv/bin/python benchmarks/small_model.py page
 
 `arch` prunes the reference (edgecomp/recipes/weights/fmnist_resnet20.pt, 94.09% test) once per budget with the
@@ -199,10 +199,11 @@ def train_cell(cells: str, arm: str, arch: str, seed: int) -> dict:
     return {k: result[k] for k in ("arm", "arch", "seed", "val_accuracy", "test_accuracy", "seconds")}
 
 
-def run_cells(cells: str, seeds: list[int], workers: int) -> None:
-    """Every (arm, architecture) of the set for each seed, seed by seed, in `workers` processes."""
+def run_cells(cells: str, seeds: list[int], workers: int, arms: list[str] | None = None) -> None:
+    """Every (arm, architecture) of the set for each seed (only `arms`, if given), seed by seed, in `workers`
+    processes. A cell's result does not depend on the order or the worker count (one thread, seeded)."""
     jobs = [(cells, arm, arch, seed) for seed in seeds for arm, arch in CELL_SETS[cells]
-            if not cell_path(cells, arm, arch, seed).is_file()]
+            if (arms is None or arm in arms) and not cell_path(cells, arm, arch, seed).is_file()]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(train_cell, *job): job for job in jobs}
         for future in as_completed(futures):
@@ -222,12 +223,13 @@ def main() -> None:
     train_parser.add_argument("--cells", choices=sorted(CELL_SETS), default="training")
     train_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4, 5])
     train_parser.add_argument("--workers", type=int, default=1)
+    train_parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), help="only these arms' cells")
     commands.add_parser("page", help="write results/small_model.md from the cells")
     args = parser.parse_args()
     if args.command == "arch":
         build_architectures(args.budgets, args.max_block)
     elif args.command == "train":
-        run_cells(args.cells, args.seeds, args.workers)
+        run_cells(args.cells, args.seeds, args.workers, args.arms)
     else:
         from small_model_page import write_page
 
