@@ -202,6 +202,9 @@ def train_cell(cells: str, arm: str, arch: str, seed: int) -> dict:
 def run_cells(cells: str, seeds: list[int], workers: int, arms: list[str] | None = None) -> None:
     """Every (arm, architecture) of the set for each seed (only `arms`, if given), seed by seed, in `workers`
     processes. A cell's result does not depend on the order or the worker count (one thread, seeded)."""
+    missing = sorted(set(arms or ()) - {arm for arm, _ in CELL_SETS[cells]})
+    if missing:
+        raise SystemExit(f"--arms: {', '.join(missing)} not in --cells {cells}")
     jobs = [(cells, arm, arch, seed) for seed in seeds for arm, arch in CELL_SETS[cells]
             if (arms is None or arm in arms) and not cell_path(cells, arm, arch, seed).is_file()]
     with ProcessPoolExecutor(max_workers=workers) as pool:

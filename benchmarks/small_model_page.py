@@ -22,7 +22,7 @@ from paired_stats import paired_difference  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
 CELLS = HERE / "results" / "small_model" / "cells"
-HALF_WIDTH, MAX_SEEDS = 0.5, 10  # PLAN.md: more seeds while the half-width is above 0.5 points
+FIRST_SEEDS, HALF_WIDTH, MAX_SEEDS = 6, 0.5, 10  # PLAN.md: more seeds if six give a half-width over 0.5
 AGAINST = [("kd", "plain"), ("magnitude", "plain"), ("rep", "plain"), ("kd_rep", "plain")]  # issue 35's arms
 
 
@@ -36,17 +36,14 @@ def load() -> dict[str, dict[str, dict[int, dict]]]:
 
 
 def seeds_needed(val: dict) -> int:
-    """PLAN.md, issue 35: six seeds; if their 95% half-width is above 0.5 points, n = ceil((t sd / 0.5)^2) seeds,
-    capped at 10 (t and sd from the seeds so far)."""
-    n = val["n"]
-    if n < 6:
-        return 6
-    half_width = (val["high"] - val["low"]) / 2
-    if half_width <= HALF_WIDTH:
-        return n
-    t = scipy_stats.t.ppf(0.975, n - 1)
-    sd = half_width / t * math.sqrt(n)
-    return max(n, min(MAX_SEEDS, math.ceil((t * sd / HALF_WIDTH) ** 2)))
+    """PLAN.md, issue 35: six seeds; if the first six seeds' 95% half-width is above 0.5 points,
+    n = ceil((t sd / 0.5)^2) seeds from their spread (t at 5 degrees of freedom), capped at 10. Fixed once the
+    first six are in, so later seeds cannot end the wait early."""
+    first = val["differences"][:FIRST_SEEDS]
+    if len(first) < FIRST_SEEDS:
+        return FIRST_SEEDS
+    spread = scipy_stats.t.ppf(0.975, FIRST_SEEDS - 1) * statistics.stdev(first)
+    return min(MAX_SEEDS, max(FIRST_SEEDS, math.ceil((spread / HALF_WIDTH) ** 2)))
 
 
 def verdict(rows: list[dict]) -> str:

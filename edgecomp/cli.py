@@ -61,9 +61,12 @@ def _interrupted(run_dir: Path) -> None:
     finished = RunDir(run_dir).finished_steps() if run_dir.is_dir() else []
     if len(finished) > 1:
         kept = f"steps 0–{finished[-1]} are kept in {run_dir} (step 0 = dense)"
+    elif finished:
+        kept = f"step 0 (the dense model) is kept in {run_dir}"
+    elif (run_dir / "latency" / "block.json").is_file():
+        kept = f"no step had finished; the latency target's timings are kept in {run_dir}"
     else:
-        kept = f"step 0 (the dense model) is kept in {run_dir}" if finished else \
-            f"no step had finished, nothing is kept in {run_dir}"
+        kept = f"no step had finished, nothing is kept in {run_dir}"
     again = ["edgecomp", *sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])]
     typer.echo(f"interrupted: {kept}; continue with: {shlex.join(again)}", err=True)
     raise typer.Exit(130)

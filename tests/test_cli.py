@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 import yaml
@@ -136,3 +137,20 @@ def test_recipe_init_never_overwrites(tmp_path):
     assert (tmp_path / "quickstart.yaml").read_text() == "mine\n"
     unknown = run_cli("recipe", "init", "nope", "x.yaml", cwd=tmp_path)
     assert unknown.returncode == 2 and "no shipped recipe 'nope'" in unknown.stderr and not (tmp_path / "x.yaml").exists()
+
+
+def test_ctrl_c_before_any_step_says_the_latency_timings_are_kept(tmp_path, capsys, monkeypatch):
+    import typer
+
+    from edgecomp import cli
+
+    monkeypatch.setattr(sys, "argv", ["edgecomp", "compress", "--recipe", "r.yaml", "--out", str(tmp_path)])
+    with pytest.raises(typer.Exit):
+        cli._interrupted(tmp_path)
+    assert "no step had finished, nothing is kept in" in capsys.readouterr().err
+    (tmp_path / "latency").mkdir()
+    (tmp_path / "latency" / "block.json").write_text("{}")
+    with pytest.raises(typer.Exit) as exited:
+        cli._interrupted(tmp_path)
+    err = capsys.readouterr().err
+    assert exited.value.exit_code == 130 and "the latency target's timings are kept in" in err and "--resume" in err

@@ -473,8 +473,10 @@ def test_prune_in_memory_names_its_own_keywords_in_latency_errors():
         edgecomp.prune(model, example, target_latency=0.6, runtime="torch", device="ssh://me@orin")
     with pytest.raises(edgecomp.UserInputError, match=r"^error: prune: max_block caps the channel block a latency target"):
         edgecomp.prune(model, example, target_macs=0.5, max_block=4)
-    for raised in (block, fraction, torch_):
-        assert "prune.target" not in str(raised.value) and len(str(raised.value).splitlines()) == 1
+    with pytest.raises(edgecomp.UserInputError, match=r"target_latency: 0.05 is below .* or set max_block$") as floor:
+        edgecomp.prune(model, example, target_latency=0.05, num_classes=10)  # timed: under the smallest model
+    for raised in (block, fraction, torch_, floor):
+        assert "prune." not in str(raised.value) and len(str(raised.value).splitlines()) == 1
 
 
 def test_a_latency_run_of_an_earlier_release_still_reads_and_max_step_names_its_successor():

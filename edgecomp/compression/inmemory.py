@@ -136,10 +136,21 @@ def _latency_target(fraction: float, device: str, runtime: str, threads: int,
         raise UserInputError("prune: " + "; ".join(_latency_problem(e) for e in exc.errors(include_url=False))) from None
 
 
+_KEYWORDS = {"prune.target.latency": "target_latency", "prune.target.": "", "prune.": ""}  # recipe path -> keyword
+
+
+def _in_keywords(message: str) -> str:
+    """A latency target's message with the recipe's paths as prune()'s keywords (prune.target.max_block is
+    max_block, prune.max_layer_ratio is max_layer_ratio)."""
+    for path, keyword in _KEYWORDS.items():
+        message = message.replace(path, keyword)
+    return message
+
+
 def _latency_problem(error: ErrorDetails) -> str:
     """A latency target's schema error in prune()'s keywords: latency is target_latency, and the checks across
     fields lose the recipe's `prune.target.` prefix."""
-    message = error["msg"].removeprefix("Value error, ").replace("prune.target.", "")
+    message = _in_keywords(error["msg"].removeprefix("Value error, "))
     if not error["loc"]:
         return message
     field = str(error["loc"][-1])
@@ -156,7 +167,10 @@ def _prune_for_latency(model: nn.Module, example: torch.Tensor, section: PruneSe
 
     name = type(model).__name__
     with tempfile.TemporaryDirectory(prefix="edgecomp-prune-") as scratch:
-        run = prepare_latency(Path(scratch), section, model, example, name, classes, 0)
+        try:
+            run = prepare_latency(Path(scratch), section, model, example, name, classes, 0)
+        except UserInputError as exc:  # a budget under the floor, a runtime missing here: in prune()'s keywords
+            raise type(exc)(_in_keywords(exc.args[0])) from None
         pruned, record = run.prune_step(model, model, example, 1, classes, grad_fn, name)
     after = measure_size(pruned, example)
     return PruneResult(pruned, before, after, _layer_plans(widths_before, layer_widths(pruned)),
