@@ -3,7 +3,7 @@
 1. fine-tune throughput of edgecomp's training loop (`edgecomp.compression.train.train`: views, objective, progress bar,
    cosine LR) vs a plain PyTorch loop with the same model, data, optimizer and augmentation call;
    and the cost of findings B and C in that loop: with `rep` branches, with `heads`, and with the teacher
-   (KD + difficulty weights), each as a ratio to the plain edgecomp loop, on the quickstart model pruned to
+   (KD + difficulty weights; KD alone), each as a ratio to the plain edgecomp loop, on the quickstart model pruned to
    30% of its MACs (the quickstart's smallest step);
 2. augmentation throughput: edgecomp's batched RandAugment on uint8 tensors vs torchvision's
    per-image RandAugment on PIL images, at the same magnitude.
@@ -28,13 +28,13 @@ import torchvision.transforms as T
 
 from edgecomp.compression.augment import Augmenter
 from edgecomp.compression.auxiliary import attach
-from edgecomp.core.data import TensorBatches, read_fashion_mnist
-from edgecomp.core.models import build_model
 from edgecomp.compression.objective import Objective
 from edgecomp.compression.prune import Size, measure_size, prune_to
-from edgecomp.core.recipe import AugmentSection, ModelSection, OptimSettings, PruneSection, TeacherSection, aux_section
 from edgecomp.compression.teacher import Teacher
 from edgecomp.compression.train import InputSpec, TrainJob, console, make_optimizer, train
+from edgecomp.core.data import TensorBatches, read_fashion_mnist
+from edgecomp.core.models import build_model
+from edgecomp.core.recipe import AugmentSection, ModelSection, OptimSettings, PruneSection, TeacherSection, aux_section
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AUX_VARIANTS = {"rep": aux_section(kind="rep"), "rep_trunk": aux_section(kind="rep", rep_trunk=True),
@@ -62,9 +62,9 @@ def small_model(cfg, spec):
 def edgecomp_epoch(data, cfg, spec, augment, variant: str = "plain", small=None) -> float:
     torch.manual_seed(0)
     model = copy.deepcopy(small) if small is not None else build_model(cfg)
-    teacher_cfg = TeacherSection(kd_weight=0.5, difficulty={"mode": "weight"}) if variant == "teacher" \
-        else TeacherSection()
-    teacher = Teacher(build_model(cfg)) if variant == "teacher" else None  # the dense model judges, as in a run
+    teacher_cfg = {"teacher": TeacherSection(kd_weight=0.5, difficulty={"mode": "weight"}),
+                   "kd": TeacherSection(kd_weight=0.5)}.get(variant, TeacherSection())
+    teacher = Teacher(build_model(cfg)) if variant in ("teacher", "kd") else None  # the dense model, as in a run
     objective, strong = Objective(teacher_cfg, 0.3, teacher), None
     if variant in AUX_VARIANTS:
         branched = attach(model, AUX_VARIANTS[variant], spec.example())
@@ -111,10 +111,11 @@ def pil_augment(images) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
-COST_VARIANTS = ("plain", *AUX_VARIANTS, "teacher")
+COST_VARIANTS = ("plain", *AUX_VARIANTS, "teacher", "kd")
 COST_ROWS = [("rep", "with rep branches"),
              ("rep_trunk", "with rep branches, strong view trains the trunk too (rep_trunk)"),
-             ("heads", "with aux heads"), ("teacher", "with teacher (KD + weights)")]
+             ("heads", "with aux heads"), ("teacher", "with teacher (KD + weights)"),
+             ("kd", "with distillation alone (teacher.kd_weight 0.5)")]
 
 
 def measure(repeats: int) -> dict[str, list[float]]:
