@@ -3,6 +3,7 @@ reach oneDNN's broken NHWC kernel; a hang stops with one line instead of running
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -172,6 +173,36 @@ def test_watchdog_stays_quiet_while_batches_arrive():
             watchdog.beat(f"epoch 1, batch {batch + 1}")
     time.sleep(0.5)  # after the context ends nothing fires either
     assert lines == []
+
+
+STOPPED_LOOP = textwrap.dedent("""
+    import sys
+    from edgecomp.compression.watchdog import Watchdog
+
+    with Watchdog("step 1", factor=3, floor_s=2, first_s=2) as watchdog:
+        watchdog.beat("epoch 1, batch 1")
+        print("ready", flush=True)
+        sys.stdin.readline()  # the test stops this process, resumes it, then writes a line
+        watchdog.beat("epoch 1, batch 2")
+    print("finished", flush=True)
+""")
+
+
+def test_a_stopped_and_resumed_run_is_not_taken_for_a_hang():
+    """Ctrl-Z then fg: the watchdog thread wakes after the stop before the loop can beat, and must not count the
+    8 s the process was stopped against the 2 s limit (without that, the process exits 1)."""
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_LOOP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(8)
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(1)  # the watchdog thread has woken and judged the gap by now
+        out, err = proc.communicate("go\n", timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "finished" in out, err
 
 
 HANG_MODEL = textwrap.dedent("""

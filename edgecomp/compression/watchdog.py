@@ -4,7 +4,8 @@ The loop calls `beat(where)` after every batch. A daemon thread compares the tim
 with what the loop has shown it needs: `factor` × the slowest of the recent batch times, but never less
 than `floor_s` (and `first_s` before any batch has finished, which also covers warm-up). Past that
 limit it prints one line naming the stage, the batch it was on and the likely cause, and ends the
-process with exit code 1. The Python main thread cannot be interrupted inside a native kernel
+process with exit code 1. Time the whole process spent stopped (Ctrl-Z, SIGSTOP), which the thread sees as
+one long gap between its own wake-ups, is not counted as a stall. The Python main thread cannot be interrupted inside a native kernel
 (a deadlocked oneDNN convolution holds it forever), hence `os._exit`; checkpoints are written
 atomically, so the last finished step stays on disk for `--resume`.
 """
@@ -23,6 +24,7 @@ from typing import Optional
 FACTOR = float(os.environ.get("EDGECOMP_WATCHDOG_FACTOR", 50))
 FLOOR_S = float(os.environ.get("EDGECOMP_WATCHDOG_FLOOR_S", 120))
 FIRST_S = float(os.environ.get("EDGECOMP_WATCHDOG_FIRST_S", 900))
+STOPPED_S = 5.0  # a wake-up this much later than asked: the process was stopped, not the loop
 LIKELY_CAUSE = (
     "likely a deadlock inside a native kernel (for example oneDNN's strided 1x1 convolution on "
     "channels-last input, see the README's known limits) or an exhausted machine"
@@ -78,10 +80,15 @@ class Watchdog:
 
     def _watch(self) -> None:
         poll = min(1.0, self.floor_s / 10)
+        woke = time.perf_counter()
         while not self._stop.wait(poll):
+            now = time.perf_counter()
+            if now - woke > poll + STOPPED_S:  # stopped and resumed: the loop could not run either
+                self._last += now - woke - poll
+            woke = now
             if self._paused:
                 continue
-            stalled = time.perf_counter() - self._last
+            stalled = now - self._last
             limit = self.limit_s()
             if stalled > limit:
                 slowest = f"{max(self._recent):.2f} s" if self._recent else "none finished yet"
