@@ -96,8 +96,8 @@ def prune(
     """Prune a copy of `model` to `target_macs` (or `target_params`): the fraction of its MACs (parameters)
     to keep; or to `target_latency`, a fraction of its latency measured on `device` ("host", a profile or
     ssh://...) with `runtime` (onnxruntime, tensorrt or torch) on `threads` threads: the channel block is measured
-    there (at most `max_block`: 4, 8, 16 or 32), counts are kept on it, and plans are timed beside the model until one measures within 5% under the
-    target (`round_to` is then the block measured). The other arguments mean what the recipe's `prune.*` keys of
+    there (at most `max_block`: 4, 8, 16 or 32), counts are kept on it, and plans are timed beside the model
+    until one measures within 5% under the target (`round_to` is then the block measured). The other arguments mean what the recipe's `prune.*` keys of
     the same name mean; `num_classes` (default: the width of the model's output on `example_inputs`) finds the
     classifier, which is never pruned; `grad_fn(model)` runs a backward pass on a batch or two, needed by
     importance "taylor"."""
@@ -117,8 +117,8 @@ def prune(
     widths_before = layer_widths(pruned)
     before = measure_size(pruned, example_inputs)
     if target_latency is not None:
-        section = section.model_copy(update={"target": _latency_target(target_latency, device, runtime, threads,
-                                                                               max_block)})
+        latency_target = _latency_target(target_latency, device, runtime, threads, max_block)
+        section = section.model_copy(update={"target": latency_target})
         return _prune_for_latency(pruned, example_inputs[:1], section, classes, grad_fn, widths_before, before)
     fraction = target_macs if target_macs is not None else target_params
     assert fraction is not None
@@ -133,7 +133,8 @@ def _latency_target(fraction: float, device: str, runtime: str, threads: int,
         return LatencyTarget.model_validate({"latency": fraction, "device": device, "runtime": runtime,
                                              "threads": threads, "max_block": max_block})
     except ValidationError as exc:
-        raise UserInputError("prune: " + "; ".join(_latency_problem(e) for e in exc.errors(include_url=False))) from None
+        problems = "; ".join(_latency_problem(error) for error in exc.errors(include_url=False))
+        raise UserInputError(f"prune: {problems}") from None
 
 
 _KEYWORDS = {"prune.target.latency": "target_latency", "prune.target.": "", "prune.": ""}  # recipe path -> keyword

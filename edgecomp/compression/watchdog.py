@@ -4,10 +4,10 @@ The loop calls `beat(where)` after every batch. A daemon thread compares the tim
 with what the loop has shown it needs: `factor` × the slowest of the recent batch times, but never less
 than `floor_s` (and `first_s` before any batch has finished, which also covers warm-up). Past that
 limit it prints one line naming the stage, the batch it was on and the likely cause, and ends the
-process with exit code 1. Time the whole process spent stopped (Ctrl-Z, SIGSTOP), which the thread sees as
-one long gap between its own wake-ups, is not counted as a stall. The Python main thread cannot be interrupted inside a native kernel
+process with exit code 1. The Python main thread cannot be interrupted inside a native kernel
 (a deadlocked oneDNN convolution holds it forever), hence `os._exit`; checkpoints are written
-atomically, so the last finished step stays on disk for `--resume`.
+atomically, so the last finished step stays on disk for `--resume`. Time the whole process spent stopped
+(Ctrl-Z, SIGSTOP), which the thread sees as one long gap between its own wake-ups, is not a stall.
 """
 
 from __future__ import annotations
