@@ -255,7 +255,7 @@ def test_small_model_verdict_waits_for_the_seeds_the_rule_asks_for():
     assert page.verdict([row("0.5", tight[:5]), row("0.3", tight)]) == "pending (0.5: 5 of 6 seeds)"
     wide = [1.0, 0.2, 1.5, -0.3, 0.9, 1.2]  # sd 0.67: (t sd / 0.5)^2 = 11.9, capped at 10
     assert page.verdict([row("0.5", tight), row("0.3", wide)]) == "pending (0.3: 6 of 10 seeds)"
-    middling = [0.9, 0.1, 1.2, 0.0, 0.8, 1.0]  # sd 0.50: (2.571 x 0.50 / 0.5)^2 = 6.7 -> 7 seeds
+    middling = [0.9, 0.1, 1.2, 0.0, 0.8, 1.0]  # sd 0.497: (2.571 x 0.497 / 0.5)^2 = 6.5 -> 7 seeds
     assert page.verdict([row("0.5", tight), row("0.3", middling)]) == "pending (0.3: 6 of 7 seeds)"
     # the count is fixed by the first six: a seventh seed that narrows the interval does not lower it
     assert page.seeds_needed(row("0.3", wide + [0.8])["val"]) == 10

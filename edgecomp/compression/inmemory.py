@@ -97,8 +97,8 @@ def prune(
     to keep; or to `target_latency`, a fraction of its latency measured on `device` ("host", a profile or
     ssh://...) with `runtime` (onnxruntime, tensorrt or torch) on `threads` threads: the channel block is measured
     there (at most `max_block`: 4, 8, 16 or 32), counts are kept on it, and plans are timed beside the model
-    until one measures within 5% under the target (`round_to` is then the block measured). The other arguments mean what the recipe's `prune.*` keys of
-    the same name mean; `num_classes` (default: the width of the model's output on `example_inputs`) finds the
+    until one measures within 5% under the target (`round_to` is then the block measured). The other arguments
+    mean what the recipe's `prune.*` keys of the same name mean; `num_classes` (default: the width of the model's output on `example_inputs`) finds the
     classifier, which is never pruned; `grad_fn(model)` runs a backward pass on a batch or two, needed by
     importance "taylor"."""
     if not isinstance(model, nn.Module) or not isinstance(example_inputs, torch.Tensor):
@@ -149,14 +149,12 @@ def _in_keywords(message: str) -> str:
 
 
 def _latency_problem(error: ErrorDetails) -> str:
-    """A latency target's schema error in prune()'s keywords: latency is target_latency, and the checks across
-    fields lose the recipe's `prune.target.` prefix."""
+    """A latency target's schema error in prune()'s keywords (its field, and the paths in its message)."""
     message = _in_keywords(error["msg"].removeprefix("Value error, "))
     if not error["loc"]:
         return message
-    field = str(error["loc"][-1])
-    name = "target_latency" if field == "latency" else field
-    return f"{name}: {message} (got {error.get('input')!r})"
+    keyword = _in_keywords(f"prune.target.{error['loc'][-1]}")
+    return f"{keyword}: {message} (got {error.get('input')!r})"
 
 
 def _prune_for_latency(model: nn.Module, example: torch.Tensor, section: PruneSection, classes: int,
